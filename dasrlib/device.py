@@ -1,0 +1,39 @@
+"""Device and precision resolution: the one place that decides where tensors live."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """Return a concrete device for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    ``"auto"`` picks CUDA when available, otherwise CPU. Asking for CUDA on a machine without it raises.
+    """
+    if isinstance(spec, torch.device):
+        device = spec
+    elif spec == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Autocast dtype for ``precision`` in {"auto", "fp32", "tf32", "bf16", "fp16"}; None means fp32.
+
+    ``"auto"`` is bf16 on a CUDA device that supports it and fp32 elsewhere.
+    """
+    if precision in ("fp32", "tf32"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ValueError(f"unknown precision {precision!r}; expected auto, fp32, tf32, bf16 or fp16")
