@@ -18,6 +18,7 @@ import inspect
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,9 +224,11 @@ class LPIPSMetric:
 
         # pnet_rand=True makes lpips build torchvision's AlexNet with random weights (no download);
         # the ImageNet weights are then copied in from the file we checked above.
-        model = lpips.LPIPS(
-            net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False
-        )
+        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            model = lpips.LPIPS(
+                net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False
+            )
         alexnet = torchvision.models.alexnet(weights=None)
         state = torch.load(alex_path, map_location="cpu", weights_only=True)
         alexnet.load_state_dict(state)
@@ -239,8 +242,8 @@ class LPIPSMetric:
             for index, layer in slice_.named_children():
                 layer.load_state_dict(alexnet.features[int(index)].state_dict())
         linear_state = torch.load(linear_path, map_location="cpu", weights_only=True)
-        lin_keys = {k for k in model.state_dict() if k.startswith("lin")}
-        missing = lin_keys - set(linear_state)
+        required = {f"lin{i}.model.1.weight" for i in range(5)}
+        missing = required - set(linear_state)
         if missing:
             raise ValueError(f"lpips linear weights {linear_path} lack {sorted(missing)}")
         model.load_state_dict(linear_state, strict=False)
