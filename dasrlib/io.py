@@ -1,5 +1,10 @@
 """Image and file I/O: the only module that reads or writes image files.
 
+Images leave this module as RGB float32 tensors in [0, 1] shaped [3, H, W] (the layout used at every
+API boundary, DESIGN section 1); uint8/uint16, gray, alpha and palette layouts exist only in here.
+`read_image` keeps what is needed to write a result back faithfully (alpha plane, bit depth,
+was-gray), and `write_png` writes 8- or 16-bit PNGs with or without alpha.
+
 Every file the workbench writes goes through `atomic_write`: data lands in a temporary file in
 the destination directory and is moved into place with `os.replace`, so a crash never leaves a
 half-written result behind.
@@ -8,12 +13,50 @@ half-written result behind.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import struct
 import tempfile
+import warnings
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageReadError",
+    "LoadedImage",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "read_image",
+    "read_image_uint8",
+    "to_float",
+    "to_uint8",
+    "to_uint16",
+    "write_png",
+]
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest width * height `read_image` decodes by default (1.2 GB as a float32 RGB tensor).
+
+The check uses the header only, before any pixel is decoded. Pillow's own guard
+(`PIL.Image.MAX_IMAGE_PIXELS`, an error above twice that value, about 179 M pixels) still applies
+and is reported as `ImageReadError` too.
+"""
+
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as used for gray output
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
 
 
 def _current_umask() -> int:
@@ -54,3 +97,392 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     """Write `text` to `path` atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the path and the cause."""
+
+    def __init__(self, path: str | os.PathLike[str], cause: str) -> None:
+        self.path = Path(path)
+        self.cause = cause
+        super().__init__(f"cannot read image {str(path)!r}: {cause}")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image plus what is needed to write it back faithfully.
+
+    `rgb` is float32 [3, H, W] in [0, 1] (gray inputs are repeated over the three channels);
+    `alpha` is float32 [1, H, W] in [0, 1] or None; `bit_depth` is 8 or 16 (bits per sample of
+    the file); `was_gray` says the file had a single colour channel. EXIF orientation is applied.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None
+    bit_depth: int
+    was_gray: bool
+    path: Path
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[-2])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[-1])
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    color: np.ndarray  # [H, W, 3] or [H, W, 1], uint8 or uint16
+    alpha: np.ndarray | None  # [H, W, 1], same dtype as color
+    was_gray: bool
+
+
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Read PNG, JPEG, BMP, TIFF or WebP (8 or 16 bit; gray, RGB, alpha, palette, CMYK).
+
+    Returns RGB float32 [3, H, W] in [0, 1] with EXIF orientation applied. Raises
+    `ImageReadError` naming `path` for a missing file, a directory, an empty, truncated or
+    non-image file, or an image over `max_pixels` pixels (checked from the header before decoding).
+    """
+    decoded = _decode(Path(path), max_pixels=max_pixels)
+    scale = 65535.0 if decoded.color.dtype == np.uint16 else 255.0
+    color = torch.from_numpy(_chw_copy(decoded.color))
+    rgb = color.to(torch.float32).div_(scale)
+    if rgb.shape[0] == 1:
+        rgb = rgb.repeat(3, 1, 1)
+    alpha = None
+    if decoded.alpha is not None:
+        alpha_np = _chw_copy(decoded.alpha)
+        alpha = torch.from_numpy(alpha_np).to(torch.float32).div_(scale)
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        bit_depth=16 if decoded.color.dtype == np.uint16 else 8,
+        was_gray=decoded.was_gray,
+        path=Path(path),
+    )
+
+
+def read_image_uint8(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Read an image as RGB uint8 [3, H, W] (alpha dropped, 16-bit rounded to 8 bit).
+
+    The compact form used to hold HR training images in memory; same errors as `read_image`.
+    """
+    decoded = _decode(Path(path), max_pixels=max_pixels)
+    color = decoded.color
+    if color.dtype == np.uint16:
+        color = ((color.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    tensor = torch.from_numpy(_chw_copy(color))
+    if tensor.shape[0] == 1:
+        tensor = tensor.repeat(3, 1, 1)
+    return tensor
+
+
+def _chw_copy(array: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> a fresh, writable, C-contiguous [C, H, W] array."""
+    return np.array(array.transpose(2, 0, 1), order="C", copy=True)
+
+
+def _decode(path: Path, *, max_pixels: int) -> _Decoded:
+    if not path.exists():
+        raise ImageReadError(path, "file does not exist")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(path, f"file cannot be opened ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+
+    with warnings.catch_warnings():
+        # Our own max_pixels check below replaces Pillow's size warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(path, f"image is too large to decode safely ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageReadError(path, "not an image in a format Pillow can read") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageReadError(path, f"corrupt image header ({exc})") from exc
+
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageReadError(path, f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageReadError(
+                path,
+                f"image is {width}x{height} = {width * height} pixels, above the limit "
+                f"max_pixels={max_pixels} (decoding it could exhaust memory)",
+            )
+        try:
+            decoded = _decode_pixels(image, data, path)
+        except ImageReadError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error) as exc:
+            raise ImageReadError(path, f"truncated or corrupt image data ({exc})") from exc
+        except MemoryError as exc:
+            raise ImageReadError(path, f"not enough memory to decode {width}x{height}") from exc
+        orientation = _orientation(image, data)
+
+    color = _apply_orientation(decoded.color, orientation)
+    alpha = None if decoded.alpha is None else _apply_orientation(decoded.alpha, orientation)
+    return _Decoded(color=color, alpha=alpha, was_gray=decoded.was_gray)
+
+
+def _orientation(image: Image.Image, data: bytes) -> int:
+    if image.format == "PNG" and b"eXIf" not in data:
+        return 1  # PNG keeps EXIF in an eXIf chunk; Pillow would decode the pixels to find it
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block must not make the pixels unreadable
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels [H, W, C] into display orientation (EXIF tag 0x0112, values 1-8)."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(array, k=-1)
+    if orientation == 7:
+        return array[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(array, k=1)
+    return array
+
+
+def _decode_pixels(image: Image.Image, data: bytes, path: Path) -> _Decoded:
+    if image.format == "PNG" and image.mode in ("RGB", "RGBA") and _png_is_16bit(data):
+        return _decode_png16_color(image, data)
+    if image.format == "TIFF" and _tiff_bits(image) > 8 and not image.mode.startswith("I;16"):
+        return _decode_tiff16(data, path)
+    image.load()
+    return _pil_to_arrays(image, path)
+
+
+def _pil_to_arrays(image: Image.Image, path: Path) -> _Decoded:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        gray = np.asarray(image).astype(np.uint16)
+        return _Decoded(color=gray[..., None], alpha=None, was_gray=True)
+    if mode == "I":
+        gray32 = np.asarray(image)
+        if gray32.size and (gray32.min() < 0 or gray32.max() > 65535):
+            raise ImageReadError(path, "32-bit integer pixels outside the 16-bit range")
+        return _Decoded(color=gray32.astype(np.uint16)[..., None], alpha=None, was_gray=True)
+    if mode == "F":
+        raise ImageReadError(path, "floating-point pixels are not supported (expected 8/16 bit)")
+    if mode in ("1", "L"):
+        gray = np.asarray(image.convert("L"))
+        return _Decoded(color=gray[..., None], alpha=None, was_gray=True)
+    if mode in ("LA", "La"):
+        la = np.asarray(image.convert("LA"))
+        return _Decoded(color=la[..., :1], alpha=la[..., 1:], was_gray=True)
+    has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        return _Decoded(color=rgba[..., :3], alpha=rgba[..., 3:], was_gray=False)
+    return _Decoded(color=np.asarray(image.convert("RGB")), alpha=None, was_gray=False)
+
+
+def _png_is_16bit(data: bytes) -> bool:
+    # IHDR is always the first chunk: 8-byte signature, length, "IHDR", width, height, depth.
+    return len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16
+
+
+def _decode_png16_color(image: Image.Image, data: bytes) -> _Decoded:
+    """Decode a 16-bit RGB/RGBA/gray+alpha PNG without losing the low byte.
+
+    Pillow maps these to 8-bit modes by keeping the high byte of each sample. Its PNG decoder
+    un-filters with the true sample layout, then unpacks: decoding once with the big-endian
+    raw mode (high bytes) and once with the little-endian one (which then picks the low bytes)
+    recovers all 16 bits at C speed. Gray+alpha is decoded with a 4-byte raw copy.
+    """
+    (tile,) = image.tile
+    rawmode = tile.args if isinstance(tile.args, str) else tile.args[0]
+    if rawmode == "LA;16B":
+        raw = _decode_with_rawmode(data, "RGBA")  # bytes: L_hi, L_lo, A_hi, A_lo
+        words = raw.astype(np.uint16)
+        gray = words[..., 0] << 8 | words[..., 1]
+        alpha = words[..., 2] << 8 | words[..., 3]
+        return _Decoded(color=gray[..., None], alpha=alpha[..., None], was_gray=True)
+    high = _decode_with_rawmode(data, rawmode).astype(np.uint16)
+    low = _decode_with_rawmode(data, rawmode.replace(";16B", ";16L")).astype(np.uint16)
+    values = high << 8 | low
+    color, alpha = values[..., :3], None
+    if values.shape[-1] == 4:
+        alpha = values[..., 3:]
+    elif "transparency" in image.info and isinstance(image.info["transparency"], tuple):
+        key = np.asarray(image.info["transparency"], dtype=np.uint16)
+        alpha = np.where(np.all(color == key, axis=-1), 0, 65535).astype(np.uint16)[..., None]
+    return _Decoded(color=color, alpha=alpha, was_gray=False)
+
+
+def _decode_with_rawmode(data: bytes, rawmode: str) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    (tile,) = image.tile
+    args = rawmode if isinstance(tile.args, str) else (rawmode, *tile.args[1:])
+    image.tile = [tile._replace(args=args)]
+    image.load()
+    return np.asarray(image)
+
+
+def _tiff_bits(image: Image.Image) -> int:
+    bits = getattr(image, "tag_v2", {}).get(258, 8)
+    if isinstance(bits, tuple):
+        return max(bits) if bits else 8
+    return int(bits)
+
+
+def _decode_tiff16(data: bytes, path: Path) -> _Decoded:
+    """16-bit colour TIFF through tifffile (Pillow reduces these to 8 bit)."""
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+    # Keep the first of any extra axis (pages, time, ...) and move samples last.
+    for axis in [a for a in axes if a not in "YXS"]:
+        array = np.take(array, 0, axis=axes.index(axis))
+        axes = axes.replace(axis, "")
+    if "S" not in axes:
+        array, axes = array[..., None], axes + "S"
+    array = np.moveaxis(array, [axes.index("Y"), axes.index("X"), axes.index("S")], [0, 1, 2])
+    if array.dtype != np.uint16:
+        raise ImageReadError(path, f"unsupported TIFF sample type {array.dtype} (expected uint16)")
+    channels = array.shape[-1]
+    if channels == 1:
+        return _Decoded(color=array, alpha=None, was_gray=True)
+    if channels == 2:
+        return _Decoded(color=array[..., :1], alpha=array[..., 1:], was_gray=True)
+    if channels == 3:
+        return _Decoded(color=array, alpha=None, was_gray=False)
+    if channels == 4:
+        return _Decoded(color=array[..., :3], alpha=array[..., 3:], was_gray=False)
+    raise ImageReadError(path, f"unsupported TIFF with {channels} samples per pixel")
+
+
+# --------------------------------------------------------------------------------------------
+# Conversions
+# --------------------------------------------------------------------------------------------
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Float image in [0, 1] (any shape) -> uint8 in [0, 255], clamped and rounded."""
+    return image.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+
+
+def to_uint16(image: torch.Tensor) -> torch.Tensor:
+    """Float image in [0, 1] -> values in [0, 65535] as int32 (torch has few uint16 ops)."""
+    return image.detach().float().clamp(0.0, 1.0).mul(65535.0).round().to(torch.int32)
+
+
+def to_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 image -> float32 in [0, 1]; float input is returned as float32 unchanged."""
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).div_(255.0)
+    return image.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_png(
+    path: str | os.PathLike[str],
+    rgb: torch.Tensor,
+    *,
+    alpha: torch.Tensor | None = None,
+    bit_depth: int = 8,
+    gray: bool = False,
+) -> None:
+    """Write an RGB float image [3, H, W] in [0, 1] as a PNG, atomically.
+
+    `alpha` [1, H, W] (or [H, W]) adds a transparency plane; `bit_depth` is 8 or 16; `gray=True`
+    writes one luma channel (BT.601 weights; a [1, H, W] input is written as gray directly).
+    Values outside [0, 1] are clamped.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r} for {str(path)!r}")
+    color = rgb.detach().to("cpu", torch.float32)
+    if color.ndim != 3 or color.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image [3, H, W] or [1, H, W], got {tuple(rgb.shape)}")
+    if gray and color.shape[0] == 3:
+        weights = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float32).view(3, 1, 1)
+        color = (color * weights).sum(dim=0, keepdim=True)
+    elif not gray and color.shape[0] == 1:
+        color = color.repeat(3, 1, 1)
+    planes = [color]
+    if alpha is not None:
+        alpha_plane = alpha.detach().to("cpu", torch.float32)
+        if alpha_plane.ndim == 2:
+            alpha_plane = alpha_plane[None]
+        if alpha_plane.shape != (1, *color.shape[1:]):
+            raise ValueError(
+                f"alpha shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape)}"
+            )
+        planes.append(alpha_plane)
+    stacked = torch.cat(planes, dim=0).permute(1, 2, 0)  # [H, W, C]
+    if bit_depth == 8:
+        array = to_uint8(stacked).numpy()
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+        pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
+        with atomic_write(path) as tmp:
+            pil_image.save(tmp, format="PNG")
+    else:
+        array16 = to_uint16(stacked).numpy().astype(np.uint16)
+        atomic_write_bytes(path, _encode_png16(array16))
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def _encode_png16(array: np.ndarray) -> bytes:
+    """Encode uint16 [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) as a 16-bit PNG.
+
+    Every row uses the PNG "Sub" filter (type 1), computed on the big-endian bytes.
+    """
+    height, width, channels = array.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    bytes_per_pixel = 2 * channels
+    rows = (
+        np.ascontiguousarray(array, dtype=">u2")
+        .view(np.uint8)
+        .reshape(height, width * bytes_per_pixel)
+    )
+    filtered = rows.copy()
+    filtered[:, bytes_per_pixel:] = rows[:, bytes_per_pixel:] - rows[:, :-bytes_per_pixel]
+    scanlines = np.empty((height, 1 + width * bytes_per_pixel), dtype=np.uint8)
+    scanlines[:, 0] = 1
+    scanlines[:, 1:] = filtered
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )

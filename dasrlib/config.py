@@ -1,0 +1,329 @@
+"""Frozen, typed configurations: load from dicts, YAML or JSON; reject unknown keys.
+
+A configuration is a frozen dataclass with keyword-only fields, each carrying its help text::
+
+    @dataclass(frozen=True, kw_only=True)
+    class OptimConfig:
+        lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (Sec. 4.1)"})
+
+`load_config(OptimConfig, "run.yaml")` checks every key against the fields (a typo fails with the
+key's name), coerces values to the annotated types (YAML's ``1e-4`` arrives as a string; lists
+become tuples; nested mappings become nested configs) and returns the instance. `to_dict`,
+`config_hash` and `describe` turn a config into plain data, a short stable hash and a table of
+documented defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from dasrlib.io import atomic_write_text
+
+__all__ = [
+    "ConfigError",
+    "config_hash",
+    "describe",
+    "load_config",
+    "save_config",
+    "to_dict",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key and the class."""
+
+
+def load_config(
+    cls: type[T],
+    source: Mapping[str, Any] | str | os.PathLike[str] | T | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
+    """Build a `cls` instance from a mapping, a YAML/JSON file path or an existing instance.
+
+    `overrides` maps dotted keys (``"optim.lr"``) to values applied on top of `source`.
+    Unknown keys, missing required fields and values of the wrong type raise `ConfigError`.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{cls!r} is not a dataclass type")
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, cls):
+        data = to_dict(source)
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    elif isinstance(source, str | os.PathLike):
+        data = _read_file(Path(source))
+    else:
+        raise TypeError(
+            f"config source must be a mapping, a path or a {cls.__name__}, got {type(source)}"
+        )
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value, cls)
+    return _build(cls, data, cls.__name__)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            loaded = yaml.safe_load(text)
+        elif suffix == ".json":
+            loaded = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: expected .yaml, .yml or .json")
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:]}: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return loaded
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, cls: type) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif dataclasses.is_dataclass(child) and not isinstance(child, type):
+            child = node[part] = to_dict(child)
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r} for {cls.__name__}: {part!r} is not a section")
+        node = child
+    node[last] = value
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown key {key!r} for {cls.__name__} (at {where}){hint} "
+            f"Known keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {name!r} for {cls.__name__} (at {where})")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is None and hasattr(tp, "__name__"):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("pathlib.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert `value` to the annotated type `tp`, or raise `ConfigError` naming `where`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        for arm in args:
+            if arm is type(None):
+                continue
+            try:
+                return _coerce(value, arm, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}")
+        if not args:
+            return tuple(value)
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in pairs)
+    if origin in (list, frozenset, set):
+        raise ConfigError(f"{where}: use tuple[...] for sequences in frozen configs, not {tp}")
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = args if args else (Any, Any)
+        return {
+            _coerce(k, key_type, f"{where}.key"): _coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return _build(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        return _to_int(value, where)
+    if tp is float:
+        return _to_float(value, where)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, str | os.PathLike):
+            return Path(value)
+        raise ConfigError(f"{where}: expected a path, got {value!r}")
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+
+
+def _to_int(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if any(c in value for c in ".eE") else int(value, 0)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number, got {value!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON/YAML-ready data: tuples become lists, enums their values, paths strings."""
+    if not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        raise TypeError(f"to_dict expects a dataclass instance, got {type(config)}")
+    return _plain(config)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, Path):
+        return value.as_posix()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_hash(config: Any, *, length: int = 12) -> str:
+    """Short stable hash of a config's class name and values (hex sha256 prefix).
+
+    Equal configs give equal hashes across processes and machines; key order does not matter.
+    """
+    payload = {"class": type(config).__qualname__, "values": to_dict(config)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def save_config(config: Any, path: str | os.PathLike[str]) -> None:
+    """Write `config` as YAML (or JSON for a .json path), atomically."""
+    data = to_dict(config)
+    if Path(path).suffix.lower() == ".json":
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    else:
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def describe(cls: type) -> str:
+    """A Markdown table of every field (nested configs as dotted names): type, default, help."""
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for name, type_text, default, help_text in _describe_rows(cls, prefix=""):
+        rows.append(f"| `{name}` | {type_text} | {default} | {help_text} |")
+    return "\n".join(rows)
+
+
+def _describe_rows(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = prefix + f.name
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            rows.extend(_describe_rows(tp, prefix=name + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f"`{_show(f.default)}`"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f"`{_show(f.default_factory())}`"
+        else:
+            default = "required"
+        help_text = str(f.metadata.get("help", "")).replace("|", "\\|")
+        rows.append((name, _type_name(tp).replace("|", "\\|"), default, help_text))
+    return rows
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        inner = ", ".join(_show(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(_plain(value))
