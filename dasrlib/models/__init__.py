@@ -1,0 +1,26 @@
+"""Models (Sec. 3.1): mixed convolution, experts, predictor P, weighting A, DASR, baselines,
+discriminator and checkpoints. See docs/ARCHITECTURE.md for the contracts."""
+
+from dasrlib.models.dasr import (
+    DASR,
+    DASR_VARIANTS,
+    DASRInference,
+    DASROutput,
+)
+from dasrlib.models.experts import EDSR, SRResNet
+from dasrlib.models.mixed import ExpertBank, MixedConv2d, MixedWeights
+from dasrlib.models.predictor import DegradationPredictor, WeightingModule
+
+__all__ = [
+    "DASR",
+    "DASR_VARIANTS",
+    "EDSR",
+    "DASRInference",
+    "DASROutput",
+    "DegradationPredictor",
+    "ExpertBank",
+    "MixedConv2d",
+    "MixedWeights",
+    "SRResNet",
+    "WeightingModule",
+]

@@ -1,0 +1,310 @@
+"""Mixed convolution (Sec. 3.1, Eq. 2): N expert kernels stored flat, mixed in one matmul.
+
+The expert parameters of every convolution layer live in ONE tensor ``bank`` of shape [N, P]
+(P = all weights and biases of one expert, in the order of a plain expert's state dict). Mixing the
+experts for weighting factors ``a`` is therefore a single matmul over all layers:
+
+    mixed[B, P] = a[B, N] @ bank[N, P]      (Eq. 2: W_C = sum_i a_i W_i^C, b_C = sum_i a_i b_i^C)
+
+Each `MixedConv2d` of an expert topology owns no parameters; it knows the slice of the flat vector
+that holds its weight and bias, and is called with a `MixedWeights` that says which flat vector to
+read and how to apply it:
+
+- shared (``flat`` is [P]): one weight set for the whole batch, a plain ``F.conv2d``. This is also
+  the path of a batch of one image, and of `DASR.fuse`.
+- per sample (``flat`` is [B, P]): every sample has its own kernels. Implementations
+  (`PER_SAMPLE_IMPLS`), all exact up to float rounding:
+  ``"grouped"``: the batch folded into channels, one grouped convolution with ``groups=B``;
+  ``"bmm"``: im2col (``F.unfold``) and one batched matmul per layer;
+  ``"expert_sum"``: by linearity, conv(x, sum_i a_i W_i) = sum_i a_i conv(x, W_i): one dense
+  convolution with the N experts' kernels stacked on the output channels, then a per-sample
+  weighted sum (N times the multiply-adds, but large dense GEMMs; needs the raw ``a`` and bank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "PER_SAMPLE_IMPLS",
+    "ConvSlot",
+    "ExpertBank",
+    "MixedConv2d",
+    "MixedWeights",
+    "apply_layer",
+    "conv_layout",
+    "flatten_expert_state",
+    "unflatten_expert_state",
+]
+
+PER_SAMPLE_IMPLS = ("grouped", "bmm", "expert_sum")
+
+
+@dataclass(frozen=True)
+class MixedWeights:
+    """The parameters one forward pass of a mixed network reads (Eq. 2).
+
+    ``flat``: [P] (shared by the whole batch) or [B, P] (one row per sample); None for
+    ``impl="expert_sum"``, which instead uses ``coefficients`` [B, N] and ``bank`` [N, P].
+    """
+
+    flat: Tensor | None
+    impl: str = "grouped"
+    coefficients: Tensor | None = None
+    bank: Tensor | None = None
+
+    @staticmethod
+    def shared(flat: Tensor) -> MixedWeights:
+        """One flat parameter vector [P] for every sample of the batch."""
+        if flat.ndim != 1:
+            raise ValueError(f"shared mixed weights must be 1-D [P], got shape {tuple(flat.shape)}")
+        return MixedWeights(flat=flat, impl="shared")
+
+
+@dataclass(frozen=True)
+class ConvSlot:
+    """Where one convolution layer's weight and bias sit in the flat expert vector."""
+
+    name: str
+    weight_shape: tuple[int, int, int, int]
+    weight_offset: int
+    bias_offset: int | None
+
+    @property
+    def weight_numel(self) -> int:
+        out_c, in_c, kh, kw = self.weight_shape
+        return out_c * in_c * kh * kw
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight_shape[0]
+
+
+class MixedConv2d(nn.Module):
+    """A convolution whose kernel and bias are read from a `MixedWeights` (Eq. 2); no parameters.
+
+    Input [B, C_in, H, W] -> [B, C_out, H', W']. Same geometry as ``nn.Conv2d(in_channels,
+    out_channels, kernel_size, stride, padding=kernel_size // 2)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int | None = None,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2 if padding is None else padding
+        self.has_bias = bias
+        self.slot: ConvSlot | None = None  # assigned by `conv_layout`
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.has_bias}"
+        )
+
+    def plain(self) -> nn.Conv2d:
+        """An ordinary ``nn.Conv2d`` with this layer's geometry (for fused networks)."""
+        return nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            bias=self.has_bias,
+        )
+
+    def _params(self, flat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Weight [..., out, in, k, k] and bias [..., out] views of a flat [P] or [B, P] vector."""
+        slot = self._slot()
+        lead = flat.shape[:-1]
+        start = slot.weight_offset
+        weight = flat[..., start : start + slot.weight_numel].reshape(*lead, *slot.weight_shape)
+        bias = None
+        if slot.bias_offset is not None:
+            bias = flat[..., slot.bias_offset : slot.bias_offset + slot.out_channels]
+        return weight, bias
+
+    def _slot(self) -> ConvSlot:
+        if self.slot is None:
+            raise RuntimeError("MixedConv2d has no slot; build it with conv_layout(network)")
+        return self.slot
+
+    def forward(self, x: Tensor, mixed: MixedWeights) -> Tensor:
+        if mixed.impl == "expert_sum":
+            return self._forward_expert_sum(x, mixed)
+        if mixed.flat is None:
+            raise ValueError(f"mixed weights for impl {mixed.impl!r} need a flat parameter tensor")
+        if mixed.flat.ndim == 1:
+            weight, bias = self._params(mixed.flat)
+            return F.conv2d(x, weight, bias, self.stride, self.padding)
+        if mixed.flat.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"per-sample weights for {mixed.flat.shape[0]} samples but the input batch has "
+                f"{x.shape[0]}"
+            )
+        if mixed.impl == "grouped":
+            return self._forward_grouped(x, mixed.flat)
+        if mixed.impl == "bmm":
+            return self._forward_bmm(x, mixed.flat)
+        raise ValueError(f"unknown per-sample impl {mixed.impl!r}; expected {PER_SAMPLE_IMPLS}")
+
+    def _forward_grouped(self, x: Tensor, flat: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        weight, bias = self._params(flat)
+        weight = weight.reshape(batch * self.out_channels, *weight.shape[2:])
+        bias = None if bias is None else bias.reshape(batch * self.out_channels)
+        folded = x.reshape(1, batch * self.in_channels, height, width)
+        out = F.conv2d(folded, weight, bias, self.stride, self.padding, groups=batch)
+        return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
+
+    def _forward_bmm(self, x: Tensor, flat: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        weight, bias = self._params(flat)
+        k, p, s = self.kernel_size, self.padding, self.stride
+        out_h = (height + 2 * p - k) // s + 1
+        out_w = (width + 2 * p - k) // s + 1
+        columns = F.unfold(x, k, padding=p, stride=s)  # [B, in*k*k, L]
+        weight = weight.reshape(batch, self.out_channels, -1)
+        if bias is None:
+            out = torch.bmm(weight, columns)
+        else:
+            out = torch.baddbmm(bias.unsqueeze(-1), weight, columns)
+        return out.view(batch, self.out_channels, out_h, out_w)
+
+    def _forward_expert_sum(self, x: Tensor, mixed: MixedWeights) -> Tensor:
+        if mixed.coefficients is None or mixed.bank is None:
+            raise ValueError("impl 'expert_sum' needs the coefficients [B, N] and bank [N, P]")
+        coefficients = mixed.coefficients
+        num_experts = mixed.bank.shape[0]
+        weight, bias = self._params(mixed.bank)  # [N, out, in, k, k], [N, out]
+        weight = weight.reshape(num_experts * self.out_channels, *weight.shape[2:])
+        bias = None if bias is None else bias.reshape(num_experts * self.out_channels)
+        out = F.conv2d(x, weight, bias, self.stride, self.padding)
+        out = out.view(x.shape[0], num_experts, self.out_channels, out.shape[-2], out.shape[-1])
+        if coefficients.ndim == 1:
+            coefficients = coefficients.expand(x.shape[0], num_experts)
+        return torch.einsum("bn,bnchw->bchw", coefficients.to(out.dtype), out)
+
+
+def apply_layer(layer: nn.Module, x: Tensor, mixed: MixedWeights | None) -> Tensor:
+    """Run ``layer`` on ``x``; mixed layers also receive ``mixed`` (None for plain networks)."""
+    if isinstance(layer, MixedConv2d):
+        if mixed is None:
+            raise ValueError("this network has mixed convolutions; pass MixedWeights")
+        return layer(x, mixed)
+    return layer(x)
+
+
+def _mixed_convs(network: nn.Module) -> Iterator[tuple[str, MixedConv2d]]:
+    for name, module in network.named_modules():
+        if isinstance(module, MixedConv2d):
+            yield name, module
+
+
+def conv_layout(network: nn.Module) -> list[ConvSlot]:
+    """Assign every `MixedConv2d` of ``network`` its slice of the flat expert vector.
+
+    The order is the module order, which is the order of the matching plain network's state dict
+    (``<name>.weight``, then ``<name>.bias``), so flattening a plain expert's state dict gives the
+    flat vector directly.
+    """
+    slots: list[ConvSlot] = []
+    offset = 0
+    for name, conv in _mixed_convs(network):
+        shape = (conv.out_channels, conv.in_channels, conv.kernel_size, conv.kernel_size)
+        weight_offset = offset
+        offset += shape[0] * shape[1] * shape[2] * shape[3]
+        bias_offset = None
+        if conv.has_bias:
+            bias_offset = offset
+            offset += conv.out_channels
+        conv.slot = ConvSlot(name, shape, weight_offset, bias_offset)
+        slots.append(conv.slot)
+    if not slots:
+        raise ValueError("network has no MixedConv2d layers")
+    return slots
+
+
+def layout_numel(layout: list[ConvSlot]) -> int:
+    """P: the number of parameters of one expert described by ``layout``."""
+    last = layout[-1]
+    end = last.weight_offset + last.weight_numel
+    if last.bias_offset is not None:
+        end = last.bias_offset + last.out_channels
+    return end
+
+
+def flatten_expert_state(layout: list[ConvSlot], state: dict[str, Tensor]) -> Tensor:
+    """A plain expert's state dict -> flat vector [P] (missing or misshaped keys raise)."""
+    pieces: list[Tensor] = []
+    for slot in layout:
+        weight = _expect(state, f"{slot.name}.weight", slot.weight_shape)
+        pieces.append(weight.reshape(-1))
+        if slot.bias_offset is not None:
+            pieces.append(_expect(state, f"{slot.name}.bias", (slot.out_channels,)).reshape(-1))
+    return torch.cat(pieces)
+
+
+def unflatten_expert_state(layout: list[ConvSlot], flat: Tensor) -> dict[str, Tensor]:
+    """Flat vector [P] -> a plain expert's state dict (views of ``flat``)."""
+    state: dict[str, Tensor] = {}
+    for slot in layout:
+        start = slot.weight_offset
+        state[f"{slot.name}.weight"] = flat[start : start + slot.weight_numel].view(
+            slot.weight_shape
+        )
+        if slot.bias_offset is not None:
+            state[f"{slot.name}.bias"] = flat[
+                slot.bias_offset : slot.bias_offset + slot.out_channels
+            ]
+    return state
+
+
+def _expect(state: dict[str, Tensor], key: str, shape: tuple[int, ...]) -> Tensor:
+    if key not in state:
+        raise KeyError(f"expert state dict lacks {key!r}")
+    tensor = state[key]
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{key!r} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+    return tensor
+
+
+class ExpertBank(nn.Module):
+    """The parameters of N experts, one flat row each: ``bank`` [N, P] (Eq. 2).
+
+    ``mix(a)`` returns ``a @ bank``: [P] for ``a`` [N], [B, P] for ``a`` [B, N].
+    """
+
+    def __init__(self, *, layout: list[ConvSlot], num_experts: int) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        self.layout = layout
+        self.num_experts = num_experts
+        self.bank = nn.Parameter(torch.zeros(num_experts, layout_numel(layout)))
+
+    def mix(self, a: Tensor) -> Tensor:
+        """Mixed parameters for weighting factors ``a`` [N] or [B, N] (one matmul)."""
+        if a.shape[-1] != self.num_experts:
+            raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
+        return a.to(self.bank.dtype) @ self.bank
+
+    def set_expert(self, index: int, flat: Tensor) -> None:
+        """Overwrite expert ``index`` with a flat vector [P]."""
+        with torch.no_grad():
+            self.bank[index].copy_(flat)
