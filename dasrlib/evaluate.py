@@ -1,0 +1,599 @@
+"""Methods over seeded test sets, long-format results (DESIGN section 3; Tables 1 and 2).
+
+A `Method` names one way of producing x4 SR: bicubic interpolation, one of our checkpoints (DASR or
+a retrained backbone, read by `dasrlib.models.load_model`), an official DASR checkpoint (net_g +
+net_p), or a third-party checkpoint read through spandrel (RRDB/ESRGAN, BSRGAN, Real-ESRGAN,
+SwinIR). `evaluate` runs one method over the test sets built by `dasrlib.testsets` and returns
+long-format rows (STYLE point 8): one row per image and metric, then one mean row per
+(level, metric) carrying `n_images`. LPIPS rows say "n/a: ..." in `note` when the AlexNet
+weights are missing; a metric that fails raises an error naming the image, it never drops it.
+
+`table1` and `table2_quality` assemble the comparison tables: a method without weights keeps its
+rows, marked "not provided". `comparison_table` renders ours / paper / difference per cell.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
+from dasrlib.results import RESULT_COLUMNS, run_metadata, write_results
+
+__all__ = [
+    "LEVELS",
+    "METRIC_LPIPS",
+    "METRIC_PSNR",
+    "METRIC_SSIM",
+    "METRIC_V_MAE",
+    "NOT_PROVIDED",
+    "PAPER_LEVEL_NAMES",
+    "PAPER_TABLE1",
+    "PAPER_TABLE2",
+    "PAPER_TABLE2_EFFICIENCY",
+    "EvaluationError",
+    "Method",
+    "MethodKind",
+    "comparison_table",
+    "evaluate",
+    "load_upscaler",
+    "not_provided_rows",
+    "paper_value",
+    "read_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+LEVELS: tuple[str, ...] = ("bicubic", "weak", "standard", "severe")
+"""The four test sets of Tables 1 and 2, in the paper's order."""
+
+PAPER_LEVEL_NAMES: dict[str, str] = {
+    "bicubic": "Bicubic",
+    "weak": "Level-I",
+    "standard": "Level-II",
+    "severe": "Level-III",
+}
+
+METRIC_PSNR = "psnr_y_db"
+METRIC_SSIM = "ssim_y"
+METRIC_LPIPS = "lpips_alex"
+METRIC_V_MAE = "v_mae"
+NOT_PROVIDED = "not provided"
+
+# --------------------------------------------------------------------------------------------------
+# The paper's numbers (DESIGN section 3): {method: {level: (PSNR-Y dB, LPIPS)}}
+# --------------------------------------------------------------------------------------------------
+
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "RRDB": {
+        "bicubic": (30.92, 0.2537),
+        "weak": (26.27, 0.3419),
+        "standard": (26.46, 0.4441),
+        "severe": (23.91, 0.7631),
+    },
+    "ESRGAN": {
+        "bicubic": (28.17, 0.1154),
+        "weak": (21.16, 0.4727),
+        "standard": (22.77, 0.4900),
+        "severe": (23.63, 0.7314),
+    },
+    "IKC": {
+        "bicubic": (28.01, 0.2695),
+        "weak": (24.09, 0.3805),
+        "standard": (25.39, 0.4531),
+        "severe": (22.91, 0.7583),
+    },
+    "BSRGAN": {
+        "bicubic": (27.32, 0.2364),
+        "weak": (26.78, 0.2412),
+        "standard": (26.75, 0.2462),
+        "severe": (24.05, 0.3995),
+    },
+    "Real-ESRGAN": {
+        "bicubic": (26.65, 0.2284),
+        "weak": (26.17, 0.2312),
+        "standard": (26.16, 0.2391),
+        "severe": (23.81, 0.3901),
+    },
+    "Real-SwinIR-M": {
+        "bicubic": (26.83, 0.2221),
+        "weak": (26.21, 0.2247),
+        "standard": (26.12, 0.2313),
+        "severe": (23.34, 0.3844),
+    },
+    "Real-SwinIR-L": {
+        "bicubic": (27.21, 0.2135),
+        "weak": (26.45, 0.2161),
+        "standard": (26.39, 0.2213),
+        "severe": (23.46, 0.3765),
+    },
+    "DASR": {
+        "bicubic": (28.55, 0.1696),
+        "weak": (27.84, 0.1707),
+        "standard": (27.58, 0.2126),
+        "severe": (23.93, 0.4144),
+    },
+}
+"""Table 1: PSNR-Y (dB) / LPIPS of published real-world SR methods on the DIV2K validation sets."""
+
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "SRResNet": {
+        "bicubic": (28.05, 0.1747),
+        "weak": (27.60, 0.1772),
+        "standard": (27.34, 0.2228),
+        "severe": (23.71, 0.4419),
+    },
+    "EDSR": {
+        "bicubic": (28.26, 0.1807),
+        "weak": (27.79, 0.1834),
+        "standard": (27.53, 0.2284),
+        "severe": (23.87, 0.4351),
+    },
+    "SwinIR": {
+        "bicubic": (28.28, 0.1488),
+        "weak": (27.78, 0.1531),
+        "standard": (27.45, 0.1854),
+        "severe": (23.60, 0.3869),
+    },
+    "RRDB": {
+        "bicubic": (27.92, 0.1473),
+        "weak": (27.84, 0.1569),
+        "standard": (27.29, 0.1886),
+        "severe": (23.54, 0.3847),
+    },
+    "DASR": {
+        "bicubic": (28.55, 0.1696),
+        "weak": (27.84, 0.1707),
+        "standard": (27.58, 0.2126),
+        "severe": (23.93, 0.4144),
+    },
+}
+"""Table 2: backbones retrained on the DASR degradation space, PSNR-Y (dB) / LPIPS."""
+
+PAPER_TABLE2_EFFICIENCY: dict[str, dict[str, float]] = {
+    "SRResNet": {"latency_ms": 113, "gmacs": 166, "params_m": 1.52, "peak_mem_mb": 2359},
+    "EDSR": {"latency_ms": 105, "gmacs": 130, "params_m": 1.52, "peak_mem_mb": 2169},
+    "SwinIR": {"latency_ms": 1719, "gmacs": 539, "params_m": 11.72, "peak_mem_mb": 2699},
+    "RRDB": {"latency_ms": 460, "gmacs": 1176, "params_m": 16.70, "peak_mem_mb": 2417},
+    "DASR": {"latency_ms": 142, "gmacs": 184, "params_m": 8.07, "peak_mem_mb": 2452},
+}
+"""Table 2 efficiency: latency (ms, V100), GMACs at a 256x256 input, params (M), memory (MB)."""
+
+
+def paper_value(
+    table: Mapping[str, Mapping[str, tuple[float, float]]] | None,
+    method: str | None,
+    level: str,
+    metric: str,
+) -> float:
+    """The paper's PSNR-Y or LPIPS for (method, level) in `table`; NaN when the paper has none."""
+    if table is None or method is None or method not in table or level not in table[method]:
+        return math.nan
+    psnr, lpips_value = table[method][level]
+    if metric == METRIC_PSNR:
+        return psnr
+    if metric == METRIC_LPIPS:
+        return lpips_value
+    return math.nan
+
+
+# --------------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------------
+
+
+class MethodKind(str, enum.Enum):
+    """How a method's SR is produced."""
+
+    BICUBIC = "bicubic"
+    CHECKPOINT = "checkpoint"  # ours: dasrlib.models.load_model
+    OFFICIAL_DASR = "official_dasr"  # the reference implementation's net_g + net_p
+    THIRD_PARTY = "third_party"  # RRDB/ESRGAN, BSRGAN, Real-ESRGAN, SwinIR via spandrel
+
+
+@dataclass(frozen=True)
+class Method:
+    """One SR method: its display name, kind, weight files and its column in the paper's table."""
+
+    name: str
+    kind: MethodKind
+    weights: tuple[Path, ...] = ()
+    paper_name: str | None = None
+
+    def __post_init__(self) -> None:
+        expected = {
+            MethodKind.BICUBIC: 0,
+            MethodKind.CHECKPOINT: 1,
+            MethodKind.OFFICIAL_DASR: 2,
+            MethodKind.THIRD_PARTY: 1,
+        }[self.kind]
+        if len(self.weights) != expected:
+            raise ValueError(
+                f"method {self.name!r} of kind {self.kind.value} needs {expected} weight file(s), "
+                f"got {[str(w) for w in self.weights]}"
+            )
+
+    @classmethod
+    def bicubic(cls, *, name: str = "Bicubic") -> Method:
+        """Bicubic x4 interpolation (PyTorch, align_corners=False), clamped to [0, 1]."""
+        return cls(name=name, kind=MethodKind.BICUBIC)
+
+    @classmethod
+    def checkpoint(
+        cls, *, name: str, path: str | os.PathLike[str], paper_name: str | None = None
+    ) -> Method:
+        """One of our checkpoints (DASR or a backbone), as `dasrlib.models.save_weights` writes."""
+        return cls(
+            name=name, kind=MethodKind.CHECKPOINT, weights=(Path(path),), paper_name=paper_name
+        )
+
+    @classmethod
+    def official_dasr(
+        cls,
+        *,
+        name: str = "DASR",
+        net_g: str | os.PathLike[str],
+        net_p: str | os.PathLike[str],
+        paper_name: str | None = "DASR",
+    ) -> Method:
+        """The official DASR release: generator (experts + weighting) and predictor files."""
+        return cls(
+            name=name,
+            kind=MethodKind.OFFICIAL_DASR,
+            weights=(Path(net_g), Path(net_p)),
+            paper_name=paper_name,
+        )
+
+    @classmethod
+    def third_party(
+        cls, *, name: str, path: str | os.PathLike[str], paper_name: str | None = None
+    ) -> Method:
+        """A published x4 checkpoint spandrel recognises (RRDB, BSRGAN, Real-ESRGAN, SwinIR)."""
+        return cls(
+            name=name, kind=MethodKind.THIRD_PARTY, weights=(Path(path),), paper_name=paper_name
+        )
+
+
+Upscaler = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+"""lr [1, 3, h, w] in [0, 1] -> (sr [1, 3, 4h, 4w] in [0, 1], v_hat [1, 33] or None)."""
+
+
+def _bicubic_x4(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
+    sr = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    return sr.clamp(0.0, 1.0), None
+
+
+def _split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A network's output as (sr, v_hat): a plain tensor, or DASR's output with .sr and .v_hat."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if hasattr(out, "sr"):
+        return out.sr, getattr(out, "v_hat", None)
+    raise TypeError(f"unexpected network output of type {type(out).__name__}")
+
+
+def _network_upscaler(net: Callable[[torch.Tensor], Any]) -> Upscaler:
+    def run(lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        sr, v_hat = _split_output(net(lr))
+        return sr.float().clamp(0.0, 1.0), v_hat
+
+    return run
+
+
+def _check_files(method: Method) -> None:
+    for path in method.weights:
+        if not path.is_file():
+            raise FileNotFoundError(f"weights of method {method.name!r} not found at {path}")
+
+
+def load_upscaler(method: Method, *, device: torch.device) -> Upscaler:
+    """Load `method`'s weights onto `device` and return its x4 upscaler (eval mode, no grad)."""
+    _check_files(method)
+    if method.kind is MethodKind.BICUBIC:
+        return _bicubic_x4
+    # Imported here so bicubic-only evaluation does not build the model zoo.
+    from dasrlib import models
+
+    if method.kind is MethodKind.CHECKPOINT:
+        net = models.load_model(method.weights[0], device=device)
+    elif method.kind is MethodKind.OFFICIAL_DASR:
+        net = models.import_official_dasr(method.weights[0], method.weights[1])
+    else:
+        net = models.load_third_party(method.weights[0])
+        scale = getattr(net, "scale", 4)
+        if scale != 4:
+            raise ValueError(f"{method.weights[0]} is a x{scale} model; Tables 1 and 2 need x4")
+    net = net.to(device)
+    net.eval()
+    return _network_upscaler(net)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+class EvaluationError(RuntimeError):
+    """A method or metric failed on a named image; nothing is dropped from an average silently."""
+
+
+def _row(
+    method: Method,
+    dataset: str,
+    level: str,
+    metric: str,
+    value: float,
+    n_images: int,
+    *,
+    paper: Mapping[str, Mapping[str, tuple[float, float]]] | None,
+    image: str | None,
+    note: str = "",
+) -> dict[str, Any]:
+    return {
+        "method": method.name,
+        "dataset": dataset,
+        "level": level,
+        "metric": metric,
+        "value": value,
+        "n_images": n_images,
+        "paper_value": math.nan
+        if image is not None
+        else paper_value(paper, method.paper_name, level, metric),
+        "image": image if image is not None else "",
+        "aggregate": "image" if image is not None else "mean",
+        "note": note,
+    }
+
+
+def _as_batch(img: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return (img if img.ndim == 4 else img[None]).to(device=device, dtype=torch.float32)
+
+
+def _measure(
+    metric: str,
+    name: str,
+    level: str,
+    fn: Callable[[torch.Tensor, torch.Tensor], float],
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+) -> float:
+    try:
+        return fn(sr, hr)
+    except Exception as err:
+        raise EvaluationError(f"{metric} failed on image {name!r} ({level}): {err}") from err
+
+
+def read_manifest(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The test sets' `manifest.json` (seed, levels, images, ...) written by `build_testsets`."""
+    path = Path(testset_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no test-set manifest at {path}; build the sets with build_testsets"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _dataset_name(testset_dir: Path) -> str:
+    manifest = read_manifest(testset_dir)
+    return str(manifest.get("dataset") or testset_dir.name)
+
+
+@torch.inference_mode()
+def evaluate(
+    method: Method,
+    testset_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str] = LEVELS,
+    device: torch.device | str,
+    lpips: LPIPSMetric | LPIPSUnavailable | None = None,
+    out_csv: str | os.PathLike[str] | None = None,
+    paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    upscaler: Upscaler | None = None,
+) -> pd.DataFrame:
+    """PSNR-Y, SSIM-Y, LPIPS (and v_mae for DASR) of `method` on each test set in `levels`.
+
+    Returns long-format rows: per image (`aggregate == "image"`, n_images 1) and the mean per
+    (level, metric) (`aggregate == "mean"`, n_images = images averaged). `lpips=None` skips
+    LPIPS; `LPIPSUnavailable` gives one mean row per level with NaN and the reason in `note`.
+    `paper` is PAPER_TABLE1 or PAPER_TABLE2 (looked up by `method.paper_name`). `upscaler`
+    overrides loading `method`'s weights (a model already in memory). With `out_csv` the rows
+    are also written with their JSON sidecar.
+    """
+    from dasrlib.testsets import load_testset
+
+    device = torch.device(device)
+    testset_dir = Path(testset_dir)
+    dataset = _dataset_name(testset_dir)
+    run = upscaler if upscaler is not None else load_upscaler(method, device=device)
+    rows: list[dict[str, Any]] = []
+    for level in levels:
+        values: dict[str, list[float]] = {}
+        v_missing = 0
+        names: list[str] = []
+        for name, lr, hr, v in load_testset(testset_dir, level):
+            names.append(name)
+            lr_b = _as_batch(lr, device)
+            try:
+                sr, v_hat = run(lr_b)
+            except Exception as err:
+                raise EvaluationError(
+                    f"{method.name} failed on image {name!r} ({level}, "
+                    f"LR {tuple(lr_b.shape)}): {err}"
+                ) from err
+            hr_b = _as_batch(hr, torch.device("cpu"))
+            if tuple(sr.shape) != tuple(hr_b.shape):
+                raise EvaluationError(
+                    f"{method.name} returned SR {tuple(sr.shape)} for image {name!r} ({level}) but "
+                    f"its HR is {tuple(hr_b.shape)}; test-set HR sides are multiples of 4, so a x4 "
+                    "method must match them exactly"
+                )
+            sr = sr.cpu()
+            per_image = {
+                METRIC_PSNR: _measure(METRIC_PSNR, name, level, psnr_y, sr, hr_b),
+                METRIC_SSIM: _measure(METRIC_SSIM, name, level, ssim_y, sr, hr_b),
+            }
+            if isinstance(lpips, LPIPSMetric):
+                per_image[METRIC_LPIPS] = _measure(METRIC_LPIPS, name, level, lpips, sr, hr_b)
+            if v_hat is not None:
+                if v is None:
+                    v_missing += 1
+                else:
+                    target = torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+                    pred = v_hat.detach().float().cpu().reshape(-1)
+                    if pred.shape != target.shape:
+                        raise EvaluationError(
+                            f"v_hat {tuple(pred.shape)} and manifest v {tuple(target.shape)} of "
+                            f"image {name!r} ({level}) differ in length"
+                        )
+                    per_image[METRIC_V_MAE] = float((pred - target).abs().mean())
+            for metric, value in per_image.items():
+                values.setdefault(metric, []).append(value)
+                rows.append(_row(method, dataset, level, metric, value, 1, paper=paper, image=name))
+        if not names:
+            raise EvaluationError(f"test set {testset_dir} has no images for level {level!r}")
+        for metric, vals in values.items():
+            note = ""
+            if metric == METRIC_V_MAE and v_missing:
+                note = f"manifest has no v for {v_missing} of {len(names)} images"
+            mean = sum(vals) / len(vals)
+            rows.append(
+                _row(
+                    method,
+                    dataset,
+                    level,
+                    metric,
+                    mean,
+                    len(vals),
+                    paper=paper,
+                    image=None,
+                    note=note,
+                )
+            )
+        if isinstance(lpips, LPIPSUnavailable):
+            rows.append(
+                _row(
+                    method,
+                    dataset,
+                    level,
+                    METRIC_LPIPS,
+                    math.nan,
+                    0,
+                    paper=paper,
+                    image=None,
+                    note=str(lpips),
+                )
+            )
+        logger.info("%s on %s/%s: %d images", method.name, dataset, level, len(names))
+    frame = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "image", "aggregate", "note"])
+    if out_csv is not None:
+        config = {
+            "method": {
+                "name": method.name,
+                "kind": method.kind.value,
+                "weights": [str(w) for w in method.weights],
+                "paper_name": method.paper_name,
+            },
+            "testset_dir": str(testset_dir),
+            "testset_manifest": read_manifest(testset_dir),
+            "levels": list(levels),
+            "lpips": None if lpips is None else str(getattr(lpips, "alexnet_path", lpips)),
+        }
+        write_results(frame, out_csv, metadata=run_metadata(config=config, device=device))
+    return frame
+
+
+def not_provided_rows(
+    name: str,
+    dataset: str,
+    *,
+    levels: Iterable[str],
+    metrics: Iterable[str] = (METRIC_PSNR, METRIC_LPIPS),
+    paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    paper_name: str | None = None,
+    note: str = NOT_PROVIDED,
+) -> pd.DataFrame:
+    """Mean rows with NaN values and `note` for a method whose weights were not given."""
+    rows = [
+        {
+            "method": name,
+            "dataset": dataset,
+            "level": level,
+            "metric": metric,
+            "value": math.nan,
+            "n_images": 0,
+            "paper_value": paper_value(paper, paper_name, level, metric),
+            "image": "",
+            "aggregate": "mean",
+            "note": note,
+        }
+        for level in levels
+        for metric in metrics
+    ]
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "image", "aggregate", "note"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+_DIGITS = {METRIC_PSNR: 2, METRIC_SSIM: 4, METRIC_LPIPS: 4, METRIC_V_MAE: 4}
+
+
+def _fmt(value: float, digits: int) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _cell(row: pd.Series, digits: int) -> str:
+    if row["note"] and (row["value"] is None or pd.isna(row["value"])):
+        return str(row["note"])
+    ours = f"{_fmt(row['value'], digits)} (n={int(row['n_images'])})"
+    if pd.isna(row["paper_value"]):
+        return ours
+    diff = row["value"] - row["paper_value"]
+    return f"{ours} | paper {_fmt(row['paper_value'], digits)} | {diff:+.{digits}f}"
+
+
+def comparison_table(
+    frame: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = (METRIC_PSNR, METRIC_LPIPS),
+    levels: Sequence[str] = LEVELS,
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """A wide table of strings: rows (set, metric), one column per method.
+
+    Each cell reads "ours (n=N) | paper P | difference", or the reason there is no number
+    ("not provided", "n/a: weights not found at ...").
+    """
+    means = frame[frame["aggregate"] == "mean"]
+    methods = list(methods) if methods is not None else list(dict.fromkeys(means["method"]))
+    index = pd.MultiIndex.from_tuples(
+        [(PAPER_LEVEL_NAMES.get(lv, lv), m) for lv in levels for m in metrics],
+        names=["set", "metric"],
+    )
+    table = pd.DataFrame("", index=index, columns=methods)
+    for _, row in means.iterrows():
+        if (
+            row["metric"] not in metrics
+            or row["level"] not in levels
+            or row["method"] not in methods
+        ):
+            continue
+        key = (PAPER_LEVEL_NAMES.get(row["level"], row["level"]), row["metric"])
+        table.loc[key, row["method"]] = _cell(row, _DIGITS.get(row["metric"], 4))
+    table = table.fillna("")
+    table[table == ""] = "missing"
+    return table
