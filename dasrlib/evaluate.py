@@ -28,8 +28,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from dasrlib.io import atomic_write_text
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
-from dasrlib.results import RESULT_COLUMNS, run_metadata, write_results
+from dasrlib.results import RESULT_COLUMNS, markdown_table, run_metadata, write_results
 
 __all__ = [
     "LEVELS",
@@ -597,3 +598,194 @@ def comparison_table(
     table = table.fillna("")
     table[table == ""] = "missing"
     return table
+
+
+def style_table(table: pd.DataFrame, *, caption: str = "") -> Any:
+    """A pandas Styler of a `comparison_table`: cells without a number are greyed."""
+
+    def grey(cell: str) -> str:
+        text = str(cell)
+        return "color: #888" if text.startswith(("n/a", NOT_PROVIDED, "missing")) else ""
+
+    return table.style.map(grey).set_caption(caption)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables 1 and 2
+# --------------------------------------------------------------------------------------------------
+
+MethodSpec = str | Mapping[str, str] | None
+"""How a notebook names a method's weights: None (not provided), "bicubic", a checkpoint path,
+or {"net_g": path, "net_p": path} for an official DASR release."""
+
+TABLE1_THIRD_PARTY: frozenset[str] = frozenset(PAPER_TABLE1) - {"DASR"}
+"""Table 1 columns whose weights are published checkpoints read through spandrel."""
+
+
+def method_from_spec(
+    name: str,
+    spec: MethodSpec,
+    *,
+    third_party: Iterable[str] = (),
+    paper: Mapping[str, Any] | None = None,
+) -> Method | None:
+    """The `Method` a notebook parameter describes; None when the weights were not provided.
+
+    "bicubic" -> bicubic; {"net_g", "net_p"} -> official DASR; a path -> a third-party checkpoint
+    when `name` is in `third_party`, otherwise one of our checkpoints. The paper column is `name`
+    when `paper` has it.
+    """
+    paper_name = name if paper is not None and name in paper else None
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"net_g", "net_p"}
+        if unknown or not {"net_g", "net_p"} <= set(spec):
+            raise ValueError(
+                f"method {name!r}: an official DASR release is {{'net_g': path, 'net_p': path}}, "
+                f"got keys {sorted(spec)}"
+            )
+        return Method.official_dasr(
+            name=name, net_g=spec["net_g"], net_p=spec["net_p"], paper_name=paper_name
+        )
+    if str(spec).lower() == "bicubic":
+        return Method.bicubic(name=name)
+    if name in set(third_party):
+        return Method.third_party(name=name, path=spec, paper_name=paper_name)
+    return Method.checkpoint(name=name, path=spec, paper_name=paper_name)
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """What a table run wrote: long rows (CSV), the rendered table, and the file paths."""
+
+    rows: pd.DataFrame
+    table: pd.DataFrame
+    csv_path: Path
+    markdown_path: Path
+
+
+def _markdown_document(
+    title: str, tables: Sequence[tuple[str, pd.DataFrame]], metadata: Mapping[str, Any]
+) -> str:
+    device = metadata.get("device", {})
+    lines = [
+        f"# {title}",
+        "",
+        f"- commit: {metadata.get('git_commit')} (dirty: {metadata.get('git_dirty')})",
+        f"- device: {device.get('device')} {device.get('gpu_name') or ''}".rstrip(),
+        f"- written: {metadata.get('timestamp_utc')}",
+        "- cells: ours (n = images averaged) | paper | ours - paper; PSNR-Y in dB "
+        "(BT.601, 4-pixel crop), LPIPS AlexNet (lower is better)",
+        "",
+    ]
+    for heading, table in tables:
+        if heading:
+            lines += [f"## {heading}", ""]
+        lines += [markdown_table(table), ""]
+    return "\n".join(lines)
+
+
+def compare_methods(
+    methods: Mapping[str, Method | None],
+    testset_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str],
+    device: torch.device | str,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+    paper: Mapping[str, Mapping[str, tuple[float, float]]],
+    csv_path: str | os.PathLike[str],
+    title: str,
+    config: Mapping[str, Any] | None = None,
+    upscalers: Mapping[str, Upscaler] | None = None,
+) -> ComparisonResult:
+    """Evaluate every provided method, keep "not provided" rows for the others, write the files.
+
+    Writes `csv_path` (all rows, per image and means) with its JSON sidecar, and `<stem>.md`
+    (the rendered comparison). `upscalers` supplies models already in memory by method name.
+    """
+    testset_dir = Path(testset_dir)
+    dataset = _dataset_name(testset_dir)
+    metrics = (METRIC_PSNR, METRIC_LPIPS)
+    frames = []
+    for name, method in methods.items():
+        if method is None:
+            logger.info("%s: weights not provided; its cells say %r", name, NOT_PROVIDED)
+            paper_name = name if name in paper else None
+            frames.append(
+                not_provided_rows(
+                    name,
+                    dataset,
+                    levels=levels,
+                    metrics=metrics,
+                    paper=paper,
+                    paper_name=paper_name,
+                )
+            )
+            continue
+        upscaler = None if upscalers is None else upscalers.get(name)
+        frames.append(
+            evaluate(
+                method,
+                testset_dir,
+                levels=levels,
+                device=device,
+                lpips=lpips,
+                paper=paper,
+                upscaler=upscaler,
+            )
+        )
+    rows = pd.concat(frames, ignore_index=True)
+    table = comparison_table(rows, metrics=metrics, levels=levels, methods=list(methods))
+    csv_path = Path(csv_path)
+    metadata = run_metadata(
+        config={
+            **dict(config or {}),
+            "methods": {
+                name: None
+                if m is None
+                else {"kind": m.kind.value, "weights": [str(w) for w in m.weights]}
+                for name, m in methods.items()
+            },
+            "testset_dir": str(testset_dir),
+            "testset_manifest_seed": read_manifest(testset_dir).get("seed"),
+            "levels": list(levels),
+            "lpips": str(lpips)
+            if isinstance(lpips, LPIPSUnavailable)
+            else (None if lpips is None else str(lpips.alexnet_path)),
+        },
+        seed=read_manifest(testset_dir).get("seed"),
+        device=device,
+    )
+    write_results(rows, csv_path, metadata=metadata)
+    markdown_path = csv_path.with_suffix(".md")
+    atomic_write_text(markdown_path, _markdown_document(title, [("", table)], metadata))
+    return ComparisonResult(rows=rows, table=table, csv_path=csv_path, markdown_path=markdown_path)
+
+
+def table1(
+    methods: Mapping[str, MethodSpec],
+    testset_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str] = LEVELS,
+    device: torch.device | str,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+    out_dir: str | os.PathLike[str],
+    config: Mapping[str, Any] | None = None,
+) -> ComparisonResult:
+    """Table 1: published methods and DASR on the four test sets; writes `out_dir/table1.*`."""
+    resolved = {
+        name: method_from_spec(name, spec, third_party=TABLE1_THIRD_PARTY, paper=PAPER_TABLE1)
+        for name, spec in methods.items()
+    }
+    return compare_methods(
+        resolved,
+        testset_dir,
+        levels=levels,
+        device=device,
+        lpips=lpips,
+        paper=PAPER_TABLE1,
+        csv_path=Path(out_dir) / "table1.csv",
+        title="Table 1: PSNR-Y (dB) / LPIPS of real-world SR methods",
+        config=config,
+    )

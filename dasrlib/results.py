@@ -31,6 +31,8 @@ from dasrlib.io import atomic_write_text
 
 __all__ = [
     "RESULT_COLUMNS",
+    "markdown_table",
+    "project_path",
     "read_results",
     "run_metadata",
     "sidecar_path",
@@ -208,3 +210,35 @@ def read_results(csv_path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[s
     if not side.is_file():
         raise FileNotFoundError(f"results sidecar {side} is missing for {csv_path}")
     return frame, json.loads(side.read_text(encoding="utf-8"))
+
+
+def project_path(path: str | os.PathLike[str]) -> Path:
+    """`path` made absolute: a relative path is taken from the repository root.
+
+    Notebooks run with their own folder as working directory under nbval and with the caller's
+    under papermill; resolving `results/...` against the repository root (the folder holding
+    `pyproject.toml` above `dasrlib/`) makes both write to the same place. Outside a checkout
+    (an installed package) relative paths are taken from the current directory.
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    base = _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+    return base / path
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `table` (index levels become the first columns)."""
+    flat = table.reset_index()
+    header = [str(c) for c in flat.columns]
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for record in flat.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    return "\n".join(lines) + "\n"
