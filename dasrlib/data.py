@@ -34,6 +34,7 @@ import torch
 from dasrlib.io import DEFAULT_MAX_PIXELS, read_image_uint8
 
 __all__ = [
+    "Archive",
     "DATASET_FOLDERS",
     "DIV2K_ARCHIVES",
     "IMAGE_EXTENSIONS",
