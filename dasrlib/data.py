@@ -375,6 +375,7 @@ class PatchSampler:
                 f"no image is at least {patch_size}x{patch_size} pixels "
                 f"({self.n_too_small} too small); lower patch_size or use larger images"
             )
+        self._to_float = (torch.arange(256, dtype=torch.float32) / 255.0).to(self.device)
         self._sizes = torch.tensor([list(im.shape[1:]) for im in self.images], dtype=torch.float64)
 
     def __len__(self) -> int:
@@ -404,7 +405,9 @@ class PatchSampler:
             if flipped:
                 patch = patch.flip(-1)
             patches.append(torch.rot90(patch, k, dims=(-2, -1)))
-        return torch.stack(patches).to(torch.float32).div_(255.0)
+        # A lookup table gives bit-identical floats on every device (CUDA divides by a scalar
+        # through its reciprocal, which can differ from the CPU in the last bit).
+        return self._to_float[torch.stack(patches).long()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,7 +483,9 @@ def fetch_archive(
     workdir = Path(tempfile.mkdtemp(prefix=f".fetch-{archive.folder}-", dir=dest))
     try:
         zip_path = workdir / zip_name
-        digest = _download(archive.url, zip_path, timeout=timeout, progress=progress)
+        digest = _download(
+            archive.url, zip_path, timeout=timeout, progress=progress, size=archive.size_bytes
+        )
         size = zip_path.stat().st_size
         if archive.size_bytes is not None and size != archive.size_bytes:
             raise DownloadError(
@@ -516,12 +521,18 @@ def fetch_archive(
     return target
 
 
-def _download(url: str, path: Path, *, timeout: float, progress: bool) -> str:
-    """Stream `url` to `path`; returns the sha256. Network failures become `DownloadError`."""
+def _download(url: str, path: Path, *, timeout: float, progress: bool, size: int | None) -> str:
+    """Stream `url` to `path`; returns the sha256. Network failures become `DownloadError`.
+
+    `timeout` bounds the connection and every read, so a dead network fails within seconds.
+    """
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, path.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
+            if size is not None and total and total != size:
+                raise DownloadError(f"{url}: the server offers {total} bytes, expected {size}")
+            logger.info("downloading %s (%.2f GB)", url, (total or size or 0) / 1e9)
             done, last_report = 0, 0
             while chunk := response.read(1 << 20):
                 out.write(chunk)
@@ -529,7 +540,7 @@ def _download(url: str, path: Path, *, timeout: float, progress: bool) -> str:
                 done += len(chunk)
                 if progress and total and done - last_report >= total // 20:
                     last_report = done
-                    print(f"  {url.rsplit('/', 1)[-1]}: {100 * done / total:.0f}%", flush=True)
+                    logger.info("  %s: %.0f%%", url.rsplit("/", 1)[-1], 100 * done / total)
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(

@@ -112,6 +112,9 @@ class ImageReadError(ValueError):
         self.cause = cause
         super().__init__(f"cannot read image {str(path)!r}: {cause}")
 
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str]]:
+        return (type(self), (self.path, self.cause))  # picklable across worker processes
+
 
 @dataclass(frozen=True)
 class LoadedImage:

@@ -201,3 +201,17 @@ def test_fetch_cli_reports_error(tmp_path: Path, monkeypatch, capsys) -> None:
     assert code == 1
     assert "cannot download" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampler_on_cuda_gives_the_cpu_patches(hr_folder: Path) -> None:
+    images = HRImageFolder(hr_folder, preload=True)
+    patches = {
+        device: PatchSampler(
+            images, patch_size=32, generator=torch.Generator().manual_seed(5), device=device
+        ).sample(6)
+        for device in ("cpu", "cuda")
+    }
+    assert patches["cuda"].device.type == "cuda"
+    assert torch.equal(patches["cpu"], patches["cuda"].cpu())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
 import zlib
 from pathlib import Path
@@ -274,6 +275,12 @@ def _assert_read_error(path: Path, fragment: str, **kwargs) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     _assert_read_error(tmp_path / "nope.png", "does not exist")
+
+
+def test_error_survives_pickling(tmp_path: Path) -> None:
+    error = pickle.loads(pickle.dumps(ImageReadError(tmp_path / "x.png", "file does not exist")))
+    assert isinstance(error, ImageReadError) and error.path == tmp_path / "x.png"
+    assert str(tmp_path / "x.png") in str(error) and "does not exist" in str(error)
 
 
 def test_directory(tmp_path: Path) -> None:
