@@ -1,0 +1,200 @@
+"""Batched degradation operations with per-sample parameters (Sec. 3.2; Real-ESRGAN's operators).
+
+All functions take and return RGB float images [B, 3, H, W] in [0, 1] on any device. Functions
+that draw random numbers take an explicit `torch.Generator`; noise is drawn on the generator's
+device and moved to the image's device (keep both on the same device for speed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.enhance import jpeg_codec_differentiable
+from torch import Tensor
+
+from .kernels import opencv_gaussian_kernel, pad_image
+from .levels import RESIZE_MODES
+
+__all__ = [
+    "bicubic_downsample",
+    "gaussian_noise",
+    "jpeg_compress",
+    "poisson_noise",
+    "quantize_8bit",
+    "resize_per_sample",
+    "rgb_to_gray",
+    "usm_sharpen",
+]
+
+# ITU-R BT.601 luma weights as in torchvision's rgb_to_grayscale (what the reference uses).
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+
+def _interpolate(img: Tensor, size: tuple[int, int], mode: str, antialias: bool) -> Tensor:
+    if mode == "area":
+        return F.interpolate(img, size=size, mode="area")
+    if mode in ("bilinear", "bicubic"):
+        return F.interpolate(img, size=size, mode=mode, align_corners=False, antialias=antialias)
+    raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+
+
+def resize_per_sample(
+    img: Tensor, size: tuple[int, int], mode: Tensor, *, antialias: bool = False
+) -> Tensor:
+    """Resize every sample to `size` with its own interpolation mode.
+
+    Args:
+        img: [B, C, H, W].
+        size: output (height, width), shared by the batch.
+        mode: [B] integer indices into `RESIZE_MODES` ("area", "bilinear", "bicubic").
+        antialias: antialias bilinear/bicubic down-sampling (the reference's random resizes don't).
+
+    Returns:
+        [B, C, size[0], size[1]]. Each used mode runs once, on the samples that drew it.
+    """
+    modes = mode.tolist()
+    used = sorted(set(modes))
+    if len(used) == 1:
+        return _interpolate(img, size, RESIZE_MODES[used[0]], antialias)
+    out = img.new_empty((img.shape[0], img.shape[1], *size))
+    for m in used:
+        idx = torch.tensor([i for i, v in enumerate(modes) if v == m], device=img.device)
+        out[idx] = _interpolate(img[idx], size, RESIZE_MODES[m], antialias)
+    return out
+
+
+def rgb_to_gray(img: Tensor) -> Tensor:
+    """[B, 3, H, W] RGB -> [B, 1, H, W] luma (0.2989 R + 0.587 G + 0.114 B)."""
+    r, g, b = img.unbind(dim=1)
+    w_r, w_g, w_b = _GRAY_WEIGHTS
+    return (w_r * r + w_g * g + w_b * b).unsqueeze(1)
+
+
+def gaussian_noise(
+    img: Tensor, sigma: Tensor, gray: Tensor, *, generator: torch.Generator
+) -> Tensor:
+    """Additive Gaussian noise for `img` (not added): N(0, (sigma / 255)^2) per pixel.
+
+    Args:
+        img: [B, C, H, W] (only its shape, dtype and device are used).
+        sigma: [B] standard deviations in 0-255 units.
+        gray: [B] bool; gray samples get one noise plane shared by all channels.
+        generator: the source of the noise.
+
+    Returns:
+        [B, C, H, W] noise on `img.device`.
+    """
+    noise = torch.randn(
+        img.shape, generator=generator, device=generator.device, dtype=img.dtype
+    ).to(img.device)
+    gray = gray.to(img.device).view(-1, 1, 1, 1)
+    noise = torch.where(gray, noise[:, :1].expand_as(noise), noise)
+    return noise * (sigma.to(device=img.device, dtype=img.dtype).view(-1, 1, 1, 1) / 255.0)
+
+
+def _distinct_8bit_levels(img_8bit: Tensor) -> Tensor:
+    """[B] number of distinct integer values in each sample of an integer image in [0, 255]."""
+    flat = img_8bit.reshape(img_8bit.shape[0], -1)
+    seen = torch.zeros(flat.shape[0], 256, dtype=torch.bool, device=flat.device)
+    seen.scatter_(1, flat, True)
+    return seen.sum(dim=1)
+
+
+def poisson_noise(
+    img: Tensor, scale: Tensor, gray: Tensor, *, generator: torch.Generator
+) -> Tensor:
+    """Shot noise for `img` (not added), as Real-ESRGAN's `generate_poisson_noise_pt`.
+
+    The image (or its luma, for gray samples) is rounded to 8 bits; with v the number of its
+    distinct values rounded up to a power of two, the noise is (Poisson(x v) / v - x) * scale.
+
+    Args:
+        img: [B, 3, H, W] in [0, 1].
+        scale: [B] noise scale.
+        gray: [B] bool; gray samples draw noise on the luma and share it across channels.
+        generator: the source of the Poisson draws.
+
+    Returns:
+        [B, 3, H, W] noise on `img.device`.
+    """
+    gray = gray.to(img.device).view(-1, 1, 1, 1)
+    source = torch.where(gray, rgb_to_gray(img).expand_as(img), img)
+    source_8bit = (source * 255.0).round().clamp(0, 255)
+    levels = _distinct_8bit_levels(source_8bit.long())
+    vals = torch.exp2(torch.ceil(torch.log2(levels.to(img.dtype)))).view(-1, 1, 1, 1)
+    source = source_8bit / 255.0
+    rate = (source * vals).to(generator.device)
+    counts = torch.poisson(rate, generator=generator).to(img.device)
+    noise = counts / vals - source
+    noise = torch.where(gray, noise[:, :1].expand_as(noise), noise)
+    return noise * scale.to(device=img.device, dtype=img.dtype).view(-1, 1, 1, 1)
+
+
+def jpeg_compress(img: Tensor, quality: Tensor) -> Tensor:
+    """JPEG encode-decode at a per-sample quality (kornia's codec, 4:2:0, standard tables).
+
+    `kornia.enhance.jpeg_codec_differentiable` pads H and W to multiples of 16 (replicating the
+    bottom/right edge, as JPEG encoders do) and crops back, so any size is accepted. Its rounding
+    is a smooth approximation of true rounding; tests check it against Pillow at equal quality.
+
+    Args:
+        img: [B, 3, H, W]; clamped to [0, 1] before coding, as the reference does.
+        quality: [B] JPEG quality in [1, 100] (floats allowed).
+
+    Returns:
+        [B, 3, H, W] in [0, 1].
+    """
+    x = img.clamp(0.0, 1.0)
+    q = quality.to(device=x.device, dtype=x.dtype)
+    return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
+
+
+def quantize_8bit(img: Tensor) -> Tensor:
+    """Clamp to [0, 1] and round to the 256 levels of an 8-bit image (x * 255, round, / 255)."""
+    return (img * 255.0).round().clamp(0.0, 255.0) / 255.0
+
+
+def bicubic_downsample(img: Tensor, scale: int = 4) -> Tensor:
+    """Plain bicubic down-sampling by `scale` (torch bicubic, antialias=True), not quantised."""
+    h, w = img.shape[-2:]
+    return F.interpolate(
+        img, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True
+    )
+
+
+def _separable_blur(img: Tensor, line: Tensor) -> Tensor:
+    """Correlate each channel with outer(line, line) as two 1-D passes (reflect-padded)."""
+    b, c, h, w = img.shape
+    k = line.numel()
+    padded = pad_image(img, k // 2).reshape(b * c, 1, h + k - 1, w + k - 1)
+    line = line.to(device=img.device, dtype=img.dtype)
+    out = F.conv2d(padded, line.view(1, 1, 1, k))
+    out = F.conv2d(out, line.view(1, 1, k, 1))
+    return out.view(b, c, h, w)
+
+
+def usm_sharpen(
+    img: Tensor, *, weight: float = 0.5, radius: int = 50, threshold: float = 10.0
+) -> Tensor:
+    """Unsharp-mask sharpening of the ground truth, as BasicSR's `USMSharp` (Sec. 4.1, Eq. 3).
+
+    Blur with an OpenCV Gaussian of size radius (made odd: 51) and sigma 0 (so sigma = 8);
+    residual = img - blur; mask = |residual| * 255 > threshold, softened by the same blur;
+    out = mask * clip(img + weight * residual) + (1 - mask) * img.
+
+    Args:
+        img: [B, 3, H, W] in [0, 1].
+
+    Returns:
+        [B, 3, H, W] in [0, 1].
+    """
+    size = radius if radius % 2 == 1 else radius + 1
+    kernel = opencv_gaussian_kernel(size, 0.0)
+    # The 2-D kernel is an outer product: run it as two 1-D passes (same result, far fewer MACs).
+    line = kernel.sum(dim=1)
+    blur = _separable_blur(img, line)
+    residual = img - blur
+    mask = (residual.abs() * 255.0 > threshold).to(img.dtype)
+    soft_mask = _separable_blur(mask, line)
+    sharp = (img + weight * residual).clamp(0.0, 1.0)
+    return soft_mask * sharp + (1.0 - soft_mask) * img

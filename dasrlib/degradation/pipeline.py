@@ -1,0 +1,297 @@
+"""`degrade`: one function that walks the stages of any level (Sec. 3.2, Fig. 2).
+
+For each stage in order: blur, resize, noise, JPEG (each optional); then the final step: resize to
+HR / scale with a per-sample mode, plus the optional sinc filter and JPEG in a per-sample random
+order. The LR batch is clamped and rounded to 8-bit levels at the end.
+
+Randomness: every draw comes from the explicit `generator`, scalar parameters on the generator's
+device, in a fixed order that does not depend on the image content, so the same seed gives the same
+output on the same device. Parameters are drawn per sample wherever the tensor shape allows; the
+resize scales (shape-changing) are one draw per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .kernels import filter2d, gaussian_kernels, sinc_kernels
+from .levels import (
+    RESIZE_MODES,
+    BlurSpec,
+    FinalSpec,
+    JpegSpec,
+    Level,
+    LevelSpec,
+    NoiseSpec,
+    ResizeSpec,
+    SincSpec,
+    StageSpec,
+    level_spec,
+)
+from .ops import gaussian_noise, jpeg_compress, poisson_noise, quantize_8bit, resize_per_sample
+from .record import (
+    BlurRecord,
+    DegradationRecord,
+    FinalRecord,
+    JpegRecord,
+    NoiseRecord,
+    ResizeRecord,
+    SincRecord,
+    StageRecord,
+)
+
+__all__ = ["degrade"]
+
+_DIRECTIONS = ("up", "down", "keep")
+
+
+# ----------------------------------------------------------------------------- draws
+
+
+def _rand(g: torch.Generator, n: int) -> Tensor:
+    return torch.rand(n, generator=g, device=g.device)
+
+
+def _uniform(g: torch.Generator, n: int, bounds: Sequence[float]) -> Tensor:
+    lo, hi = bounds
+    return lo + (hi - lo) * _rand(g, n)
+
+
+def _bernoulli(g: torch.Generator, n: int, p: float) -> Tensor:
+    return _rand(g, n) < p
+
+
+def _categorical(g: torch.Generator, n: int, probs: Sequence[float]) -> Tensor:
+    weights = torch.tensor(probs, dtype=torch.float32, device=g.device)
+    if bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise ValueError(f"invalid probabilities {tuple(probs)}")
+    return torch.multinomial(weights, n, replacement=True, generator=g)
+
+
+def _odd_sizes(g: torch.Generator, n: int, bounds: tuple[int, int]) -> Tensor:
+    lo, hi = bounds
+    if lo % 2 == 0 or hi % 2 == 0 or lo > hi:
+        raise ValueError(f"kernel size range {bounds} must hold odd integers lo <= hi")
+    steps = torch.randint((hi - lo) // 2 + 1, (n,), generator=g, device=g.device)
+    return lo + 2 * steps
+
+
+def _modes(g: torch.Generator, n: int, names: Sequence[str]) -> Tensor:
+    unknown = [m for m in names if m not in RESIZE_MODES]
+    if unknown:
+        raise ValueError(f"unknown resize modes {unknown}; expected some of {RESIZE_MODES}")
+    choice = torch.randint(len(names), (n,), generator=g, device=g.device)
+    lookup = torch.tensor([RESIZE_MODES.index(m) for m in names], device=g.device)
+    return lookup[choice]
+
+
+# ----------------------------------------------------------------------------- application
+
+
+def _apply_where(x: Tensor, mask: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Apply `fn(x[idx], idx)` to the samples where `mask` is True, leave the others."""
+    idx = mask.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return x
+    if idx.numel() == x.shape[0]:
+        return fn(x, idx)
+    out = x.clone()
+    out[idx] = fn(x[idx], idx)
+    return out
+
+
+def _blur(x: Tensor, spec: BlurSpec, g: torch.Generator) -> tuple[Tensor, BlurRecord]:
+    n = x.shape[0]
+    applied = _bernoulli(g, n, spec.prob)
+    isotropic = _bernoulli(g, n, spec.iso_prob)
+    kernel_size = _odd_sizes(g, n, spec.kernel_size)
+    sigma_x = _uniform(g, n, spec.sigma)
+    sigma_y = _uniform(g, n, spec.sigma)
+    rotation = _uniform(g, n, spec.rotation)
+    sigma_y = torch.where(isotropic, sigma_x, sigma_y)
+    rotation = torch.where(isotropic, torch.zeros_like(rotation), rotation)
+    record = BlurRecord(
+        *(t.to(x.device) for t in (applied, isotropic, kernel_size, sigma_x, sigma_y, rotation))
+    )
+
+    def blur(xs: Tensor, idx: Tensor) -> Tensor:
+        kernels = gaussian_kernels(
+            record.kernel_size[idx], record.sigma_x[idx], record.sigma_y[idx], record.rotation[idx]
+        )
+        return filter2d(xs, kernels)
+
+    return _apply_where(x, record.applied, blur), record
+
+
+def _resize(
+    x: Tensor, spec: ResizeSpec, g: torch.Generator, target: tuple[int, int]
+) -> tuple[Tensor, ResizeRecord]:
+    n = x.shape[0]
+    direction = _DIRECTIONS[int(_categorical(g, 1, spec.probs))]
+    u = float(_rand(g, 1))
+    lo, hi = spec.scale
+    scale = {"up": 1.0 + u * (hi - 1.0), "down": lo + u * (1.0 - lo), "keep": 1.0}[direction]
+    mode = _modes(g, n, spec.modes).to(x.device)
+    if spec.relative_to == "input":
+        base = (x.shape[-2], x.shape[-1])
+    elif spec.relative_to == "target":
+        base = target
+    else:
+        raise ValueError(f"ResizeSpec.relative_to={spec.relative_to!r}; expected input or target")
+    size = (max(1, int(base[0] * scale)), max(1, int(base[1] * scale)))
+    return resize_per_sample(x, size, mode), ResizeRecord(direction, scale, size, mode)
+
+
+def _noise(x: Tensor, spec: NoiseSpec, g: torch.Generator) -> tuple[Tensor, NoiseRecord]:
+    n = x.shape[0]
+    applied = _bernoulli(g, n, spec.prob)
+    poisson = ~_bernoulli(g, n, spec.gaussian_prob)
+    sigma = _uniform(g, n, spec.gaussian_sigma)
+    scale = _uniform(g, n, spec.poisson_scale)
+    gray = _bernoulli(g, n, spec.gray_prob)
+    level = torch.where(poisson, scale, sigma)
+    record = NoiseRecord(*(t.to(x.device) for t in (applied, poisson, level, gray)))
+
+    def add_gaussian(xs: Tensor, idx: Tensor) -> Tensor:
+        noise = gaussian_noise(xs, record.level[idx], record.gray[idx], generator=g)
+        return (xs + noise).clamp(0.0, 1.0)
+
+    def add_poisson(xs: Tensor, idx: Tensor) -> Tensor:
+        noise = poisson_noise(xs, record.level[idx], record.gray[idx], generator=g)
+        return (xs + noise).clamp(0.0, 1.0)
+
+    x = _apply_where(x, record.applied & ~record.poisson, add_gaussian)
+    x = _apply_where(x, record.applied & record.poisson, add_poisson)
+    return x, record
+
+
+def _draw_jpeg(spec: JpegSpec, g: torch.Generator, n: int, device: torch.device) -> JpegRecord:
+    applied = _bernoulli(g, n, spec.prob)
+    quality = _uniform(g, n, spec.quality)
+    return JpegRecord(applied.to(device), quality.to(device))
+
+
+def _jpeg(x: Tensor, record: JpegRecord, idx: Tensor) -> Tensor:
+    """JPEG on the samples of `x` (global indices `idx`) whose record says applied."""
+    local = record.applied[idx]
+    return _apply_where(x, local, lambda xs, sub: jpeg_compress(xs, record.quality[idx][sub]))
+
+
+def _draw_sinc(spec: SincSpec, g: torch.Generator, n: int, device: torch.device) -> SincRecord:
+    applied = _bernoulli(g, n, spec.prob)
+    kernel_size = _odd_sizes(g, n, spec.kernel_size)
+    omega_c = _uniform(g, n, spec.omega_c)
+    return SincRecord(applied.to(device), kernel_size.to(device), omega_c.to(device))
+
+
+def _sinc(x: Tensor, record: SincRecord, idx: Tensor) -> Tensor:
+    local = record.applied[idx]
+
+    def sinc(xs: Tensor, sub: Tensor) -> Tensor:
+        rows = idx[sub]
+        return filter2d(xs, sinc_kernels(record.kernel_size[rows], record.omega_c[rows]))
+
+    return _apply_where(x, local, sinc)
+
+
+def _stage(
+    x: Tensor, spec: StageSpec, g: torch.Generator, target: tuple[int, int]
+) -> tuple[Tensor, StageRecord]:
+    blur = resize = noise = jpeg = None
+    if spec.blur is not None:
+        x, blur = _blur(x, spec.blur, g)
+    if spec.resize is not None:
+        x, resize = _resize(x, spec.resize, g, target)
+    if spec.noise is not None:
+        x, noise = _noise(x, spec.noise, g)
+    if spec.jpeg is not None:
+        jpeg = _draw_jpeg(spec.jpeg, g, x.shape[0], x.device)
+        x = _jpeg(x, jpeg, torch.arange(x.shape[0], device=x.device))
+    return x, StageRecord(blur, resize, noise, jpeg)
+
+
+def _final(
+    x: Tensor, spec: FinalSpec, g: torch.Generator, target: tuple[int, int]
+) -> tuple[Tensor, FinalRecord]:
+    n = x.shape[0]
+    mode = _modes(g, n, spec.modes).to(x.device)
+    sinc = None if spec.sinc is None else _draw_sinc(spec.sinc, g, n, x.device)
+    jpeg = None if spec.jpeg is None else _draw_jpeg(spec.jpeg, g, n, x.device)
+    sinc_first = None
+    if sinc is not None and jpeg is not None:
+        sinc_first = _bernoulli(g, n, spec.sinc_first_prob).to(x.device)
+    jpeg_first = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if sinc_first is not None:
+        jpeg_first = ~sinc_first
+
+    out = x.new_empty((n, x.shape[1], *target))
+    for first in (False, True):
+        idx = (jpeg_first == first).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        xs = x[idx]
+        if jpeg is not None and first:
+            xs = _jpeg(xs, jpeg, idx)
+        xs = resize_per_sample(xs, target, mode[idx], antialias=spec.antialias)
+        if sinc is not None:
+            xs = _sinc(xs, sinc, idx)
+        if jpeg is not None and not first:
+            xs = _jpeg(xs, jpeg, idx)
+        out[idx] = xs
+    return out, FinalRecord(mode, spec.antialias, sinc, jpeg, sinc_first)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+@torch.no_grad()
+def degrade(
+    hr: Tensor,
+    level: Level | str,
+    *,
+    generator: torch.Generator,
+    scale: int = 4,
+    spec: LevelSpec | None = None,
+) -> tuple[Tensor, DegradationRecord]:
+    """Synthesise a low-resolution batch from `hr` at `level` (Sec. 3.2).
+
+    Args:
+        hr: [B, 3, H, W] float in [0, 1] on any device; H and W divisible by `scale`.
+        level: "bicubic", "weak", "standard" or "severe".
+        generator: every random draw comes from it; put it on `hr`'s device for speed.
+        scale: down-sampling factor of the final resize.
+        spec: a `LevelSpec` replacing the level's default (e.g. probabilities forced to 0 or 1
+            with `dataclasses.replace`); its `level` must be `level`.
+
+    Returns:
+        lr: [B, 3, H / scale, W / scale], clamped to [0, 1] and rounded to 8-bit levels.
+        record: the drawn parameters; `record.vector()` is the 33-slot target v.
+    """
+    level = Level(level)
+    spec = level_spec(level) if spec is None else spec
+    if spec.level is not level:
+        raise ValueError(f"spec is for level {spec.level.value!r}, not {level.value!r}")
+    if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
+        raise ValueError(
+            f"hr must be a float [B, 3, H, W] tensor, got {hr.dtype} {tuple(hr.shape)}"
+        )
+    height, width = hr.shape[-2:]
+    if scale < 1 or height % scale or width % scale:
+        raise ValueError(f"HR size {height}x{width} is not divisible by scale {scale}")
+    target = (height // scale, width // scale)
+
+    x = hr
+    stages = []
+    for stage_spec in spec.stages:
+        x, stage_record = _stage(x, stage_spec, generator, target)
+        stages.append(stage_record)
+    x, final = _final(x, spec.final, generator, target)
+    lr = quantize_8bit(x)
+    if not math.isfinite(float(lr.sum())):
+        raise FloatingPointError(f"non-finite values in the {level.value} LR batch")
+    record = DegradationRecord(level, hr.shape[0], tuple(stages), final)
+    return lr, record

@@ -1,0 +1,265 @@
+"""Seeded synthetic test sets for Tables 1-2 (DESIGN section 3): bicubic, weak, standard, severe.
+
+    python -m dasrlib.testsets build --hr DIR --out DIR --levels bicubic,weak,standard,severe \
+        --seed 0 [--device cpu] [--max-images N]
+
+Layout of OUT:
+    hr/<name>.png          HR cropped (top-left) to sides divisible by 4: what SR outputs compare to
+    <level>/<name>.png     8-bit LR image, one folder per level
+    manifest.json          per (image, level): seed, physical parameters, v (33 slots, official
+                           layout), sha256 of the LR and HR files; per image: source path and sha256
+
+Every image gets its own generator, seeded from (seed, level, image name) through SHA-256, so any
+subset of images or levels regenerates the same pixels, and images are processed one at a time
+(bounded memory on 100 DIV2K-size images). Rebuilding with the same arguments on the same device
+type, torch and kornia versions gives byte-identical files.
+
+What differs across CPU and GPU: the CPU and CUDA random generators produce different streams
+from the same seed, so every drawn parameter and noise field differs, and convolution,
+interpolation and JPEG arithmetic round differently. A set built on a GPU is therefore a different
+(equally valid) draw; the manifest records the device and versions it was built with. Build the
+canonical sets on the CPU (the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dasrlib.data import list_image_files
+from dasrlib.degradation import Level, degrade
+from dasrlib.device import resolve_device
+from dasrlib.io import atomic_write_text, read_image, write_png
+
+__all__ = [
+    "ALL_LEVELS",
+    "MANIFEST_NAME",
+    "build_testsets",
+    "image_seed",
+    "load_testset",
+    "main",
+    "read_testset_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+ALL_LEVELS: tuple[str, ...] = tuple(level.value for level in Level)
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+HR_FOLDER = "hr"
+
+
+def image_seed(seed: int, name: str, level: Level | str) -> int:
+    """The generator seed of one (image, level): the first 63 bits of SHA-256("seed/level/name")."""
+    key = f"{seed}/{Level(level).value}/{name}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _crop_to_multiple(img: Tensor, multiple: int) -> Tensor:
+    h, w = img.shape[-2:]
+    return img[..., : h - h % multiple, : w - w % multiple]
+
+
+def _unique_names(files: Sequence[Path], root: Path) -> list[str]:
+    names = [f.stem for f in files]
+    seen: dict[str, Path] = {}
+    for name, path in zip(names, files, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"two HR images are both named {name!r}: {seen[name].relative_to(root)} and "
+                f"{path.relative_to(root)}; test-set files are named after the file stem"
+            )
+        seen[name] = path
+    return names
+
+
+def build_testsets(
+    hr_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[Level | str] = ALL_LEVELS,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    max_images: int | None = None,
+    scale: int = 4,
+) -> Path:
+    """Build the seeded test sets of the HR images under `hr_root` into `out_dir`.
+
+    Existing files of the same names are overwritten (and logged); nothing is skipped.
+
+    Args:
+        hr_root: folder of HR images (searched recursively; names are the file stems).
+        out_dir: output folder (created).
+        levels: any of "bicubic", "weak", "standard", "severe".
+        seed: base seed; each (image, level) is seeded with `image_seed(seed, name, level)`.
+        device: where degradation runs ("cpu" gives the canonical sets; see the module docstring).
+        max_images: only the first N images (sorted by path).
+        scale: down-sampling factor.
+
+    Returns:
+        The path of `manifest.json`.
+    """
+    hr_root, out_dir = Path(hr_root), Path(out_dir)
+    device = resolve_device(device)
+    levels = [Level(lv) for lv in levels]
+    if not levels:
+        raise ValueError("no levels to build")
+    files = list_image_files(hr_root)
+    if not files:
+        raise FileNotFoundError(f"no images found under {str(hr_root)!r}")
+    if max_images is not None:
+        files = files[:max_images]
+    names = _unique_names(files, hr_root)
+    if (out_dir / MANIFEST_NAME).exists():
+        logger.info("rebuilding test sets in %s (files of the same names are overwritten)", out_dir)
+
+    images: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    for index, (path, name) in enumerate(zip(files, names, strict=True), start=1):
+        hr = _crop_to_multiple(read_image(path).rgb, scale)
+        if min(hr.shape[-2:]) < scale:
+            raise ValueError(f"HR image {str(path)!r} is smaller than {scale} pixels")
+        hr_rel = f"{HR_FOLDER}/{name}.png"
+        write_png(out_dir / hr_rel, hr)
+        hr_sha = _sha256(out_dir / hr_rel)
+        images.append(
+            {
+                "name": name,
+                "source": str(path),
+                "source_sha256": _sha256(path),
+                "hr": hr_rel,
+                "hr_sha256": hr_sha,
+                "hr_size": [int(hr.shape[-2]), int(hr.shape[-1])],
+            }
+        )
+        batch = hr[None].to(device)
+        for level in levels:
+            level_seed = image_seed(seed, name, level)
+            generator = torch.Generator(device=device).manual_seed(level_seed)
+            lr, record = degrade(batch, level, generator=generator, scale=scale)
+            lr_rel = f"{level.value}/{name}.png"
+            write_png(out_dir / lr_rel, lr[0])
+            entries.append(
+                {
+                    "name": name,
+                    "level": level.value,
+                    "seed": level_seed,
+                    "lr": lr_rel,
+                    "lr_sha256": _sha256(out_dir / lr_rel),
+                    "hr": hr_rel,
+                    "hr_sha256": hr_sha,
+                    "params": record.to_dicts()[0],
+                    "v": [float(x) for x in record.vector()[0].cpu().tolist()],
+                }
+            )
+        logger.info("test sets: %d/%d %s", index, len(files), name)
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "dataset": hr_root.name,
+        "hr_root": str(hr_root),
+        "seed": seed,
+        "scale": scale,
+        "levels": [lv.value for lv in levels],
+        "vector_layout": "official",
+        "device": str(device),
+        "torch": torch.__version__,
+        "bicubic_resize": "torch.nn.functional.interpolate bicubic, antialias=True",
+        "images": images,
+        "entries": entries,
+    }
+    manifest_path = out_dir / MANIFEST_NAME
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    return manifest_path
+
+
+def read_testset_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest written by `build_testsets`; raises FileNotFoundError naming the path."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no test-set manifest at {path}; build it with build_testsets")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: unsupported manifest format {manifest.get('format')!r}")
+    return manifest
+
+
+def load_testset(
+    out_dir: str | os.PathLike[str], level: Level | str, *, verify: bool = True
+) -> Iterator[tuple[str, Tensor, Tensor, Tensor | None]]:
+    """Yield (name, lr [3, h, w], hr [3, H, W], v [33]) for every image of `level`, in order.
+
+    With `verify`, the sha256 of each LR and HR file is checked against the manifest (a mismatch
+    means the files were changed or mixed with another build: rebuild them).
+    """
+    out_dir = Path(out_dir)
+    level = Level(level)
+    manifest = read_testset_manifest(out_dir)
+    if level.value not in manifest["levels"]:
+        raise ValueError(
+            f"test sets in {out_dir} have levels {manifest['levels']}, not {level.value!r}"
+        )
+    for entry in manifest["entries"]:
+        if entry["level"] != level.value:
+            continue
+        lr_path, hr_path = out_dir / entry["lr"], out_dir / entry["hr"]
+        if verify:
+            for path, key in ((lr_path, "lr_sha256"), (hr_path, "hr_sha256")):
+                if _sha256(path) != entry[key]:
+                    raise ValueError(f"{path}: sha256 differs from {out_dir / MANIFEST_NAME}")
+        v = entry.get("v")
+        yield (
+            entry["name"],
+            read_image(lr_path).rgb,
+            read_image(hr_path).rgb,
+            None if v is None else torch.tensor(v, dtype=torch.float32),
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m dasrlib.testsets build ...``."""
+    parser = argparse.ArgumentParser(prog="python -m dasrlib.testsets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build seeded LR test sets from an HR folder")
+    build.add_argument("--hr", required=True, type=Path, help="folder of HR images")
+    build.add_argument("--out", required=True, type=Path, help="output folder")
+    build.add_argument(
+        "--levels", default=",".join(ALL_LEVELS), help="comma-separated levels (default: all)"
+    )
+    build.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    build.add_argument("--device", default="cpu", help="cpu (canonical), cuda, or auto")
+    build.add_argument("--max-images", type=int, default=None, help="only the first N images")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    manifest = build_testsets(
+        args.hr,
+        args.out,
+        levels=levels,
+        seed=args.seed,
+        device=args.device,
+        max_images=args.max_images,
+    )
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    print(f"wrote {len(data['entries'])} LR images ({', '.join(data['levels'])}) to {args.out}")
+    print(f"manifest: {manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
