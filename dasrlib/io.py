@@ -425,10 +425,14 @@ def write_png(
 
     `alpha` [1, H, W] (or [H, W]) adds a transparency plane; `bit_depth` is 8 or 16; `gray=True`
     writes one luma channel (BT.601 weights; a [1, H, W] input is written as gray directly).
-    Values outside [0, 1] are clamped.
+    Values outside [0, 1] are clamped. Already quantised planes (uint8 for 8 bit, uint16 for
+    16 bit; `gray` needs them [1, H, W]) are written as they are, with no float copy.
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r} for {str(path)!r}")
+    if not rgb.is_floating_point():
+        _write_png_quantised(path, rgb, alpha=alpha, bit_depth=bit_depth, gray=gray)
+        return
     color = rgb.detach().to("cpu", torch.float32)
     if color.ndim != 3 or color.shape[0] not in (1, 3):
         raise ValueError(f"expected an image [3, H, W] or [1, H, W], got {tuple(rgb.shape)}")
@@ -457,6 +461,39 @@ def write_png(
     else:
         array16 = to_uint16(stacked).numpy().astype(np.uint16)
         atomic_write_bytes(path, _encode_png16(array16))
+
+
+def _write_png_quantised(
+    path: str | os.PathLike[str],
+    color: torch.Tensor,
+    *,
+    alpha: torch.Tensor | None,
+    bit_depth: int,
+    gray: bool,
+) -> None:
+    """`write_png` for integer planes: uint8 [C, H, W] at 8 bit, uint16 at 16 bit."""
+    expected = torch.uint8 if bit_depth == 8 else torch.uint16
+    planes = [color] if alpha is None else [color, alpha.reshape(1, *color.shape[-2:])]
+    if any(plane.dtype != expected for plane in planes):
+        raise ValueError(
+            f"{str(path)!r}: integer planes for bit_depth {bit_depth} must be {expected}, got "
+            f"{[str(plane.dtype) for plane in planes]}"
+        )
+    if color.ndim != 3 or color.shape[0] not in (1, 3) or (gray and color.shape[0] != 1):
+        raise ValueError(
+            f"{str(path)!r}: expected integer planes [3, H, W] (or [1, H, W] for gray), "
+            f"got {tuple(color.shape)} with gray={gray}"
+        )
+    if not gray and color.shape[0] == 1:
+        planes[0] = color.expand(3, -1, -1)
+    array = torch.cat([plane.detach().cpu() for plane in planes]).permute(1, 2, 0).numpy()
+    if bit_depth == 8:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+        pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
+        with atomic_write(path) as tmp:
+            pil_image.save(tmp, format="PNG")
+    else:
+        atomic_write_bytes(path, _encode_png16(array))
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
