@@ -346,3 +346,18 @@ def test_write_png_clamps(tmp_path: Path) -> None:
     rgb = torch.tensor([-0.5, 0.5, 1.5]).view(3, 1, 1).expand(3, 2, 2)
     write_png(tmp_path / "c.png", rgb)
     assert np.asarray(Image.open(tmp_path / "c.png"))[0, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_write_png_integer_planes_written_as_they_are(tmp_path: Path, np_rng, bit_depth) -> None:
+    top = 256 if bit_depth == 8 else 65536
+    dtype = torch.uint8 if bit_depth == 8 else torch.uint16
+    color = torch.from_numpy(np_rng.integers(0, top, size=(3, 5, 7))).to(torch.int32).to(dtype)
+    alpha = torch.from_numpy(np_rng.integers(0, top, size=(1, 5, 7))).to(torch.int32).to(dtype)
+    write_png(tmp_path / "q.png", color, alpha=alpha, bit_depth=bit_depth)
+    loaded = read_image(tmp_path / "q.png")
+    assert loaded.bit_depth == bit_depth and loaded.alpha is not None
+    assert torch.equal(loaded.rgb.mul(top - 1).round().int(), color.int())
+    assert torch.equal(loaded.alpha.mul(top - 1).round().int(), alpha.int())
+    with pytest.raises(ValueError, match="must be"):
+        write_png(tmp_path / "bad.png", color, bit_depth=24 - bit_depth)
