@@ -9,16 +9,17 @@ long-format rows (STYLE point 8): one row per image and metric, then one mean ro
 weights are missing; a metric that fails raises an error naming the image, it never drops it.
 
 `table1` and `table2_quality` assemble the comparison tables: a method without weights keeps its
-rows, marked "not provided". `comparison_table` renders ours / paper / difference per cell.
+rows, marked "not provided". `comparison_table` renders ours; paper; difference per cell.
 """
 
 from __future__ import annotations
 
 import enum
-import json
+import hashlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,24 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from dasrlib.io import atomic_write_text
+from dasrlib.data import (
+    DatasetNotFoundError,
+    EmbeddedPhotos,
+    default_data_root,
+    find_dataset_root,
+    list_image_files,
+)
+from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
-from dasrlib.results import RESULT_COLUMNS, markdown_table, run_metadata, write_results
+from dasrlib.models.checkpoints import import_official_dasr, load_model, load_third_party
+from dasrlib.results import (
+    RESULT_COLUMNS,
+    markdown_table,
+    project_path,
+    run_metadata,
+    write_results,
+)
+from dasrlib.testsets import MANIFEST_NAME, build_testsets, load_testset, read_testset_manifest
 
 __all__ = [
     "LEVELS",
@@ -51,7 +67,10 @@ __all__ = [
     "load_upscaler",
     "not_provided_rows",
     "paper_value",
-    "read_manifest",
+    "prepare_testsets",
+    "resolve_eval_hr_root",
+    "TestsetStatus",
+    "testset_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -303,21 +322,121 @@ def load_upscaler(method: Method, *, device: torch.device) -> Upscaler:
     _check_files(method)
     if method.kind is MethodKind.BICUBIC:
         return _bicubic_x4
-    # Imported here so bicubic-only evaluation does not build the model zoo.
-    from dasrlib import models
-
     if method.kind is MethodKind.CHECKPOINT:
-        net = models.load_model(method.weights[0], device=device)
+        net = load_model(method.weights[0], device=device)
     elif method.kind is MethodKind.OFFICIAL_DASR:
-        net = models.import_official_dasr(method.weights[0], method.weights[1])
+        net = import_official_dasr(method.weights[0], method.weights[1])
     else:
-        net = models.load_third_party(method.weights[0])
-        scale = getattr(net, "scale", 4)
-        if scale != 4:
-            raise ValueError(f"{method.weights[0]} is a x{scale} model; Tables 1 and 2 need x4")
+        net = load_third_party(method.weights[0])
     net = net.to(device)
     net.eval()
     return _network_upscaler(net)
+
+
+# --------------------------------------------------------------------------------------------------
+# Test sets: where the HR images come from, build or reuse
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_eval_hr_root(
+    hr_root: str | os.PathLike[str] | None, *, staging_dir: str | os.PathLike[str]
+) -> Path:
+    """The HR folder to build test sets from.
+
+    A given folder is used as is (relative paths from the repository root). None: the DIV2K
+    validation images (``DIV2K_valid_HR`` under `dasrlib.data.default_data_root()`) when they
+    are there, otherwise the embedded photos, copied into `staging_dir` (the test-set builder
+    reads a folder).
+    """
+    if hr_root is not None:
+        folder = project_path(hr_root)
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"HR folder {str(folder)!r} does not exist")
+        return folder
+    data_root = project_path(default_data_root())
+    try:
+        folder = find_dataset_root(data_root, "div2k_valid")
+    except DatasetNotFoundError as err:
+        logger.info("DIV2K validation not found (%s); using the embedded photos", err)
+    else:
+        logger.info("using DIV2K validation images in %s", folder)
+        return folder
+    staging = project_path(staging_dir)
+    photos = EmbeddedPhotos()
+    for path, name in zip(photos.paths, photos.names, strict=True):
+        with atomic_write(staging / f"{name}{path.suffix.lower()}") as tmp:
+            shutil.copyfile(path, tmp)
+    logger.info("embedded photos (%d) copied to %s", len(photos), staging)
+    return staging
+
+
+@dataclass(frozen=True)
+class TestsetStatus:
+    """Where the test sets are and whether they were built now or reused; `message` says which."""
+
+    path: Path
+    reused: bool
+    message: str
+
+
+def _selected_images(hr_root: Path, max_images: int | None) -> list[tuple[str, str]]:
+    files = list_image_files(hr_root)
+    if max_images is not None:
+        files = files[:max_images]
+    return [(f.stem, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
+
+
+def prepare_testsets(
+    hr_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str],
+    seed: int,
+    max_images: int | None,
+    device: torch.device | str = "cpu",
+) -> TestsetStatus:
+    """Build the seeded test sets, or reuse `out_dir`'s if its manifest matches exactly.
+
+    Reused only when the manifest has the same seed, build device type, every requested level,
+    and the same images (names and sha256 of the source files, in order); otherwise rebuilt.
+    Either way `message` says what happened and why (never a silent skip).
+    """
+    hr_root, out_dir = project_path(hr_root), project_path(out_dir)
+    device = torch.device(device)
+    wanted = _selected_images(hr_root, max_images)
+    if not wanted:
+        raise DatasetNotFoundError(f"no images found under {str(hr_root)!r}")
+    reason = "no manifest"
+    if (out_dir / MANIFEST_NAME).is_file():
+        try:
+            manifest = read_testset_manifest(out_dir)
+        except ValueError as err:
+            manifest, reason = None, f"unreadable manifest ({err})"
+        if manifest is not None:
+            have = [(i["name"], i["source_sha256"]) for i in manifest.get("images", [])]
+            built_on = torch.device(manifest.get("device", "cpu")).type
+            if manifest.get("seed") != seed:
+                reason = f"seed {manifest.get('seed')} != {seed}"
+            elif built_on != device.type:
+                reason = f"built on {built_on}, requested {device.type}"
+            elif not set(levels) <= set(manifest.get("levels", [])):
+                reason = f"levels {manifest.get('levels')} lack some of {list(levels)}"
+            elif have != wanted:
+                reason = f"images differ ({len(have)} in the manifest, {len(wanted)} requested)"
+            else:
+                message = (
+                    f"reusing the test sets in {out_dir}: the manifest matches seed {seed}, "
+                    f"levels {list(levels)} and the {len(wanted)} images of {hr_root}"
+                )
+                logger.info(message)
+                return TestsetStatus(out_dir, True, message)
+    build_testsets(hr_root, out_dir, levels=levels, seed=seed, device=device, max_images=max_images)
+    message = (
+        f"built the test sets in {out_dir} ({reason} before): seed {seed}, levels {list(levels)}, "
+        f"{len(wanted)} images of {hr_root}, on {device.type}"
+    )
+    logger.info(message)
+    return TestsetStatus(out_dir, False, message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,18 +494,24 @@ def _measure(
         raise EvaluationError(f"{metric} failed on image {name!r} ({level}): {err}") from err
 
 
-def read_manifest(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The test sets' `manifest.json` (seed, levels, images, ...) written by `build_testsets`."""
-    path = Path(testset_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no test-set manifest at {path}; build the sets with build_testsets"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
+def testset_summary(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a results sidecar records about the test sets: source, seed, levels, manifest hash."""
+    testset_dir = Path(testset_dir)
+    manifest = read_testset_manifest(testset_dir)
+    return {
+        "dir": str(testset_dir),
+        "dataset": manifest.get("dataset"),
+        "hr_root": manifest.get("hr_root"),
+        "seed": manifest.get("seed"),
+        "levels": manifest.get("levels"),
+        "n_images": len(manifest.get("images", [])),
+        "built_on": manifest.get("device"),
+        "manifest_sha256": hashlib.sha256((testset_dir / MANIFEST_NAME).read_bytes()).hexdigest(),
+    }
 
 
 def _dataset_name(testset_dir: Path) -> str:
-    manifest = read_manifest(testset_dir)
+    manifest = read_testset_manifest(testset_dir)
     return str(manifest.get("dataset") or testset_dir.name)
 
 
@@ -411,8 +536,6 @@ def evaluate(
     overrides loading `method`'s weights (a model already in memory). With `out_csv` the rows
     are also written with their JSON sidecar.
     """
-    from dasrlib.testsets import load_testset
-
     device = torch.device(device)
     testset_dir = Path(testset_dir)
     dataset = _dataset_name(testset_dir)
@@ -505,8 +628,7 @@ def evaluate(
                 "weights": [str(w) for w in method.weights],
                 "paper_name": method.paper_name,
             },
-            "testset_dir": str(testset_dir),
-            "testset_manifest": read_manifest(testset_dir),
+            "testsets": testset_summary(testset_dir),
             "levels": list(levels),
             "lpips": None if lpips is None else str(getattr(lpips, "alexnet_path", lpips)),
         }
@@ -558,13 +680,15 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def _cell(row: pd.Series, digits: int) -> str:
-    if row["note"] and (row["value"] is None or pd.isna(row["value"])):
-        return str(row["note"])
+    paper = "" if pd.isna(row["paper_value"]) else f"paper {_fmt(row['paper_value'], digits)}"
+    if pd.isna(row["value"]):
+        reason = str(row["note"]) if row["note"] else "no value"
+        return f"{reason}; {paper}" if paper else reason
     ours = f"{_fmt(row['value'], digits)} (n={int(row['n_images'])})"
-    if pd.isna(row["paper_value"]):
+    if not paper:
         return ours
     diff = row["value"] - row["paper_value"]
-    return f"{ours} | paper {_fmt(row['paper_value'], digits)} | {diff:+.{digits}f}"
+    return f"{ours}; {paper}; diff {diff:+.{digits}f}"
 
 
 def comparison_table(
@@ -576,7 +700,7 @@ def comparison_table(
 ) -> pd.DataFrame:
     """A wide table of strings: rows (set, metric), one column per method.
 
-    Each cell reads "ours (n=N) | paper P | difference", or the reason there is no number
+    Each cell reads "ours (n=N); paper P; diff D" (D = ours - P), or the reason there is no number
     ("not provided", "n/a: weights not found at ...").
     """
     means = frame[frame["aggregate"] == "mean"]
@@ -675,7 +799,7 @@ def _markdown_document(
         f"- commit: {metadata.get('git_commit')} (dirty: {metadata.get('git_dirty')})",
         f"- device: {device.get('device')} {device.get('gpu_name') or ''}".rstrip(),
         f"- written: {metadata.get('timestamp_utc')}",
-        "- cells: ours (n = images averaged) | paper | ours - paper; PSNR-Y in dB "
+        "- cells: ours (n = images averaged); the paper's value; diff = ours - paper. PSNR-Y in dB "
         "(BT.601, 4-pixel crop), LPIPS AlexNet (lower is better)",
         "",
     ]
@@ -703,10 +827,13 @@ def compare_methods(
 
     Writes `csv_path` (all rows, per image and means) with its JSON sidecar, and `<stem>.md`
     (the rendered comparison). `upscalers` supplies models already in memory by method name.
+    `lpips=None` fills the LPIPS cells with "n/a: LPIPS not requested".
     """
     testset_dir = Path(testset_dir)
     dataset = _dataset_name(testset_dir)
     metrics = (METRIC_PSNR, METRIC_LPIPS)
+    if lpips is None:  # the table has an LPIPS row either way
+        lpips = LPIPSUnavailable("LPIPS not requested")
     frames = []
     for name, method in methods.items():
         if method is None:
@@ -747,14 +874,13 @@ def compare_methods(
                 else {"kind": m.kind.value, "weights": [str(w) for w in m.weights]}
                 for name, m in methods.items()
             },
-            "testset_dir": str(testset_dir),
-            "testset_manifest_seed": read_manifest(testset_dir).get("seed"),
+            "testsets": testset_summary(testset_dir),
             "levels": list(levels),
             "lpips": str(lpips)
             if isinstance(lpips, LPIPSUnavailable)
             else (None if lpips is None else str(lpips.alexnet_path)),
         },
-        seed=read_manifest(testset_dir).get("seed"),
+        seed=read_testset_manifest(testset_dir).get("seed"),
         device=device,
     )
     write_results(rows, csv_path, metadata=metadata)

@@ -1,0 +1,209 @@
+"""Evaluation over seeded test sets: every row present, n_images everywhere, failures named."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from dasrlib import evaluate as ev
+from dasrlib.io import write_png
+from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME, LPIPSUnavailable, load_lpips, psnr_y
+from dasrlib.models.baselines import build_model
+from dasrlib.models.checkpoints import save_weights
+from dasrlib.results import RESULT_COLUMNS
+from dasrlib.testsets import load_testset
+
+LEVELS = ("bicubic", "weak", "standard", "severe")
+NAMES = ("img_a", "img_b")
+
+
+@pytest.fixture(scope="module")
+def hr_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    gen = torch.Generator().manual_seed(0)
+    for name in NAMES:
+        coarse = torch.rand(1, 3, 8, 10, generator=gen)
+        img = F.interpolate(coarse, size=(50, 62), mode="bilinear", align_corners=False)[0]
+        write_png(folder / f"{name}.png", img)  # 50x62: the builder crops HR to 48x60
+    return folder
+
+
+@pytest.fixture(scope="module")
+def testset_dir(hr_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sets")
+    status = ev.prepare_testsets(hr_dir, out, levels=LEVELS, seed=0, max_images=None)
+    assert not status.reused and "built" in status.message
+    return out
+
+
+def _means(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["aggregate"] == "mean"]
+
+
+def test_paper_tables_are_complete() -> None:
+    for table in (ev.PAPER_TABLE1, ev.PAPER_TABLE2):
+        for method, levels in table.items():
+            assert set(levels) == set(LEVELS), method
+            for psnr, lpips_value in levels.values():
+                assert 20 < psnr < 32 and 0 < lpips_value < 1
+    assert ev.paper_value(ev.PAPER_TABLE1, "DASR", "severe", ev.METRIC_PSNR) == 23.93
+    assert ev.paper_value(ev.PAPER_TABLE2, "RRDB", "weak", ev.METRIC_LPIPS) == 0.1569
+    assert math.isnan(ev.paper_value(ev.PAPER_TABLE1, "Bicubic", "weak", ev.METRIC_PSNR))
+    assert set(ev.PAPER_TABLE2_EFFICIENCY) == set(ev.PAPER_TABLE2)
+
+
+def test_bicubic_rows_match_direct_computation(testset_dir, tmp_path) -> None:
+    lpips = LPIPSUnavailable("weights not found at /nowhere/alexnet.pth")
+    out_csv = tmp_path / "bicubic.csv"
+    frame = ev.evaluate(
+        ev.Method.bicubic(), testset_dir, levels=LEVELS, device="cpu", lpips=lpips, out_csv=out_csv
+    )
+    assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    assert frame["n_images"].notna().all()
+    per_image = frame[frame["aggregate"] == "image"]
+    # 2 images x 4 levels x (PSNR, SSIM); no v_mae for a method without a predictor.
+    assert len(per_image) == 2 * 4 * 2 and set(per_image["n_images"]) == {1}
+    assert set(per_image["image"]) == set(NAMES)
+    means = _means(frame)
+    for level in LEVELS:
+        for metric in (ev.METRIC_PSNR, ev.METRIC_SSIM):
+            row = means[(means["level"] == level) & (means["metric"] == metric)]
+            assert len(row) == 1 and int(row["n_images"].iloc[0]) == 2
+            images = per_image[(per_image["level"] == level) & (per_image["metric"] == metric)]
+            assert row["value"].iloc[0] == pytest.approx(images["value"].mean())
+        lp = means[(means["level"] == level) & (means["metric"] == ev.METRIC_LPIPS)]
+        assert len(lp) == 1 and math.isnan(lp["value"].iloc[0]) and lp["n_images"].iloc[0] == 0
+        assert lp["note"].iloc[0] == "n/a: weights not found at /nowhere/alexnet.pth"
+    # An independent recomputation of one cell.
+    name, lr, hr, _ = next(iter(load_testset(testset_dir, "weak")))
+    sr = F.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    row = per_image[
+        (per_image["level"] == "weak")
+        & (per_image["metric"] == ev.METRIC_PSNR)
+        & (per_image["image"] == name)
+    ]
+    assert row["value"].iloc[0] == pytest.approx(psnr_y(sr, hr), abs=1e-9)
+    # The CSV and its sidecar are on disk.
+    written = pd.read_csv(out_csv)
+    assert len(written) == len(frame) and written["n_images"].notna().all()
+    side = json.loads(out_csv.with_suffix(".json").read_text())
+    assert side["config"]["testsets"]["seed"] == 0 and side["config"]["testsets"]["n_images"] == 2
+    assert side["n_rows"] == len(frame)
+
+
+def test_dasr_checkpoint_records_v_mae_and_lpips(testset_dir, tmp_path, monkeypatch) -> None:
+    # LPIPS with a random AlexNet where torchvision caches it (the real loading path).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(
+        torchvision.models.alexnet(weights=None).state_dict(), cache / ALEXNET_CHECKPOINT_NAME
+    )
+    lpips = load_lpips(device="cpu")
+    model = build_model("dasr", num_experts=2, num_feat=8, num_block=1, generator=torch.Generator())
+    path = save_weights(model, tmp_path / "dasr.safetensors")
+    method = ev.Method.checkpoint(name="DASR (ours)", path=path, paper_name="DASR")
+    frame = ev.evaluate(
+        method,
+        testset_dir,
+        levels=("weak", "severe"),
+        device="cpu",
+        lpips=lpips,
+        paper=ev.PAPER_TABLE1,
+    )
+    means = _means(frame)
+    assert set(means["metric"]) == {
+        ev.METRIC_PSNR,
+        ev.METRIC_SSIM,
+        ev.METRIC_LPIPS,
+        ev.METRIC_V_MAE,
+    }
+    assert (means["n_images"] == 2).all()
+    v_mae = means[means["metric"] == ev.METRIC_V_MAE]["value"]
+    assert ((v_mae >= 0) & (v_mae <= 1)).all()
+    lp = means[means["metric"] == ev.METRIC_LPIPS]["value"]
+    assert (lp > 0).all() and lp.notna().all()
+    severe_psnr = means[(means["level"] == "severe") & (means["metric"] == ev.METRIC_PSNR)]
+    assert severe_psnr["paper_value"].iloc[0] == 23.93
+    # Per-image rows carry no paper value (the paper reports means only).
+    assert frame[frame["aggregate"] == "image"]["paper_value"].isna().all()
+
+
+def test_size_mismatch_and_failures_name_the_image(testset_dir) -> None:
+    def too_small(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return F.interpolate(lr, scale_factor=2), None
+
+    with pytest.raises(ev.EvaluationError, match=r"img_a.*\(bicubic\).*HR is"):
+        ev.evaluate(
+            ev.Method.bicubic(), testset_dir, levels=("bicubic",), device="cpu", upscaler=too_small
+        )
+
+    def broken(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(ev.EvaluationError, match=r"img_a.*weak.*out of memory"):
+        ev.evaluate(
+            ev.Method.bicubic(), testset_dir, levels=("weak",), device="cpu", upscaler=broken
+        )
+
+
+def test_missing_weights_raise_with_path(testset_dir, tmp_path) -> None:
+    method = ev.Method.third_party(name="BSRGAN", path=tmp_path / "BSRGAN.pth")
+    with pytest.raises(FileNotFoundError, match="BSRGAN.pth"):
+        ev.evaluate(method, testset_dir, levels=("weak",), device="cpu")
+
+
+def test_method_specs() -> None:
+    third = ev.TABLE1_THIRD_PARTY
+    assert ev.method_from_spec("RRDB", None, third_party=third) is None
+    assert ev.method_from_spec("Bicubic", "bicubic").kind is ev.MethodKind.BICUBIC
+    rrdb = ev.method_from_spec("RRDB", "w/rrdb.pth", third_party=third, paper=ev.PAPER_TABLE1)
+    assert rrdb.kind is ev.MethodKind.THIRD_PARTY and rrdb.paper_name == "RRDB"
+    ours = ev.method_from_spec("DASR", "run/model.safetensors", third_party=third)
+    assert ours.kind is ev.MethodKind.CHECKPOINT
+    official = ev.method_from_spec("DASR", {"net_g": "g.pth", "net_p": "p.pth"}, third_party=third)
+    assert official.kind is ev.MethodKind.OFFICIAL_DASR and len(official.weights) == 2
+    with pytest.raises(ValueError, match="net_p"):
+        ev.method_from_spec("DASR", {"net_g": "g.pth"})
+
+
+def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
+    methods = {"Bicubic": "bicubic", "RRDB": None, "DASR": None}
+    result = ev.table1(
+        methods, testset_dir, levels=LEVELS, device="cpu", lpips=None, out_dir=tmp_path
+    )
+    assert list(result.table.columns) == list(methods)
+    assert len(result.table) == len(LEVELS) * 2  # (set, metric) rows: PSNR and LPIPS
+    assert not (result.table == "missing").any().any()
+    rrdb = result.table["RRDB"]
+    assert rrdb.str.startswith("not provided; paper").all()
+    assert result.table.loc[("Level-III", ev.METRIC_PSNR), "RRDB"] == "not provided; paper 23.91"
+    assert result.table.loc[("Bicubic", ev.METRIC_PSNR), "Bicubic"].endswith("(n=2)")
+    written = pd.read_csv(result.csv_path)
+    assert set(written["method"]) == set(methods)
+    assert (tmp_path / "table1.json").is_file()
+    text = result.markdown_path.read_text()
+    assert "| Level-II | psnr_y_db |" in text and "not provided; paper 26.46" in text
+
+
+def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:
+    first = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
+    assert not first.reused and "no manifest" in first.message
+    same = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
+    assert same.reused and "reusing" in same.message and "seed 0" in same.message
+    more = ev.prepare_testsets(
+        hr_dir, tmp_path, levels=("weak", "bicubic"), seed=0, max_images=None
+    )
+    assert not more.reused and "levels" in more.message
+    fewer = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=1)
+    assert not fewer.reused and "images differ" in fewer.message
+    other = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
+    assert not other.reused and "seed 0 != 1" in other.message
