@@ -124,6 +124,7 @@ class DASR(nn.Module):
         mixing: str = "weights",
         per_sample_impl: str = DEFAULT_PER_SAMPLE_IMPL,
         predictor_feat: int = 64,
+        predictor_bias: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -156,10 +157,11 @@ class DASR(nn.Module):
                 "mixing": mixing,
                 "per_sample_impl": per_sample_impl,
                 "predictor_feat": predictor_feat,
+                "predictor_bias": predictor_bias,
             },
         }
         self.predictor = DegradationPredictor(
-            num_feat=predictor_feat, v_dim=v_dim, generator=generator
+            num_feat=predictor_feat, v_dim=v_dim, use_bias=predictor_bias, generator=generator
         )
         self.weighting = WeightingModule(
             v_dim=v_dim,
