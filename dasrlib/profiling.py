@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import statistics
@@ -51,17 +52,36 @@ def _hw(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def count_gmacs(model: nn.Module, *, size: Size = 256) -> float:
-    """Multiply-adds (x 1e9) of one [1, 3, H, W] forward of the inference path, on the model's
-    device (``meta`` works and computes nothing)."""
-    module = inference_module(model).eval()
+def count_gmacs(model: nn.Module, *, size: Size = 256, on_meta: bool | None = None) -> float:
+    """Multiply-adds (x 1e9) of one [1, 3, H, W] forward of the inference path.
+
+    ``on_meta``: count on a meta-device copy, which computes nothing (RRDB at 256x256 takes under
+    a second instead of tens of seconds on a CPU). None: on a meta copy for CPU models, on the
+    model's own device otherwise (a model already on meta is used as it is).
+    """
     device = _model_device(model)
+    if on_meta is None:
+        on_meta = device.type == "cpu"
+    if on_meta and device.type != "meta":
+        model = copy.deepcopy(model).to("meta")
+        device = torch.device("meta")
     height, width = _hw(size)
     image = torch.zeros(1, 3, height, width, device=device)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(image)
+    with _eval_mode(model), torch.no_grad(), counter:
+        inference_module(model)(image)
     return counter.get_total_flops() / 2 / 1e9
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block, the model's own mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -124,11 +144,11 @@ def profile_model(
 ) -> dict[str, object]:
     """Parameters, GMACs, median latency and peak memory of one [1, 3, H, W] inference.
 
-    Returns ``params_m``, ``gmacs`` (always float32 counts on the model's current device, or
-    meta), ``latency_ms`` (median of ``repeats`` after ``warmup``; CUDA events on GPU,
-    ``perf_counter`` on CPU; None unless ``latency``), ``latency_runs_ms``, ``peak_mem_mb`` (CUDA
-    only, else None), ``device``, ``precision``, ``height``, ``width``. The model is moved to
-    ``device`` for the timing when ``latency`` is set.
+    Returns ``params_m``, ``gmacs`` (`count_gmacs`: shapes only, precision-independent),
+    ``latency_ms`` (median of ``repeats`` after ``warmup``; CUDA events on GPU, ``perf_counter`` on
+    CPU; None unless ``latency``), ``latency_runs_ms``, ``peak_mem_mb`` (CUDA
+    only, else None), ``device``, ``precision``, ``height``, ``width``. The model runs in eval
+    mode (its mode is restored) and is moved to ``device`` when ``latency`` is set.
     """
     height, width = _hw(size)
     result: dict[str, object] = {
@@ -145,12 +165,12 @@ def profile_model(
     if not latency:
         return result
     target = resolve_device(device)
-    module = inference_module(model).to(target).eval()
+    module = inference_module(model).to(target)
     image = torch.rand(1, 3, height, width, generator=generator).to(target)
     if target.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(target)
-    with torch.no_grad(), _precision(target, precision):
+    with _eval_mode(model), torch.no_grad(), _precision(target, precision):
         runs = _time_ms(module, image, device=target, repeats=repeats, warmup=warmup)
     result["latency_ms"] = statistics.median(runs)
     result["latency_runs_ms"] = runs
