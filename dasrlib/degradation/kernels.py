@@ -36,9 +36,13 @@ def _support_mask(kernel_size: Tensor, xx: Tensor, yy: Tensor) -> Tensor:
     return (xx.abs() <= half) & (yy.abs() <= half)
 
 
-def _common_size(kernel_size: Tensor, size: int | None) -> int:
-    common = int(kernel_size.max()) if size is None else size
-    if common % 2 == 0 or common < int(kernel_size.max()):
+def _common_size(kernel_size: Tensor, size: int | None, what: str) -> int:
+    """Check the sizes are odd (one device sync) and return the common odd size."""
+    sizes = kernel_size.tolist()
+    if any(k % 2 == 0 or k < 1 for k in sizes):
+        raise ValueError(f"{what} kernel sizes must be odd, got {sizes}")
+    common = max(sizes) if size is None else size
+    if common % 2 == 0 or common < max(sizes):
         raise ValueError(f"common kernel size {common} must be odd and >= every kernel size")
     return common
 
@@ -63,9 +67,7 @@ def gaussian_kernels(
     Returns:
         [B, K, K] float tensor on the device of `sigma_x`.
     """
-    if bool((kernel_size % 2 == 0).any()):
-        raise ValueError(f"Gaussian kernel sizes must be odd, got {kernel_size.tolist()}")
-    common = _common_size(kernel_size, size)
+    common = _common_size(kernel_size, size, "Gaussian")
     dtype = sigma_x.dtype if sigma_x.is_floating_point() else torch.float32
     xx, yy = _grid(common, device=sigma_x.device, dtype=dtype)
     cos, sin = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
@@ -94,9 +96,7 @@ def sinc_kernels(kernel_size: Tensor, omega_c: Tensor, *, size: int | None = Non
     Returns:
         [B, K, K] float tensor on the device of `omega_c`.
     """
-    if bool((kernel_size % 2 == 0).any()):
-        raise ValueError(f"sinc kernel sizes must be odd, got {kernel_size.tolist()}")
-    common = _common_size(kernel_size, size)
+    common = _common_size(kernel_size, size, "sinc")
     xx, yy = _grid(common, device=omega_c.device, dtype=omega_c.dtype)
     radius = torch.sqrt(xx * xx + yy * yy)
     w = omega_c.view(-1, 1, 1)

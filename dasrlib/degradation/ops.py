@@ -146,7 +146,19 @@ def jpeg_compress(img: Tensor, quality: Tensor) -> Tensor:
     """
     x = img.clamp(0.0, 1.0)
     q = quality.to(device=x.device, dtype=x.dtype)
-    return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
+    if not x.is_cuda:
+        return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
+    # The codec's chroma subsampling runs two 3-tap convolutions. cuDNN chooses an algorithm for
+    # every new tensor shape (about 2 ms of CPU time each) and the random resizes give new shapes
+    # at almost every call, so run them on PyTorch's native kernels; other flags are kept.
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(
+        enabled=False,
+        benchmark=cudnn.benchmark,
+        deterministic=cudnn.deterministic,
+        allow_tf32=cudnn.allow_tf32,
+    ):
+        return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
 
 
 def quantize_8bit(img: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .levels import Level, level_index
 from .ops import usm_sharpen
-from .pipeline import degrade
+from .pipeline import _categorical, degrade
 from .vector import NUM_SLOTS
 
 __all__ = ["PatchSource", "TrainingBatch", "TrainingPairSource"]
@@ -126,8 +126,7 @@ class TrainingPairSource:
             raise ValueError(
                 f"sampler returned shape {tuple(hr.shape)}; expected [{self.batch_size}, 3, P, P]"
             )
-        weights = torch.tensor(self.level_probs, device=self.generator.device)
-        level = TRAINING_LEVELS[int(torch.multinomial(weights, 1, generator=self.generator))]
+        level = TRAINING_LEVELS[int(_categorical(self.generator, 1, self.level_probs))]
         hr_usm = usm_sharpen(hr) if self.usm else hr
         source = hr_usm if self.degrade_sharpened else hr
         lr, record = degrade(source, level, generator=self.generator, scale=self.scale)

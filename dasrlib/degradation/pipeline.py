@@ -12,7 +12,6 @@ resize scales (shape-changing) are one draw per batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -66,10 +65,16 @@ def _bernoulli(g: torch.Generator, n: int, p: float) -> Tensor:
 
 
 def _categorical(g: torch.Generator, n: int, probs: Sequence[float]) -> Tensor:
-    weights = torch.tensor(probs, dtype=torch.float32, device=g.device)
-    if bool((weights < 0).any()) or float(weights.sum()) <= 0:
+    """[n] indices drawn with (unnormalised) `probs`, by thresholding one uniform draw each."""
+    if min(probs) < 0 or sum(probs) <= 0:
         raise ValueError(f"invalid probabilities {tuple(probs)}")
-    return torch.multinomial(weights, n, replacement=True, generator=g)
+    u = _rand(g, n) * float(sum(probs))
+    index = torch.zeros(n, dtype=torch.long, device=g.device)
+    edge = 0.0
+    for p in probs[:-1]:
+        edge += float(p)
+        index += (u >= edge).long()
+    return index
 
 
 def _odd_sizes(g: torch.Generator, n: int, bounds: tuple[int, int]) -> Tensor:
@@ -81,12 +86,17 @@ def _odd_sizes(g: torch.Generator, n: int, bounds: tuple[int, int]) -> Tensor:
 
 
 def _modes(g: torch.Generator, n: int, names: Sequence[str]) -> Tensor:
+    """[n] indices into RESIZE_MODES, uniform over `names`."""
     unknown = [m for m in names if m not in RESIZE_MODES]
     if unknown:
         raise ValueError(f"unknown resize modes {unknown}; expected some of {RESIZE_MODES}")
     choice = torch.randint(len(names), (n,), generator=g, device=g.device)
-    lookup = torch.tensor([RESIZE_MODES.index(m) for m in names], device=g.device)
-    return lookup[choice]
+    if tuple(names) == RESIZE_MODES:
+        return choice
+    mode = torch.full_like(choice, RESIZE_MODES.index(names[0]))
+    for j, name in enumerate(names[1:], start=1):
+        mode = torch.where(choice == j, RESIZE_MODES.index(name), mode)
+    return mode
 
 
 # ----------------------------------------------------------------------------- application
@@ -291,7 +301,5 @@ def degrade(
         stages.append(stage_record)
     x, final = _final(x, spec.final, generator, target)
     lr = quantize_8bit(x)
-    if not math.isfinite(float(lr.sum())):
-        raise FloatingPointError(f"non-finite values in the {level.value} LR batch")
     record = DegradationRecord(level, hr.shape[0], tuple(stages), final)
     return lr, record

@@ -411,3 +411,15 @@ def test_to_dicts_is_json_serialisable(hr: torch.Tensor) -> None:
     assert {"blur1_sigma_x", "noise2_level", "jpeg2_quality", "sinc_omega_c", "final_mode"} <= set(
         dicts[0]
     )
+
+
+def test_categorical_draws_follow_the_probabilities() -> None:
+    from dasrlib.degradation.pipeline import _categorical
+
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(_categorical(g, 20000, (0.3, 0.3, 0.4)), minlength=3) / 20000
+    torch.testing.assert_close(counts, torch.tensor([0.3, 0.3, 0.4]), atol=0.015, rtol=0)
+    assert torch.all(_categorical(g, 100, (0.0, 1.0, 0.0)) == 1)
+    assert torch.all(_categorical(g, 100, (0.0, 0.0, 2.0)) == 2)
+    with pytest.raises(ValueError, match="invalid probabilities"):
+        _categorical(g, 1, (0.0, 0.0))
