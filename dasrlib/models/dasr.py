@@ -262,8 +262,21 @@ class DASR(nn.Module):
         if a.numel() != self.num_experts:
             raise ValueError(f"fuse needs one weight vector of {self.num_experts} entries")
         flat = self.experts.mix(a.reshape(-1).to(self._expert_param().device))
-        plain = self.plain_expert().to(device=flat.device, dtype=flat.dtype)
-        plain.load_state_dict(unflatten_expert_state(self.experts.layout, flat))
+        # Built on the meta device and given views of ``flat`` as parameters: no random
+        # initialisation and no copy (building a CPU expert and initialising it costs far more
+        # than the inference it serves). Buffers (EDSR's mean) come from the mixed topology.
+        with torch.device("meta"):
+            plain = self.plain_expert()
+        plain.load_state_dict(unflatten_expert_state(self.experts.layout, flat), assign=True)
+        for name, buffer in self.network.named_buffers():
+            owner, _, leaf = name.rpartition(".")
+            target = plain.get_submodule(owner) if owner else plain
+            dtype = flat.dtype if buffer.is_floating_point() else buffer.dtype
+            target.register_buffer(
+                leaf,
+                buffer.to(device=flat.device, dtype=dtype, copy=True),
+                persistent=leaf not in target._non_persistent_buffers_set,
+            )
         return plain.eval()
 
     # -- initialisation -----------------------------------------------------------------------

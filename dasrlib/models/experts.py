@@ -40,9 +40,10 @@ def _check_scale(scale: int) -> None:
 def init_basicsr_(
     convs: list[nn.Module], *, scale: float, generator: torch.Generator | None
 ) -> None:
-    """BasicSR's ``default_init_weights``: Kaiming normal times ``scale``, zero bias."""
+    """BasicSR's ``default_init_weights``: Kaiming normal times ``scale``, zero bias (meta
+    tensors, which hold no values, are skipped: `DASR.fuse` builds its network on meta)."""
     for conv in convs:
-        if isinstance(conv, nn.Conv2d):
+        if isinstance(conv, nn.Conv2d) and not conv.weight.is_meta:
             nn.init.kaiming_normal_(conv.weight, generator=generator)
             conv.weight.mul_(scale)
             if conv.bias is not None:
@@ -51,9 +52,10 @@ def init_basicsr_(
 
 @torch.no_grad()
 def init_default_(convs: list[nn.Module], *, generator: torch.Generator | None) -> None:
-    """PyTorch's default ``nn.Conv2d`` initialisation, drawn from ``generator``."""
+    """PyTorch's default ``nn.Conv2d`` initialisation, drawn from ``generator`` (meta tensors
+    skipped)."""
     for conv in convs:
-        if isinstance(conv, nn.Conv2d):
+        if isinstance(conv, nn.Conv2d) and not conv.weight.is_meta:
             nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
             if conv.bias is not None:
                 fan_in = conv.weight[0].numel()

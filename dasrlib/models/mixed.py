@@ -19,6 +19,11 @@ read and how to apply it:
   ``"expert_sum"``: by linearity, conv(x, sum_i a_i W_i) = sum_i a_i conv(x, W_i): one dense
   convolution with the N experts' kernels stacked on the output channels, then a per-sample
   weighted sum (N times the multiply-adds, but large dense GEMMs; needs the raw ``a`` and bank).
+
+Channels-last: a flat vector may store every kernel in (out, kh, kw, in) order instead
+(`channels_last_flat`, applied once to the bank); ``MixedWeights(channels_last=True)`` then reads
+each weight as a channels-last view, so convolutions on channels-last activations need no
+per-call weight transpose (`dasrlib.accel`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "MixedConv2d",
     "MixedWeights",
     "apply_layer",
+    "channels_last_flat",
     "conv_layout",
     "flatten_expert_state",
     "unflatten_expert_state",
@@ -51,19 +57,22 @@ class MixedWeights:
 
     ``flat``: [P] (shared by the whole batch) or [B, P] (one row per sample); None for
     ``impl="expert_sum"``, which instead uses ``coefficients`` [B, N] and ``bank`` [N, P].
+    ``channels_last``: the kernels in ``flat`` / ``bank`` are stored in (out, kh, kw, in) order
+    (`channels_last_flat`) and are read as channels-last views.
     """
 
     flat: Tensor | None
     impl: str = "grouped"
     coefficients: Tensor | None = None
     bank: Tensor | None = None
+    channels_last: bool = False
 
     @staticmethod
-    def shared(flat: Tensor) -> MixedWeights:
+    def shared(flat: Tensor, *, channels_last: bool = False) -> MixedWeights:
         """One flat parameter vector [P] for every sample of the batch."""
         if flat.ndim != 1:
             raise ValueError(f"shared mixed weights must be 1-D [P], got shape {tuple(flat.shape)}")
-        return MixedWeights(flat=flat, impl="shared")
+        return MixedWeights(flat=flat, impl="shared", channels_last=channels_last)
 
 
 @dataclass(frozen=True)
@@ -128,12 +137,18 @@ class MixedConv2d(nn.Module):
             bias=self.has_bias,
         )
 
-    def _params(self, flat: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Weight [..., out, in, k, k] and bias [..., out] views of a flat [P] or [B, P] vector."""
+    def _params(self, flat: Tensor, *, channels_last: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Weight [..., out, in, k, k] and bias [..., out] views of a flat [P] or [B, P] vector
+        (``channels_last``: kernels stored in (out, kh, kw, in) order, see `channels_last_flat`)."""
         slot = self._slot()
         lead = flat.shape[:-1]
         start = slot.weight_offset
-        weight = flat[..., start : start + slot.weight_numel].reshape(*lead, *slot.weight_shape)
+        block = flat[..., start : start + slot.weight_numel]
+        if channels_last:
+            out_c, in_c, kh, kw = slot.weight_shape
+            weight = block.reshape(*lead, out_c, kh, kw, in_c).movedim(-1, -3)
+        else:
+            weight = block.reshape(*lead, *slot.weight_shape)
         bias = None
         if slot.bias_offset is not None:
             bias = flat[..., slot.bias_offset : slot.bias_offset + slot.out_channels]
@@ -150,8 +165,10 @@ class MixedConv2d(nn.Module):
         if mixed.flat is None:
             raise ValueError(f"mixed weights for impl {mixed.impl!r} need a flat parameter tensor")
         if mixed.flat.ndim == 1:
-            weight, bias = self._params(mixed.flat)
+            weight, bias = self._params(mixed.flat, channels_last=mixed.channels_last)
             return F.conv2d(x, weight, bias, self.stride, self.padding)
+        if mixed.channels_last:
+            raise ValueError("channels-last mixed weights are supported for shared weights only")
         if mixed.flat.shape[0] != x.shape[0]:
             raise ValueError(
                 f"per-sample weights for {mixed.flat.shape[0]} samples but the input batch has "
@@ -191,7 +208,8 @@ class MixedConv2d(nn.Module):
             raise ValueError("impl 'expert_sum' needs the coefficients [B, N] and bank [N, P]")
         coefficients = mixed.coefficients
         num_experts = mixed.bank.shape[0]
-        weight, bias = self._params(mixed.bank)  # [N, out, in, k, k], [N, out]
+        # [N, out, in, k, k], [N, out]
+        weight, bias = self._params(mixed.bank, channels_last=mixed.channels_last)
         weight = weight.reshape(num_experts * self.out_channels, *weight.shape[2:])
         bias = None if bias is None else bias.reshape(num_experts * self.out_channels)
         out = F.conv2d(x, weight, bias, self.stride, self.padding)
@@ -258,6 +276,20 @@ def flatten_expert_state(layout: list[ConvSlot], state: dict[str, Tensor]) -> Te
         if slot.bias_offset is not None:
             pieces.append(_expect(state, f"{slot.name}.bias", (slot.out_channels,)).reshape(-1))
     return torch.cat(pieces)
+
+
+def channels_last_flat(layout: list[ConvSlot], flat: Tensor) -> Tensor:
+    """A flat [..., P] tensor (a vector or the bank) with every kernel reordered from
+    (out, in, kh, kw) to (out, kh, kw, in); biases unchanged. Mixing commutes with this
+    reordering, so ``channels_last_flat(layout, a @ bank) == a @ channels_last_flat(layout, bank)``.
+    """
+    out = flat.clone()
+    lead = flat.shape[:-1]
+    for slot in layout:
+        part = slice(slot.weight_offset, slot.weight_offset + slot.weight_numel)
+        kernel = flat[..., part].reshape(*lead, *slot.weight_shape)
+        out[..., part] = kernel.movedim(-3, -1).reshape(*lead, slot.weight_numel)
+    return out
 
 
 def unflatten_expert_state(layout: list[ConvSlot], flat: Tensor) -> dict[str, Tensor]:
