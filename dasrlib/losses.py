@@ -103,7 +103,10 @@ def regression_loss(v_hat: Tensor, v: Tensor) -> Tensor:
 
 
 def _vgg19_features(
-    *, weights_path: str | os.PathLike[str] | None, allow_random_vgg_for_tests: bool
+    *,
+    weights_path: str | os.PathLike[str] | None,
+    allow_random_vgg_for_tests: bool,
+    generator: torch.Generator | None,
 ) -> nn.Sequential:
     """torchvision VGG19 `features`, ImageNet weights from disk (or random, for tests only)."""
     from torchvision.models.vgg import cfgs, make_layers
@@ -111,6 +114,13 @@ def _vgg19_features(
     features = make_layers(cfgs["E"], batch_norm=False)  # vgg19().features without the classifier
     if allow_random_vgg_for_tests and weights_path is None:
         logger.warning("perceptual loss uses a RANDOM VGG19 (allow_random_vgg_for_tests=True)")
+        with torch.no_grad():  # torchvision's VGG initialisation, drawn from `generator`
+            for layer in features:
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(
+                        layer.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                    )
+                    nn.init.zeros_(layer.bias)
         return features
     candidates = [Path(weights_path)] if weights_path is not None else [default_vgg19_path()]
     path = next((p for p in candidates if p.is_file()), None)
@@ -132,7 +142,8 @@ class PerceptualLoss(nn.Module):
 
     Inputs [B,3,H,W] RGB in [0, 1]; ImageNet normalisation is applied inside. The VGG is frozen
     and in eval mode; gradients flow to the SR input only. The ReLUs are made non-inplace so the
-    pre-activation features are not overwritten.
+    pre-activation features are not overwritten. `generator` seeds the random VGG of
+    ``allow_random_vgg_for_tests=True`` (it is unused with real weights).
     """
 
     def __init__(
@@ -141,6 +152,7 @@ class PerceptualLoss(nn.Module):
         layer_weights: dict[str, float] | None = None,
         weights_path: str | os.PathLike[str] | None = None,
         allow_random_vgg_for_tests: bool = False,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         weights = dict(PAPER_LAYER_WEIGHTS if layer_weights is None else layer_weights)
@@ -148,7 +160,9 @@ class PerceptualLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown VGG19 layers {unknown}; known: {sorted(VGG19_LAYER_INDEX)}")
         features = _vgg19_features(
-            weights_path=weights_path, allow_random_vgg_for_tests=allow_random_vgg_for_tests
+            weights_path=weights_path,
+            allow_random_vgg_for_tests=allow_random_vgg_for_tests,
+            generator=generator,
         )
         last = max(VGG19_LAYER_INDEX[name] for name in weights)
         layers = list(features.children())[: last + 1]

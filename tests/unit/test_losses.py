@@ -14,8 +14,9 @@ from dasrlib.losses import GANLoss, PerceptualLoss, VGGWeightsNotFound
 
 @pytest.fixture(scope="module")
 def random_perceptual() -> PerceptualLoss:
-    torch.manual_seed(0)  # the random VGG is drawn from the global RNG (tests only)
-    return PerceptualLoss(allow_random_vgg_for_tests=True)
+    return PerceptualLoss(
+        allow_random_vgg_for_tests=True, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_pixel_and_regression_are_l1() -> None:
@@ -92,6 +93,16 @@ def test_vgg_weights_load_from_a_torchvision_format_file(tmp_path) -> None:
     torch.save({"features.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not a torchvision VGG19 checkpoint"):
         PerceptualLoss(weights_path=bad)
+
+
+def test_random_vgg_is_seeded_by_its_generator() -> None:
+    def make(seed: int) -> PerceptualLoss:
+        return PerceptualLoss(
+            allow_random_vgg_for_tests=True, generator=torch.Generator().manual_seed(seed)
+        )
+
+    assert torch.equal(make(3).vgg[34].weight, make(3).vgg[34].weight)
+    assert not torch.equal(make(3).vgg[34].weight, make(4).vgg[34].weight)
 
 
 def test_unknown_layer_name_is_an_error() -> None:

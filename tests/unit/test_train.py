@@ -1,0 +1,252 @@
+"""Training engine: loss terms, exact resume, non-finite guard, checkpoints, export, time limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dasrlib import losses
+from dasrlib.config import ConfigError, load_config
+from dasrlib.degradation import TrainingBatch
+from dasrlib.models.checkpoints import load_model
+from dasrlib.models.dasr import DASR
+from dasrlib.train import (
+    CheckpointNotFound,
+    NonFiniteLossError,
+    TrainConfig,
+    _Dist,
+    _Trainer,
+    load_checkpoint,
+    stage_configs,
+    train,
+    write_checkpoint,
+)
+
+TINY = dict(
+    num_feat=4,
+    num_block=1,
+    num_experts=2,
+    batch_size=2,
+    patch_size=32,
+    queue_size=4,
+    data_block_iters=2,
+    val_images=1,
+    val_crop=32,
+    val_levels=("bicubic", "severe"),
+    disc_num_feat=4,
+    allow_random_vgg_for_tests=True,
+    progress=False,
+    log_every=1,
+    val_every=100,
+)
+
+
+def tiny_config(tmp_path, **changes) -> TrainConfig:
+    return TrainConfig(**{**TINY, "out_dir": str(tmp_path), "name": "run", **changes})
+
+
+def tiny_batch(seed: int = 0) -> TrainingBatch:
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(2, 3, 32, 32, generator=g)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    v = torch.rand(2, 33, generator=g)
+    return TrainingBatch(lr=lr, hr=hr, hr_usm=hr, v=v, level=torch.zeros(2, dtype=torch.long))
+
+
+def make_trainer(config: TrainConfig) -> _Trainer:
+    return _Trainer(config, deadline=None, dist_ctx=_Dist(), device=torch.device("cpu"))
+
+
+def generator_grad(config: TrainConfig) -> torch.Tensor:
+    trainer = make_trainer(config)
+    terms, _ = trainer.generator_losses(tiny_batch())
+    terms["total"].backward()
+    return torch.cat(
+        [p.grad.flatten() for p in trainer.generator.parameters() if p.grad is not None]
+    )
+
+
+WEIGHTS = ("pixel_weight", "regression_weight", "perceptual_weight", "adversarial_weight")
+
+
+@pytest.mark.parametrize("term", WEIGHTS)
+def test_each_loss_term_changes_the_gradient(tmp_path, term) -> None:
+    base = tiny_config(tmp_path, stage="dasr", **{w: 1.0 for w in WEIGHTS})
+    with_term = generator_grad(base)
+    without = generator_grad(dataclasses.replace(base, **{term: 0.0}))
+    assert with_term.shape == without.shape
+    assert (with_term - without).abs().max() > 1e-7
+
+
+def test_stage_terms_and_zero_weights_build_nothing(tmp_path) -> None:
+    pre = make_trainer(tiny_config(tmp_path, stage="pretrain"))
+    assert pre.weights == {"pixel": 1.0} and pre.perceptual is None and pre.disc is None
+    dasr = make_trainer(
+        tiny_config(tmp_path, stage="dasr", perceptual_weight=0.0, adversarial_weight=0.0)
+    )
+    assert dasr.weights == {"pixel": 1.0, "regression": 1.0}
+    assert dasr.perceptual is None and dasr.disc is None and isinstance(dasr.generator, DASR)
+    base = make_trainer(tiny_config(tmp_path, stage="baseline"))
+    assert set(base.weights) == {"pixel", "perceptual", "adversarial"}
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="iteratons"):
+        load_config(TrainConfig, {"iteratons": 5})
+    with pytest.raises(ValueError, match="patch_size"):
+        TrainConfig(patch_size=30)
+    with pytest.raises(ValueError, match="pretrain_iterations"):
+        TrainConfig(stage="both")
+    assert TrainConfig().betas == (0.9, 0.99) and TrainConfig().adversarial_weight == 0.1
+
+
+def test_stage_both_runs_pretrain_then_dasr_from_it() -> None:
+    pre, dasr = stage_configs(TrainConfig(stage="both", name="x", pretrain_iterations=7))
+    assert (pre.stage, pre.name, pre.iterations) == ("pretrain", "x_pretrain", 7)
+    assert (dasr.stage, dasr.name, dasr.init_from) == ("dasr", "x", "results/runs/x_pretrain")
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_resume_is_exact(tmp_path) -> None:
+    """k steps + resume + k steps == 2k steps (generator, EMA, discriminator, optimisers)."""
+    k = 2  # resumes mid data-block (blocks of 3), so the stream's fast-forward is exercised
+    config = tiny_config(
+        tmp_path,
+        stage="dasr",
+        checkpoint_every=k,
+        iterations=2 * k,
+        queue_size=2,
+        data_block_iters=3,
+        val_levels=("bicubic",),
+    )
+    straight = train(dataclasses.replace(config, name="straight"))
+    train(dataclasses.replace(config, name="resumed", iterations=k))
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["iteration"] == k
+    resumed = train(dataclasses.replace(config, name="resumed"))
+    a, _ = load_checkpoint(straight / "checkpoints")
+    b, state = load_checkpoint(resumed / "checkpoints")
+    assert state["iteration"] == 2 * k and set(a) == set(b)
+    assert any(key.startswith("discriminator.") for key in a)
+    assert any(key.startswith("optimizer_d.") for key in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    metrics = pd.read_csv(resumed / "metrics.csv")
+    assert metrics["iteration"].tolist() == list(range(1, 2 * k + 1))
+    assert (
+        metrics["loss_total"].tolist()
+        == pd.read_csv(straight / "metrics.csv")["loss_total"].tolist()
+    )
+
+
+def test_resume_refuses_a_changed_config_but_allows_more_iterations(tmp_path) -> None:
+    config = tiny_config(tmp_path, stage="pretrain", iterations=1, val_images=0)
+    train(config)
+    with pytest.raises(ConfigError, match="lr"):
+        train(dataclasses.replace(config, lr=3e-4))
+    run = train(dataclasses.replace(config, iterations=2, log_every=2))
+    assert json.loads((run / "run.json").read_text())["iteration"] == 2
+
+
+def test_nonfinite_loss_is_skipped_then_stops(tmp_path, monkeypatch) -> None:
+    real = losses.pixel_loss
+    calls = {"n": 0}
+
+    def flaky(sr, target):
+        calls["n"] += 1
+        value = real(sr, target)
+        return value * float("nan") if calls["n"] in poisoned else value
+
+    monkeypatch.setattr(losses, "pixel_loss", flaky)
+    config = tiny_config(tmp_path, stage="pretrain", val_images=0, max_nonfinite_in_a_row=2)
+    trainer = make_trainer(config)
+    trainer.prepare_data()
+    poisoned = {2}
+    trainer.step()
+    before = params(trainer.generator)
+    trainer.iteration += 1
+    terms = trainer.step()  # poisoned: skipped, weights untouched
+    assert torch.isnan(terms["total"]) and trainer.nonfinite_total == 1
+    for key, value in params(trainer.generator).items():
+        assert torch.equal(value, before[key])
+    trainer.iteration += 1
+    trainer.step()  # finite again: counter of the run of skips resets
+    assert trainer.nonfinite_in_a_row == 0 and trainer.nonfinite_total == 1
+    poisoned = {4, 5}
+    trainer.step()
+    with pytest.raises(NonFiniteLossError, match="2 non-finite losses in a row"):
+        trainer.step()
+
+
+FMT = "dasrlib-train-state/1"
+
+
+def save_pair(folder, i: int) -> None:
+    write_checkpoint(folder, {"w": torch.full((3,), float(i))}, {"iteration": i, "format": FMT})
+
+
+@pytest.mark.parametrize("killed_at_rename", [0, 1, 2, 3])
+def test_checkpoint_pair_survives_a_kill_at_any_point(tmp_path, monkeypatch, killed_at_rename):
+    folder = tmp_path / "ckpt"
+    with pytest.raises(CheckpointNotFound):
+        load_checkpoint(folder)
+    save_pair(folder, 1)
+    save_pair(folder, 2)
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace_then_die(src, dst):
+        if calls["n"] == killed_at_rename:
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        real_replace(src, dst)
+
+    monkeypatch.setattr("dasrlib.train.os.replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        save_pair(folder, 3)
+    tensors, state = load_checkpoint(folder)
+    assert state["iteration"] in (2, 3)  # the new pair, or the last complete one
+    assert tensors["w"][0] == state["iteration"]
+
+
+def test_corrupted_checkpoint_falls_back_to_the_previous_pair(tmp_path) -> None:
+    folder = tmp_path / "ckpt"
+    save_pair(folder, 1)
+    save_pair(folder, 2)
+    data = bytearray((folder / "latest.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "latest.safetensors").write_bytes(bytes(data))
+    tensors, state = load_checkpoint(folder)
+    assert state["iteration"] == 1 and tensors["w"][0] == 1
+    (folder / "previous.safetensors").unlink()
+    with pytest.raises(CheckpointNotFound, match=str(folder)):
+        load_checkpoint(folder)
+
+
+def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
+    config = tiny_config(
+        tmp_path, stage="dasr", iterations=10_000, time_limit_minutes=1e-6, export_dtype="fp16"
+    )
+    run = train(config)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "time_limit" and record["iteration"] < 10_000
+    assert record["config_hash"] and record["metadata"]["versions"]["torch"]
+    tensors, state = load_checkpoint(run / "checkpoints")
+    assert state["iteration"] == record["iteration"]
+    model = load_model(run / "model.safetensors")
+    assert isinstance(model, DASR)
+    exported = load_file(str(run / "model.safetensors"))
+    assert all(t.dtype == torch.float16 for t in exported.values() if t.is_floating_point())
+    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    for key, value in exported.items():
+        assert torch.equal(value, ema[key].half()), key
+    val = pd.read_csv(run / "val.csv")
+    assert set(val["level"]) == {"bicubic", "severe"}
+    assert (val["iteration"] == record["iteration"]).all()
