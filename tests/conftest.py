@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on 2 cores: two workers with two OpenMP threads each spin-wait on each other
+    # (measured: the model tests took 128 s instead of 8 s). One thread per worker, and per
+    # notebook kernel the worker starts.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
