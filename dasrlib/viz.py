@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dasrlib.degradation import Level, degrade
+from dasrlib.inference import edit_vector, fig5_edits, predict_vector, upscale
 from dasrlib.io import atomic_write
 
-__all__ = ["fig2_levels"]
+__all__ = [
+    "centre_crop_box",
+    "comparison_figure",
+    "fig2_levels",
+    "fig5_interactive",
+    "figure_png_bytes",
+]
 
 
 def _figure_module() -> ModuleType:
@@ -93,4 +102,115 @@ def fig2_levels(
     with atomic_write(out) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Fig. 5: user-interactive super-resolution (Sec. 4.6)
+# --------------------------------------------------------------------------------------------
+
+
+def centre_crop_box(height: int, width: int, *, size: int = 48) -> tuple[int, int, int]:
+    """(top, left, size) of a centred square of at most `size` LR pixels, for zoomed panels."""
+    side = max(1, min(size, height, width))
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def comparison_figure(
+    panels: list[tuple[str, Tensor]],
+    *,
+    scale: int,
+    crop: tuple[int, int, int] | None = None,
+    dpi: int = 100,
+) -> object:
+    """A matplotlib Figure: SR results side by side (top row) and a zoomed crop of each (bottom).
+
+    Args:
+        panels: (title, image [3, sH, sW] in [0, 1]) at the output size; the LR input belongs
+            here enlarged with nearest-neighbour sampling.
+        scale: SR scale (converts the LR crop box to output pixels).
+        crop: (top, left, size) in LR pixels; None: `centre_crop_box` of the image.
+    """
+    if not panels:
+        raise ValueError("comparison_figure needs at least one panel")
+    height, width = panels[0][1].shape[-2:]
+    for title, image in panels:
+        if image.shape[-2:] != (height, width):
+            raise ValueError(
+                f"panel {title!r} is {tuple(image.shape)}, expected size {(height, width)}"
+            )
+    top, left, side = crop if crop is not None else centre_crop_box(height // scale, width // scale)
+    box = (scale * top, scale * left, scale * side)
+    plt = _figure_module()
+    columns = len(panels)
+    fig, axes = plt.subplots(
+        2, columns, figsize=(2.6 * columns, 2.6 * height / width + 2.9), dpi=dpi, squeeze=False
+    )
+    for column, (title, image) in enumerate(panels):
+        full, zoom = axes[0][column], axes[1][column]
+        full.imshow(_to_hwc(image[:3]), interpolation="nearest")
+        full.add_patch(
+            plt.Rectangle((box[1], box[0]), box[2], box[2], fill=False, edgecolor="red", lw=1)
+        )
+        full.set_title(title, fontsize=9)
+        zoom.imshow(
+            _to_hwc(image[:3, box[0] : box[0] + box[2], box[1] : box[1] + box[2]]),
+            interpolation="nearest",
+        )
+        for ax in (full, zoom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def figure_png_bytes(fig: object) -> bytes:
+    """A figure rendered as PNG bytes (for widgets), then closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _figure_module().close(fig)
+    return buffer.getvalue()
+
+
+def fig5_interactive(
+    model: torch.nn.Module,
+    image: Tensor,
+    out_png: str | os.PathLike[str],
+    *,
+    level: Level | str = Level.SEVERE,
+    crop: tuple[int, int, int] | None = None,
+    precision: str = "fp32",
+    dpi: int = 100,
+) -> Path:
+    """Fig. 5: DASR with the predicted degradation and with it edited by hand (Sec. 4.6).
+
+    Panels: (a) the LR input (nearest), (b) automatic (v_hat = P(lr)), (c) / (d) blur scale up /
+    down, (e) / (f) noise level up / down; the edits are `dasrlib.inference.fig5_edits` (the
+    first-stage blur sigmas and noise level set to the ends of `level`'s ranges).
+
+    Args:
+        model: a DASR model.
+        image: LR image [3, H, W] in [0, 1].
+        out_png: output path (written atomically).
+        crop: (top, left, size) of the zoomed region in LR pixels; None: centred.
+    """
+    lr = image.detach().float().cpu()
+    if lr.ndim != 3 or lr.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+    v_hat = predict_vector(lr, model, precision=precision)
+    scale = int(model.scale)
+    nearest = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
+    panels = [(f"(a) LR x{scale} (nearest)", nearest)]
+    panels.append(("(b) automatic", upscale(lr, model, v=v_hat, precision=precision)))
+    for letter, (title, edits) in zip("cdef", fig5_edits(v_hat, level=level).items(), strict=True):
+        v = edit_vector(v_hat, edits, level=level)
+        sr = upscale(lr, model, v=v, precision=precision)
+        panels.append((f"({letter}) " + title.replace(": ", "\n"), sr))
+    fig = comparison_figure(panels, scale=scale, crop=crop, dpi=dpi)
+    fig.suptitle("User-interactive SR: editing the predicted degradation (Fig. 5)", fontsize=10)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.94))
+    out = Path(out_png)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png")
+    _figure_module().close(fig)
     return out

@@ -1,0 +1,337 @@
+"""The ``dasr`` command: super-resolve images and show the degradation DASR predicts.
+
+    dasr upscale IN... -o OUT [--model CKPT | --official NET_G NET_P] [--tile N] [--overlap N]
+                       [--precision auto|fp32|tf32|bf16|fp16] [--device auto]
+                       [--set NAME=VALUE ...] [--level severe] [--keep-gray] [--overwrite]
+    dasr predict IN... [--json] [--model CKPT | --official NET_G NET_P] [--level severe]
+
+IN may be files, folders (their image files, not recursive) or glob patterns (``**`` recurses);
+the expanded list is sorted. A file that cannot be read or processed is reported on stderr with
+its cause and skipped; the exit status is 1 if any input failed, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dasrlib.data import IMAGE_EXTENSIONS
+from dasrlib.degradation import Level, decode_vector, parameter_names
+from dasrlib.device import resolve_device
+from dasrlib.inference import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    PARAMETER_ALIASES,
+    edit_vector,
+    is_dasr,
+    load_sr_model,
+    parse_edits,
+    predict_vector,
+    upscale_to_file,
+)
+from dasrlib.io import ImageReadError, read_image
+
+__all__ = ["main"]
+
+logger = logging.getLogger("dasrlib.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_PARAMETER_HELP = (
+    "Degradation parameters for --set (physical units; slots 0-32 of v, DESIGN section 2): "
+    + ", ".join(parameter_names())
+    + ". Aliases: "
+    + ", ".join(f"{alias} = {' + '.join(names)}" for alias, names in PARAMETER_ALIASES.items())
+    + ". Units: kernel size and sigma in LR pixels, rotation in radians, noise level as Gaussian "
+    "sigma in 0-255 (or Poisson scale when the noise type is poisson), JPEG quality 0-100, resize "
+    "scale as a factor; one-hot parameters take an option name (noise1_type=gaussian|poisson, "
+    "resize1_mode=area|bilinear|bicubic) or 'none'. Values are mapped to [0, 1] with the ranges "
+    "of --level. Parameters not set keep the predicted value."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and outputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failure:
+    path: str
+    cause: str
+
+
+def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]:
+    """Files, folders (image files inside, not recursive) and globs -> sorted unique files."""
+    found: set[Path] = set()
+    failures: list[_Failure] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            images = [
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not p.name.startswith(".")
+            ]
+            if not images:
+                failures.append(_Failure(pattern, "folder holds no image files"))
+            found.update(images)
+        elif path.exists():
+            found.add(path)
+        elif glob.has_magic(pattern):
+            matches = [Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file()]
+            if not matches:
+                failures.append(_Failure(pattern, "pattern matches no files"))
+            found.update(matches)
+        else:
+            failures.append(_Failure(pattern, "no such file or folder"))
+    return sorted(found, key=lambda p: str(p)), failures
+
+
+def _report(failure: _Failure) -> None:
+    tqdm.write(f"dasr: error: {failure.path}: {failure.cause}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> torch.nn.Module:
+    device = resolve_device(args.device)
+    official = tuple(args.official) if args.official else None
+    return load_sr_model(args.model, official_paths=official, device=device)
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    try:
+        edits = parse_edits(args.set)
+        model = _load(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"dasr: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if edits and not is_dasr(model):
+        print(
+            "dasr: error: --set needs a DASR model (this one predicts no degradation)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    inputs, failures = _expand_inputs(args.inputs)
+    for failure in failures:
+        _report(failure)
+    scale = int(getattr(model, "scale", 4))
+    suffix = args.suffix if args.suffix is not None else f"_x{scale}"
+    out_dir = Path(args.output)
+    input_set = {p.resolve() for p in inputs}
+    claimed: dict[Path, Path] = {}
+    written = 0
+    tile = args.tile if args.tile > 0 else None
+    for path in tqdm(inputs, desc="dasr upscale", unit="image", file=sys.stderr, disable=None):
+        out_path = out_dir / f"{path.stem}{suffix}.png"
+        resolved = out_path.resolve()
+        if resolved in input_set:
+            failures.append(_Failure(str(path), f"output {out_path} is an input file; not touched"))
+        elif resolved in claimed:
+            failures.append(
+                _Failure(
+                    str(path), f"output {out_path} is already the output of {claimed[resolved]}"
+                )
+            )
+        elif out_path.exists() and not args.overwrite:
+            failures.append(
+                _Failure(str(path), f"output {out_path} exists (pass --overwrite to replace it)")
+            )
+        else:
+            claimed[resolved] = path
+            try:
+                image = read_image(path)
+                v = None
+                if edits:
+                    predicted = predict_vector(image, model, precision=args.precision)
+                    v = edit_vector(predicted, edits, level=args.level)
+                upscale_to_file(
+                    image,
+                    model,
+                    out_path,
+                    tile=tile,
+                    overlap=args.overlap,
+                    precision=args.precision,
+                    v=v,
+                    keep_gray=args.keep_gray,
+                )
+                written += 1
+                continue
+            except (ImageReadError, OSError, ValueError, RuntimeError) as error:
+                failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
+        _report(failures[-1])
+    print(
+        f"dasr: wrote {written} of {len(inputs)} images to {out_dir}; {len(failures)} failed",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _format_value(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:.4g}"
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        model = _load(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"dasr: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not is_dasr(model):
+        print(
+            "dasr: error: predict needs a DASR model (with a degradation predictor)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    inputs, failures = _expand_inputs(args.inputs)
+    for failure in failures:
+        _report(failure)
+    records = []
+    for path in tqdm(inputs, desc="dasr predict", unit="image", file=sys.stderr, disable=None):
+        try:
+            image = read_image(path)
+            v = predict_vector(image, model, precision=args.precision)
+        except (ImageReadError, OSError, ValueError, RuntimeError) as error:
+            failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
+            _report(failures[-1])
+            continue
+        with torch.no_grad():
+            a = model.expert_weights(v[None].to(next(model.parameters()).device))[0].cpu()
+        physical = decode_vector(v, level=args.level)
+        records.append(
+            {
+                "path": str(path),
+                "level": Level(args.level).value,
+                "physical": physical,
+                "v": [round(float(x), 6) for x in v],
+                "expert_weights": [round(float(x), 6) for x in a],
+            }
+        )
+        if not args.json:
+            print(f"{path}  (decoded with the {Level(args.level).value} ranges)")
+            for name, value in physical.items():
+                print(f"  {name:<20} {_format_value(value)}")
+            print(f"  {'expert_weights':<20} " + " ".join(f"{float(x):.4g}" for x in a))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="checkpoint: this project's .safetensors (DASR or a baseline), or a third-party SR "
+        "model spandrel recognises. Default: results/models/dasr/model.safetensors",
+    )
+    group.add_argument(
+        "--official",
+        nargs=2,
+        metavar=("NET_G", "NET_P"),
+        help="the official DASR release files (generator and predictor)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0, ...")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        help="auto: bf16 on a CUDA GPU that has it, else fp32. fp16 overflow falls back to fp32",
+    )
+    parser.add_argument(
+        "--level",
+        default=Level.SEVERE.value,
+        choices=[level.value for level in Level if level is not Level.BICUBIC],
+        help="whose parameter ranges map v to physical units and back (default: severe, widest)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dasr",
+        description="Degradation-adaptive x4 super-resolution (DASR, ECCV 2022).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser(
+        "upscale",
+        help="super-resolve images to PNG",
+        description="Super-resolve images. Writes OUT/<stem>_x4.png (8-bit in: 8-bit out, "
+        "16-bit in: 16-bit out; alpha kept). Never writes onto an input; an existing output is "
+        "an error for that image unless --overwrite.",
+        epilog=_PARAMETER_HELP,
+    )
+    up.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
+    up.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    _add_model_options(up)
+    up.add_argument(
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"tile size in LR pixels, bounds memory (default {DEFAULT_TILE}; 0: whole image)",
+    )
+    up.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"LR pixels of context around each tile (default {DEFAULT_OVERLAP}, the DASR "
+        "expert's receptive field: tiled equals untiled)",
+    )
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one predicted degradation parameter (repeatable); names below",
+    )
+    up.add_argument("--keep-gray", action="store_true", help="write gray inputs as gray PNGs")
+    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    up.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>)")
+    up.set_defaults(func=_cmd_upscale)
+
+    pr = commands.add_parser(
+        "predict",
+        help="print the predicted degradation in physical units",
+        description="Print the degradation DASR's predictor P sees in each image (Sec. 3.1), "
+        "decoded from the 33-slot vector into physical units, and the expert weights.",
+    )
+    pr.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
+    pr.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _add_model_options(pr)
+    pr.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dasr`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
