@@ -151,6 +151,7 @@ class TrainConfig:
     per_sample_impl: Literal["grouped", "bmm", "expert_sum"] = _f(
         "grouped", "how DASR runs per-sample mixed convolutions in training"
     )
+    predictor_feat: int = _f(64, "features of the DASR degradation predictor P (paper: 64)")
     init_from: str | None = _f(
         None,
         "weights to start from: a run folder (its model.safetensors) or a weights file; "
@@ -596,6 +597,7 @@ def build_generator(config: TrainConfig, *, generator: torch.Generator) -> nn.Mo
             weighting=config.weighting,
             mixing=config.mixing,
             per_sample_impl=config.per_sample_impl,
+            predictor_feat=config.predictor_feat,
             generator=generator,
         )
     if config.backbone in ("srresnet", "edsr"):
