@@ -37,14 +37,15 @@ def _support_mask(kernel_size: Tensor, xx: Tensor, yy: Tensor) -> Tensor:
 
 
 def _common_size(kernel_size: Tensor, size: int | None, what: str) -> int:
-    """Check the sizes are odd (one device sync) and return the common odd size."""
+    """The common odd size: the largest kernel size (one device sync, sizes checked) or `size`."""
+    if size is not None:
+        if size % 2 == 0 or size < 1:
+            raise ValueError(f"common kernel size must be odd and positive, got {size}")
+        return size
     sizes = kernel_size.tolist()
     if any(k % 2 == 0 or k < 1 for k in sizes):
         raise ValueError(f"{what} kernel sizes must be odd, got {sizes}")
-    common = max(sizes) if size is None else size
-    if common % 2 == 0 or common < max(sizes):
-        raise ValueError(f"common kernel size {common} must be odd and >= every kernel size")
-    return common
+    return max(sizes)
 
 
 def gaussian_kernels(
@@ -62,7 +63,8 @@ def gaussian_kernels(
         sigma_x, sigma_y: [B] standard deviations in pixels along the principal axes.
         theta: [B] rotation of the principal axes in radians (covariance U diag(sx^2, sy^2) U^T
             with U the rotation by theta, as in Real-ESRGAN's `sigma_matrix2`).
-        size: common output size K (odd, >= every kernel size); default the largest kernel size.
+        size: common output size K (odd, >= every kernel size, not checked: no device sync);
+            default the largest kernel size.
 
     Returns:
         [B, K, K] float tensor on the device of `sigma_x`.
@@ -91,7 +93,8 @@ def sinc_kernels(kernel_size: Tensor, omega_c: Tensor, *, size: int | None = Non
     Args:
         kernel_size: [B] odd integers.
         omega_c: [B] cut-off frequency in radians per pixel (pi is the Nyquist frequency).
-        size: common output size K (odd); default the largest kernel size.
+        size: common output size K (odd, >= every kernel size, not checked: no device sync);
+            default the largest kernel size.
 
     Returns:
         [B, K, K] float tensor on the device of `omega_c`.

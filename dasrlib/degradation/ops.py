@@ -7,11 +7,13 @@ device and moved to the image's device (keep both on the same device for speed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
-from kornia.enhance import jpeg_codec_differentiable
 from torch import Tensor
 
+from .jpeg import jpeg_codec
 from .kernels import opencv_gaussian_kernel, pad_image
 from .levels import RESIZE_MODES
 
@@ -39,27 +41,33 @@ def _interpolate(img: Tensor, size: tuple[int, int], mode: str, antialias: bool)
 
 
 def resize_per_sample(
-    img: Tensor, size: tuple[int, int], mode: Tensor, *, antialias: bool = False
+    img: Tensor,
+    size: tuple[int, int],
+    mode: Tensor,
+    *,
+    antialias: bool = False,
+    candidates: Sequence[int] = (0, 1, 2),
 ) -> Tensor:
     """Resize every sample to `size` with its own interpolation mode.
+
+    Each candidate mode resizes the whole batch and every sample keeps the result of its mode
+    (no device sync; interpolation is cheap next to the rest of the pipeline).
 
     Args:
         img: [B, C, H, W].
         size: output (height, width), shared by the batch.
-        mode: [B] integer indices into `RESIZE_MODES` ("area", "bilinear", "bicubic").
+        mode: [B] integer indices into `RESIZE_MODES` ("area", "bilinear", "bicubic"), each one
+            of `candidates`.
         antialias: antialias bilinear/bicubic down-sampling (the reference's random resizes don't).
+        candidates: the mode indices that may occur in `mode`.
 
     Returns:
-        [B, C, size[0], size[1]]. Each used mode runs once, on the samples that drew it.
+        [B, C, size[0], size[1]].
     """
-    modes = mode.tolist()
-    used = sorted(set(modes))
-    if len(used) == 1:
-        return _interpolate(img, size, RESIZE_MODES[used[0]], antialias)
-    out = img.new_empty((img.shape[0], img.shape[1], *size))
-    for m in used:
-        idx = torch.tensor([i for i, v in enumerate(modes) if v == m], device=img.device)
-        out[idx] = _interpolate(img[idx], size, RESIZE_MODES[m], antialias)
+    out = _interpolate(img, size, RESIZE_MODES[candidates[0]], antialias)
+    for m in candidates[1:]:
+        resized = _interpolate(img, size, RESIZE_MODES[m], antialias)
+        out = torch.where((mode == m).view(-1, 1, 1, 1), resized, out)
     return out
 
 
@@ -131,34 +139,16 @@ def poisson_noise(
 
 
 def jpeg_compress(img: Tensor, quality: Tensor) -> Tensor:
-    """JPEG encode-decode at a per-sample quality (kornia's codec, 4:2:0, standard tables).
-
-    `kornia.enhance.jpeg_codec_differentiable` pads H and W to multiples of 16 (replicating the
-    bottom/right edge, as JPEG encoders do) and crops back, so any size is accepted. Its rounding
-    is a smooth approximation of true rounding; tests check it against Pillow at equal quality.
+    """JPEG encode-decode at a per-sample quality (4:2:0, standard tables); see `jpeg.jpeg_codec`.
 
     Args:
-        img: [B, 3, H, W]; clamped to [0, 1] before coding, as the reference does.
+        img: [B, 3, H, W] of any size; clamped to [0, 1] before coding, as the reference does.
         quality: [B] JPEG quality in [1, 100] (floats allowed).
 
     Returns:
         [B, 3, H, W] in [0, 1].
     """
-    x = img.clamp(0.0, 1.0)
-    q = quality.to(device=x.device, dtype=x.dtype)
-    if not x.is_cuda:
-        return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
-    # The codec's chroma subsampling runs two 3-tap convolutions. cuDNN chooses an algorithm for
-    # every new tensor shape (about 2 ms of CPU time each) and the random resizes give new shapes
-    # at almost every call, so run them on PyTorch's native kernels; other flags are kept.
-    cudnn = torch.backends.cudnn
-    with cudnn.flags(
-        enabled=False,
-        benchmark=cudnn.benchmark,
-        deterministic=cudnn.deterministic,
-        allow_tf32=cudnn.allow_tf32,
-    ):
-        return jpeg_codec_differentiable(x, q).clamp(0.0, 1.0)
+    return jpeg_codec(img, quality)
 
 
 def quantize_8bit(img: Tensor) -> Tensor:

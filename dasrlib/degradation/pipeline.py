@@ -12,7 +12,7 @@ resize scales (shape-changing) are one draw per batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -100,18 +100,21 @@ def _modes(g: torch.Generator, n: int, names: Sequence[str]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- application
+#
+# Operations run on the whole batch and per-sample choices are made with `torch.where`, so no step
+# waits for the device to report which samples drew what (a GPU keeps working while Python queues
+# the next kernels). Skipped blurs and sinc filters use an identity kernel.
 
 
-def _apply_where(x: Tensor, mask: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """Apply `fn(x[idx], idx)` to the samples where `mask` is True, leave the others."""
-    idx = mask.nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return x
-    if idx.numel() == x.shape[0]:
-        return fn(x, idx)
-    out = x.clone()
-    out[idx] = fn(x[idx], idx)
-    return out
+def _select(mask: Tensor, when_true: Tensor, when_false: Tensor) -> Tensor:
+    """Per-sample choice between two [B, ...] tensors by a [B] bool mask."""
+    return torch.where(mask.view(-1, *([1] * (when_true.ndim - 1))), when_true, when_false)
+
+
+def _identity_kernel(size: int, like: Tensor) -> Tensor:
+    delta = torch.zeros(size, size, dtype=like.dtype, device=like.device)
+    delta[size // 2, size // 2] = 1.0
+    return delta
 
 
 def _blur(x: Tensor, spec: BlurSpec, g: torch.Generator) -> tuple[Tensor, BlurRecord]:
@@ -127,22 +130,21 @@ def _blur(x: Tensor, spec: BlurSpec, g: torch.Generator) -> tuple[Tensor, BlurRe
     record = BlurRecord(
         *(t.to(x.device) for t in (applied, isotropic, kernel_size, sigma_x, sigma_y, rotation))
     )
-
-    def blur(xs: Tensor, idx: Tensor) -> Tensor:
-        kernels = gaussian_kernels(
-            record.kernel_size[idx], record.sigma_x[idx], record.sigma_y[idx], record.rotation[idx]
-        )
-        return filter2d(xs, kernels)
-
-    return _apply_where(x, record.applied, blur), record
+    size = spec.kernel_size[1]
+    kernels = gaussian_kernels(
+        record.kernel_size, record.sigma_x, record.sigma_y, record.rotation, size=size
+    )
+    kernels = _select(record.applied, kernels, _identity_kernel(size, kernels))
+    return filter2d(x, kernels), record
 
 
 def _resize(
     x: Tensor, spec: ResizeSpec, g: torch.Generator, target: tuple[int, int]
 ) -> tuple[Tensor, ResizeRecord]:
     n = x.shape[0]
-    direction = _DIRECTIONS[int(_categorical(g, 1, spec.probs))]
-    u = float(_rand(g, 1))
+    # The output shape must be known on the host: the one device sync of a resize stage.
+    direction_index, u = torch.cat([_categorical(g, 1, spec.probs).float(), _rand(g, 1)]).tolist()
+    direction = _DIRECTIONS[int(direction_index)]
     lo, hi = spec.scale
     scale = {"up": 1.0 + u * (hi - 1.0), "down": lo + u * (1.0 - lo), "keep": 1.0}[direction]
     mode = _modes(g, n, spec.modes).to(x.device)
@@ -153,7 +155,12 @@ def _resize(
     else:
         raise ValueError(f"ResizeSpec.relative_to={spec.relative_to!r}; expected input or target")
     size = (max(1, int(base[0] * scale)), max(1, int(base[1] * scale)))
-    return resize_per_sample(x, size, mode), ResizeRecord(direction, scale, size, mode)
+    resized = resize_per_sample(x, size, mode, candidates=_mode_indices(spec.modes))
+    return resized, ResizeRecord(direction, scale, size, mode)
+
+
+def _mode_indices(names: Sequence[str]) -> tuple[int, ...]:
+    return tuple(RESIZE_MODES.index(m) for m in names)
 
 
 def _noise(x: Tensor, spec: NoiseSpec, g: torch.Generator) -> tuple[Tensor, NoiseRecord]:
@@ -165,18 +172,13 @@ def _noise(x: Tensor, spec: NoiseSpec, g: torch.Generator) -> tuple[Tensor, Nois
     gray = _bernoulli(g, n, spec.gray_prob)
     level = torch.where(poisson, scale, sigma)
     record = NoiseRecord(*(t.to(x.device) for t in (applied, poisson, level, gray)))
-
-    def add_gaussian(xs: Tensor, idx: Tensor) -> Tensor:
-        noise = gaussian_noise(xs, record.level[idx], record.gray[idx], generator=g)
-        return (xs + noise).clamp(0.0, 1.0)
-
-    def add_poisson(xs: Tensor, idx: Tensor) -> Tensor:
-        noise = poisson_noise(xs, record.level[idx], record.gray[idx], generator=g)
-        return (xs + noise).clamp(0.0, 1.0)
-
-    x = _apply_where(x, record.applied & ~record.poisson, add_gaussian)
-    x = _apply_where(x, record.applied & record.poisson, add_poisson)
-    return x, record
+    # Both noises are drawn for every sample (cheap on a GPU); each sample keeps its own type.
+    noise = _select(
+        record.poisson,
+        poisson_noise(x, record.level, record.gray, generator=g),
+        gaussian_noise(x, record.level, record.gray, generator=g),
+    )
+    return _select(record.applied, (x + noise).clamp(0.0, 1.0), x), record
 
 
 def _draw_jpeg(spec: JpegSpec, g: torch.Generator, n: int, device: torch.device) -> JpegRecord:
@@ -185,10 +187,11 @@ def _draw_jpeg(spec: JpegSpec, g: torch.Generator, n: int, device: torch.device)
     return JpegRecord(applied.to(device), quality.to(device))
 
 
-def _jpeg(x: Tensor, record: JpegRecord, idx: Tensor) -> Tensor:
-    """JPEG on the samples of `x` (global indices `idx`) whose record says applied."""
-    local = record.applied[idx]
-    return _apply_where(x, local, lambda xs, sub: jpeg_compress(xs, record.quality[idx][sub]))
+def _jpeg(x: Tensor, record: JpegRecord, rows: Tensor | None) -> Tensor:
+    """JPEG on the samples of `x` whose record says applied; `rows` selects record rows."""
+    applied = record.applied if rows is None else record.applied[rows]
+    quality = record.quality if rows is None else record.quality[rows]
+    return _select(applied, jpeg_compress(x, quality), x)
 
 
 def _draw_sinc(spec: SincSpec, g: torch.Generator, n: int, device: torch.device) -> SincRecord:
@@ -198,14 +201,13 @@ def _draw_sinc(spec: SincSpec, g: torch.Generator, n: int, device: torch.device)
     return SincRecord(applied.to(device), kernel_size.to(device), omega_c.to(device))
 
 
-def _sinc(x: Tensor, record: SincRecord, idx: Tensor) -> Tensor:
-    local = record.applied[idx]
+def _sinc(x: Tensor, record: SincRecord, rows: Tensor | None, size: int) -> Tensor:
+    def pick(t: Tensor) -> Tensor:
+        return t if rows is None else t[rows]
 
-    def sinc(xs: Tensor, sub: Tensor) -> Tensor:
-        rows = idx[sub]
-        return filter2d(xs, sinc_kernels(record.kernel_size[rows], record.omega_c[rows]))
-
-    return _apply_where(x, local, sinc)
+    kernels = sinc_kernels(pick(record.kernel_size), pick(record.omega_c), size=size)
+    kernels = _select(pick(record.applied), kernels, _identity_kernel(size, kernels))
+    return filter2d(x, kernels)
 
 
 def _stage(
@@ -220,8 +222,36 @@ def _stage(
         x, noise = _noise(x, spec.noise, g)
     if spec.jpeg is not None:
         jpeg = _draw_jpeg(spec.jpeg, g, x.shape[0], x.device)
-        x = _jpeg(x, jpeg, torch.arange(x.shape[0], device=x.device))
+        x = _jpeg(x, jpeg, None)
     return x, StageRecord(blur, resize, noise, jpeg)
+
+
+def _final_steps(
+    x: Tensor,
+    spec: FinalSpec,
+    target: tuple[int, int],
+    mode: Tensor,
+    sinc: SincRecord | None,
+    jpeg: JpegRecord | None,
+    *,
+    jpeg_first: bool,
+    rows: Tensor | None,
+) -> Tensor:
+    """[JPEG] -> resize -> [sinc] -> [JPEG] on `x` (record rows `rows`, None for all)."""
+    if jpeg is not None and jpeg_first:
+        x = _jpeg(x, jpeg, rows)
+    x = resize_per_sample(
+        x,
+        target,
+        mode if rows is None else mode[rows],
+        antialias=spec.antialias,
+        candidates=_mode_indices(spec.modes),
+    )
+    if sinc is not None and spec.sinc is not None:
+        x = _sinc(x, sinc, rows, spec.sinc.kernel_size[1])
+    if jpeg is not None and not jpeg_first:
+        x = _jpeg(x, jpeg, rows)
+    return x
 
 
 def _final(
@@ -231,28 +261,21 @@ def _final(
     mode = _modes(g, n, spec.modes).to(x.device)
     sinc = None if spec.sinc is None else _draw_sinc(spec.sinc, g, n, x.device)
     jpeg = None if spec.jpeg is None else _draw_jpeg(spec.jpeg, g, n, x.device)
-    sinc_first = None
-    if sinc is not None and jpeg is not None:
-        sinc_first = _bernoulli(g, n, spec.sinc_first_prob).to(x.device)
-    jpeg_first = torch.zeros(n, dtype=torch.bool, device=x.device)
-    if sinc_first is not None:
-        jpeg_first = ~sinc_first
+    record_args = (mode, spec.antialias, sinc, jpeg)
+    if sinc is None or jpeg is None:
+        out = _final_steps(x, spec, target, mode, sinc, jpeg, jpeg_first=False, rows=None)
+        return out, FinalRecord(*record_args, None)
 
+    sinc_first = _bernoulli(g, n, spec.sinc_first_prob).to(x.device)
+    # The two orders see differently sized images, so each runs on its own samples.
     out = x.new_empty((n, x.shape[1], *target))
-    for first in (False, True):
-        idx = (jpeg_first == first).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            continue
-        xs = x[idx]
-        if jpeg is not None and first:
-            xs = _jpeg(xs, jpeg, idx)
-        xs = resize_per_sample(xs, target, mode[idx], antialias=spec.antialias)
-        if sinc is not None:
-            xs = _sinc(xs, sinc, idx)
-        if jpeg is not None and not first:
-            xs = _jpeg(xs, jpeg, idx)
-        out[idx] = xs
-    return out, FinalRecord(mode, spec.antialias, sinc, jpeg, sinc_first)
+    for jpeg_first in (False, True):
+        rows = (sinc_first != jpeg_first).nonzero().squeeze(1)
+        if rows.numel():
+            out[rows] = _final_steps(
+                x[rows], spec, target, mode, sinc, jpeg, jpeg_first=jpeg_first, rows=rows
+            )
+    return out, FinalRecord(*record_args, sinc_first)
 
 
 # ----------------------------------------------------------------------------- entry point

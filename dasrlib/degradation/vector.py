@@ -35,6 +35,7 @@ Layouts:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,37 +290,63 @@ def _record_columns(record: DegradationRecord, *, reference: bool) -> dict[str, 
     return cols
 
 
-def _slot_range(slot: Slot, level: Level, poisson: Tensor | None) -> tuple[Tensor | float, ...]:
-    if level not in slot.ranges:
-        raise ValueError(f"slot {slot.index} ({slot.name}) has no range at level {level.value!r}")
-    lo, hi = slot.ranges[level]
-    if poisson is None or not slot.poisson_ranges:
-        return lo, hi
-    p_lo, p_hi = slot.poisson_ranges[level]
-    return torch.where(poisson, p_lo, lo), torch.where(poisson, p_hi, hi)
+@functools.lru_cache(maxsize=32)
+def _slot_constants(level: Level, device: torch.device) -> dict[str, Tensor]:
+    """[33] per-slot constants of `level` on `device`: ranges, one-hot options, kinds."""
+    lo, hi, poisson_lo, poisson_hi, option = [], [], [], [], []
+    for slot in SLOTS:
+        low, high = slot.ranges.get(level, (0.0, 1.0))
+        p_low, p_high = slot.poisson_ranges.get(level, (low, high))
+        lo.append(low)
+        hi.append(high)
+        poisson_lo.append(p_low)
+        poisson_hi.append(p_high)
+        option.append(_OPTIONS[slot.parameter].index(slot.option) if slot.option else -1.0)
+    kind = [slot.kind for slot in SLOTS]
+
+    def vec(values: Sequence[float]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    return {
+        "lo": vec(lo),
+        "hi": vec(hi),
+        "poisson_lo": vec(poisson_lo),
+        "poisson_hi": vec(poisson_hi),
+        "option": vec(option),
+        "continuous": torch.tensor([k == "continuous" for k in kind], device=device),
+        "onehot": torch.tensor([k == "onehot" for k in kind], device=device),
+    }
 
 
 def _encode_columns(
     cols: Mapping[str, Tensor], level: Level, batch: int, device: torch.device
 ) -> Tensor:
-    """Normalise [B] physical columns into [B, 33] following `SLOTS`."""
-    v = torch.zeros(batch, NUM_SLOTS, device=device)
-    for slot in SLOTS:
-        x = cols.get(slot.parameter)
-        if x is None:
-            continue
-        present = ~torch.isnan(x)
-        if slot.kind == "continuous":
-            type_col = cols.get(_type_of(slot.parameter))
-            poisson = None if type_col is None or not slot.poisson_ranges else type_col == 1
-            lo, hi = _slot_range(slot, level, poisson)
-            value = (x - lo) / (hi - lo)
-        elif slot.kind == "onehot":
-            value = (x == _OPTIONS[slot.parameter].index(str(slot.option))).float()
-        else:
-            value = x
-        v[:, slot.index] = torch.where(present, value, torch.zeros_like(value))
-    return v
+    """Normalise [B] physical columns into [B, 33] following `SLOTS` (a few batched ops)."""
+    for name in cols:
+        head = _BY_PARAMETER[name][0]
+        if head.kind == "continuous" and level not in head.ranges:
+            raise ValueError(f"slot {head.index} ({name}) has no range at level {level.value!r}")
+    missing = torch.full((batch,), _NAN, device=device)
+    absent = torch.zeros(batch, dtype=torch.bool, device=device)
+    values = torch.stack([cols.get(slot.parameter, missing) for slot in SLOTS], dim=1)
+    poisson = torch.stack(
+        [
+            cols[_type_of(slot.parameter)] == 1
+            if slot.poisson_ranges and _type_of(slot.parameter) in cols
+            else absent
+            for slot in SLOTS
+        ],
+        dim=1,
+    )
+    const = _slot_constants(level, device)
+    lo = torch.where(poisson, const["poisson_lo"], const["lo"])
+    hi = torch.where(poisson, const["poisson_hi"], const["hi"])
+    encoded = torch.where(
+        const["continuous"],
+        (values - lo) / (hi - lo),
+        torch.where(const["onehot"], (values == const["option"]).float(), values),
+    )
+    return torch.where(torch.isnan(values), torch.zeros_like(encoded), encoded)
 
 
 def encode_vector(record: DegradationRecord, *, layout: str = "official") -> Tensor:
