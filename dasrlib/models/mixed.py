@@ -15,6 +15,9 @@ read and how to apply it:
 - per sample (``flat`` is [B, P]): every sample has its own kernels. Implementations
   (`PER_SAMPLE_IMPLS`), all exact up to float rounding:
   ``"grouped"``: the batch folded into channels, one grouped convolution with ``groups=B``;
+  ``"grouped_cl"``: the same grouped convolution on channels-last activations: the batch is
+  folded into the channel dimension of an (H, W, B * C) layout, which every layer's output
+  keeps, so the fold is a free view after the first layer (cuDNN's NHWC grouped kernels);
   ``"bmm"``: im2col (``F.unfold``) and one batched matmul per layer;
   ``"expert_sum"``: by linearity, conv(x, sum_i a_i W_i) = sum_i a_i conv(x, W_i): one dense
   convolution with the N experts' kernels stacked on the output channels, then a per-sample
@@ -48,7 +51,7 @@ __all__ = [
     "unflatten_expert_state",
 ]
 
-PER_SAMPLE_IMPLS = ("grouped", "bmm", "expert_sum")
+PER_SAMPLE_IMPLS = ("grouped", "grouped_cl", "bmm", "expert_sum")
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class MixedConv2d(nn.Module):
             )
         if mixed.impl == "grouped":
             return self._forward_grouped(x, mixed.flat)
+        if mixed.impl == "grouped_cl":
+            return self._forward_grouped_channels_last(x, mixed.flat)
         if mixed.impl == "bmm":
             return self._forward_bmm(x, mixed.flat)
         raise ValueError(f"unknown per-sample impl {mixed.impl!r}; expected {PER_SAMPLE_IMPLS}")
@@ -187,6 +192,23 @@ class MixedConv2d(nn.Module):
         bias = None if bias is None else bias.reshape(batch * self.out_channels)
         folded = x.reshape(1, batch * self.in_channels, height, width)
         out = F.conv2d(folded, weight, bias, self.stride, self.padding, groups=batch)
+        return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
+
+    def _forward_grouped_channels_last(self, x: Tensor, flat: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        weight, bias = self._params(flat)
+        weight = weight.reshape(batch * self.out_channels, *weight.shape[2:])
+        bias = None if bias is None else bias.reshape(batch * self.out_channels)
+        # [B, C, H, W] -> [1, B * C, H, W] stored as (H, W, B * C), i.e. channels-last: a view
+        # when x already has that layout (the output of this function has it), else one copy.
+        folded = (
+            x.permute(2, 3, 0, 1)
+            .contiguous()
+            .view(1, height, width, batch * self.in_channels)
+            .permute(0, 3, 1, 2)
+        )
+        out = F.conv2d(folded, weight, bias, self.stride, self.padding, groups=batch)
+        # Channels-last [1, B * out, H', W'] -> [B, out, H', W'] over the same memory.
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
     def _forward_bmm(self, x: Tensor, flat: Tensor) -> Tensor:
