@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
 from dasrlib.degradation import SLOTS, Level, Slot, decode_vector
+from dasrlib.device import resolve_device
 from dasrlib.inference import (
     ModelNotFoundError,
     default_model_path,
@@ -317,7 +318,7 @@ def choose_model(
             raise
         generator = torch.Generator().manual_seed(seed)
         model = DASR(num_feat=16, num_block=4, predictor_feat=16, generator=generator)
-        return ModelChoice(model.to(device).eval(), str(error), random=True)
+        return ModelChoice(model.to(resolve_device(device)).eval(), str(error), random=True)
     return ModelChoice(load_sr_model(path, device=device), f"loaded from {path}", random=False)
 
 
