@@ -13,7 +13,7 @@ data=${1:?usage: scripts/train_shared.sh DATA_ROOT [--set key=value ...]}
 shift
 runs=${RUNS:-results/runs}
 mkdir -p "$runs"
-train() { python -m dasrlib.train --set "data_root=$data" --set "out_dir=$runs" "$@"; }
+train() { "${PYTHON:-python3}" -m dasrlib.train --set "data_root=$data" --set "out_dir=$runs" "$@"; }
 from_pretrain="init_from=$runs/shared_pretrain"
 
 train --params notebooks/params/shared_pretrain.yaml "$@" || exit 1
@@ -26,7 +26,7 @@ warm=$!
 wait $plain; rc_plain=$?
 wait $warm; rc_warm=$?
 tail -n 8 "$runs/shared_dasr.log" "$runs/shared_dasr_warm.log"
-iterations=$(RUNS=$runs python - <<'PY'
+iterations=$(RUNS=$runs "${PYTHON:-python3}" - <<'PY'
 import os
 import pandas as pd
 runs = [os.path.join(os.environ["RUNS"], n) for n in ("shared_dasr", "shared_dasr_warm")]
