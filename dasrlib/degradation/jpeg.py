@@ -67,8 +67,7 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
     dct = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     dct[0] /= math.sqrt(2)  # orthonormal DCT-II: F = D X D^T is the JPEG forward DCT
     values = {
-        "luma": torch.tensor(_LUMA, dtype=torch.float64),
-        "chroma": torch.tensor(_CHROMA, dtype=torch.float64),
+        "tables": torch.tensor((_LUMA, _CHROMA), dtype=torch.float64),
         "dct": dct,
         "to_ycbcr": torch.tensor(_RGB_TO_YCBCR, dtype=torch.float64),
         "to_rgb": torch.tensor(_YCBCR_TO_RGB, dtype=torch.float64),
@@ -83,14 +82,11 @@ def quantization_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     scale = floor(5000 / q) for q < 50, else 200 - 2 q; entry = floor((base * scale + 50) / 100)
     clipped to [1, 255] (baseline). Integer qualities give exactly libjpeg's tables.
     """
-    q = quality.to(torch.float32).clamp(1.0, 100.0).view(-1, 1, 1)
+    q = quality.to(torch.float32).clamp(1.0, 100.0).view(-1, 1, 1, 1)
     const = _constants(q.device, torch.float32)
     scale = torch.where(q < 50, torch.floor(5000.0 / q), 200.0 - 2.0 * q)
-
-    def scaled(base: Tensor) -> Tensor:
-        return torch.floor((base * scale + 50.0) / 100.0).clamp(1.0, 255.0)
-
-    return scaled(const["luma"]), scaled(const["chroma"])
+    tables = torch.floor((const["tables"] * scale + 50.0) / 100.0).clamp(1.0, 255.0)
+    return tables[:, 0], tables[:, 1]
 
 
 def _blocks(plane: Tensor) -> Tensor:
@@ -143,7 +139,9 @@ def jpeg_codec(img: Tensor, quality: Tensor) -> Tensor:
     chroma = F.avg_pool2d(ycbcr[:, 1:], 2).round()
     ch, cw = chroma.shape[-2:]
     chroma = _code(
-        chroma.reshape(2 * b, ch, cw), chroma_table.repeat_interleave(2, dim=0), const["dct"]
+        chroma.reshape(2 * b, ch, cw),
+        chroma_table[:, None].expand(b, 2, 8, 8).reshape(2 * b, 8, 8),
+        const["dct"],
     )
     chroma = F.interpolate(
         chroma.view(b, 2, ch, cw), scale_factor=2.0, mode="bilinear", align_corners=False

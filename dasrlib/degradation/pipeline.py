@@ -12,6 +12,7 @@ resize scales (shape-changing) are one draw per batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -55,13 +56,30 @@ def _rand(g: torch.Generator, n: int) -> Tensor:
     return torch.rand(n, generator=g, device=g.device)
 
 
-def _uniform(g: torch.Generator, n: int, bounds: Sequence[float]) -> Tensor:
+@functools.lru_cache(maxsize=128)
+def _affine(bounds: tuple[tuple[float, float], ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    lo = torch.tensor([b[0] for b in bounds], dtype=torch.float32, device=device)
+    hi = torch.tensor([b[1] for b in bounds], dtype=torch.float32, device=device)
+    return lo, hi - lo
+
+
+def _draws(g: torch.Generator, n: int, bounds: Sequence[Sequence[float]]) -> Tensor:
+    """[n, k] uniform draws, column j in bounds[j], from one call of the generator."""
+    lo, width = _affine(tuple((float(a), float(b)) for a, b in bounds), g.device)
+    return torch.addcmul(lo, torch.rand(n, len(bounds), generator=g, device=g.device), width)
+
+
+def _size_steps(bounds: tuple[int, int]) -> int:
+    """Number of odd sizes in [lo, hi] (both odd)."""
     lo, hi = bounds
-    return lo + (hi - lo) * _rand(g, n)
+    if lo % 2 == 0 or hi % 2 == 0 or lo > hi:
+        raise ValueError(f"kernel size range {bounds} must hold odd integers lo <= hi")
+    return (hi - lo) // 2 + 1
 
 
-def _bernoulli(g: torch.Generator, n: int, p: float) -> Tensor:
-    return _rand(g, n) < p
+def _odd_size(steps: Tensor, lo: int) -> Tensor:
+    """Odd kernel sizes lo, lo + 2, ... from uniform draws in [0, number of sizes)."""
+    return (steps.floor() * 2 + lo).long()
 
 
 def _categorical(g: torch.Generator, n: int, probs: Sequence[float]) -> Tensor:
@@ -75,14 +93,6 @@ def _categorical(g: torch.Generator, n: int, probs: Sequence[float]) -> Tensor:
         edge += float(p)
         index += (u >= edge).long()
     return index
-
-
-def _odd_sizes(g: torch.Generator, n: int, bounds: tuple[int, int]) -> Tensor:
-    lo, hi = bounds
-    if lo % 2 == 0 or hi % 2 == 0 or lo > hi:
-        raise ValueError(f"kernel size range {bounds} must hold odd integers lo <= hi")
-    steps = torch.randint((hi - lo) // 2 + 1, (n,), generator=g, device=g.device)
-    return lo + 2 * steps
 
 
 def _modes(g: torch.Generator, n: int, names: Sequence[str]) -> Tensor:
@@ -119,14 +129,14 @@ def _identity_kernel(size: int, like: Tensor) -> Tensor:
 
 def _blur(x: Tensor, spec: BlurSpec, g: torch.Generator) -> tuple[Tensor, BlurRecord]:
     n = x.shape[0]
-    applied = _bernoulli(g, n, spec.prob)
-    isotropic = _bernoulli(g, n, spec.iso_prob)
-    kernel_size = _odd_sizes(g, n, spec.kernel_size)
-    sigma_x = _uniform(g, n, spec.sigma)
-    sigma_y = _uniform(g, n, spec.sigma)
-    rotation = _uniform(g, n, spec.rotation)
-    sigma_y = torch.where(isotropic, sigma_x, sigma_y)
-    rotation = torch.where(isotropic, torch.zeros_like(rotation), rotation)
+    steps = _size_steps(spec.kernel_size)
+    d = _draws(g, n, [(0, 1), (0, 1), (0, steps), spec.sigma, spec.sigma, spec.rotation])
+    applied = d[:, 0] < spec.prob
+    isotropic = d[:, 1] < spec.iso_prob
+    kernel_size = _odd_size(d[:, 2], spec.kernel_size[0])
+    sigma_x = d[:, 3]
+    sigma_y = torch.where(isotropic, sigma_x, d[:, 4])
+    rotation = torch.where(isotropic, torch.zeros_like(sigma_x), d[:, 5])
     record = BlurRecord(
         *(t.to(x.device) for t in (applied, isotropic, kernel_size, sigma_x, sigma_y, rotation))
     )
@@ -165,12 +175,11 @@ def _mode_indices(names: Sequence[str]) -> tuple[int, ...]:
 
 def _noise(x: Tensor, spec: NoiseSpec, g: torch.Generator) -> tuple[Tensor, NoiseRecord]:
     n = x.shape[0]
-    applied = _bernoulli(g, n, spec.prob)
-    poisson = ~_bernoulli(g, n, spec.gaussian_prob)
-    sigma = _uniform(g, n, spec.gaussian_sigma)
-    scale = _uniform(g, n, spec.poisson_scale)
-    gray = _bernoulli(g, n, spec.gray_prob)
-    level = torch.where(poisson, scale, sigma)
+    d = _draws(g, n, [(0, 1), (0, 1), spec.gaussian_sigma, spec.poisson_scale, (0, 1)])
+    applied = d[:, 0] < spec.prob
+    poisson = d[:, 1] >= spec.gaussian_prob
+    gray = d[:, 4] < spec.gray_prob
+    level = torch.where(poisson, d[:, 3], d[:, 2])
     record = NoiseRecord(*(t.to(x.device) for t in (applied, poisson, level, gray)))
     # Both noises are drawn for every sample (cheap on a GPU); each sample keeps its own type.
     noise = _select(
@@ -182,31 +191,25 @@ def _noise(x: Tensor, spec: NoiseSpec, g: torch.Generator) -> tuple[Tensor, Nois
 
 
 def _draw_jpeg(spec: JpegSpec, g: torch.Generator, n: int, device: torch.device) -> JpegRecord:
-    applied = _bernoulli(g, n, spec.prob)
-    quality = _uniform(g, n, spec.quality)
-    return JpegRecord(applied.to(device), quality.to(device))
+    d = _draws(g, n, [(0, 1), spec.quality])
+    return JpegRecord((d[:, 0] < spec.prob).to(device), d[:, 1].to(device))
 
 
-def _jpeg(x: Tensor, record: JpegRecord, rows: Tensor | None) -> Tensor:
-    """JPEG on the samples of `x` whose record says applied; `rows` selects record rows."""
-    applied = record.applied if rows is None else record.applied[rows]
-    quality = record.quality if rows is None else record.quality[rows]
-    return _select(applied, jpeg_compress(x, quality), x)
+def _jpeg(x: Tensor, record: JpegRecord) -> Tensor:
+    """JPEG on the samples whose record says applied; the others are returned unchanged."""
+    return _select(record.applied, jpeg_compress(x, record.quality), x)
 
 
 def _draw_sinc(spec: SincSpec, g: torch.Generator, n: int, device: torch.device) -> SincRecord:
-    applied = _bernoulli(g, n, spec.prob)
-    kernel_size = _odd_sizes(g, n, spec.kernel_size)
-    omega_c = _uniform(g, n, spec.omega_c)
-    return SincRecord(applied.to(device), kernel_size.to(device), omega_c.to(device))
+    d = _draws(g, n, [(0, 1), (0, _size_steps(spec.kernel_size)), spec.omega_c])
+    applied = d[:, 0] < spec.prob
+    kernel_size = _odd_size(d[:, 1], spec.kernel_size[0])
+    return SincRecord(applied.to(device), kernel_size.to(device), d[:, 2].to(device))
 
 
-def _sinc(x: Tensor, record: SincRecord, rows: Tensor | None, size: int) -> Tensor:
-    def pick(t: Tensor) -> Tensor:
-        return t if rows is None else t[rows]
-
-    kernels = sinc_kernels(pick(record.kernel_size), pick(record.omega_c), size=size)
-    kernels = _select(pick(record.applied), kernels, _identity_kernel(size, kernels))
+def _sinc(x: Tensor, record: SincRecord, size: int) -> Tensor:
+    kernels = sinc_kernels(record.kernel_size, record.omega_c, size=size)
+    kernels = _select(record.applied, kernels, _identity_kernel(size, kernels))
     return filter2d(x, kernels)
 
 
@@ -222,36 +225,8 @@ def _stage(
         x, noise = _noise(x, spec.noise, g)
     if spec.jpeg is not None:
         jpeg = _draw_jpeg(spec.jpeg, g, x.shape[0], x.device)
-        x = _jpeg(x, jpeg, None)
+        x = _jpeg(x, jpeg)
     return x, StageRecord(blur, resize, noise, jpeg)
-
-
-def _final_steps(
-    x: Tensor,
-    spec: FinalSpec,
-    target: tuple[int, int],
-    mode: Tensor,
-    sinc: SincRecord | None,
-    jpeg: JpegRecord | None,
-    *,
-    jpeg_first: bool,
-    rows: Tensor | None,
-) -> Tensor:
-    """[JPEG] -> resize -> [sinc] -> [JPEG] on `x` (record rows `rows`, None for all)."""
-    if jpeg is not None and jpeg_first:
-        x = _jpeg(x, jpeg, rows)
-    x = resize_per_sample(
-        x,
-        target,
-        mode if rows is None else mode[rows],
-        antialias=spec.antialias,
-        candidates=_mode_indices(spec.modes),
-    )
-    if sinc is not None and spec.sinc is not None:
-        x = _sinc(x, sinc, rows, spec.sinc.kernel_size[1])
-    if jpeg is not None and not jpeg_first:
-        x = _jpeg(x, jpeg, rows)
-    return x
 
 
 def _final(
@@ -261,21 +236,21 @@ def _final(
     mode = _modes(g, n, spec.modes).to(x.device)
     sinc = None if spec.sinc is None else _draw_sinc(spec.sinc, g, n, x.device)
     jpeg = None if spec.jpeg is None else _draw_jpeg(spec.jpeg, g, n, x.device)
-    record_args = (mode, spec.antialias, sinc, jpeg)
-    if sinc is None or jpeg is None:
-        out = _final_steps(x, spec, target, mode, sinc, jpeg, jpeg_first=False, rows=None)
-        return out, FinalRecord(*record_args, None)
-
-    sinc_first = _bernoulli(g, n, spec.sinc_first_prob).to(x.device)
-    # The two orders see differently sized images, so each runs on its own samples.
-    out = x.new_empty((n, x.shape[1], *target))
-    for jpeg_first in (False, True):
-        rows = (sinc_first != jpeg_first).nonzero().squeeze(1)
-        if rows.numel():
-            out[rows] = _final_steps(
-                x[rows], spec, target, mode, sinc, jpeg, jpeg_first=jpeg_first, rows=rows
-            )
-    return out, FinalRecord(*record_args, sinc_first)
+    sinc_first = None
+    if sinc is not None and jpeg is not None:
+        sinc_first = (_rand(g, n) < spec.sinc_first_prob).to(x.device)
+    if jpeg is not None and sinc_first is not None:
+        # "JPEG then [resize + sinc]" samples are coded before the resize; the others keep x.
+        x = _select(~sinc_first, _jpeg(x, jpeg), x)
+    x = resize_per_sample(
+        x, target, mode, antialias=spec.antialias, candidates=_mode_indices(spec.modes)
+    )
+    if sinc is not None and spec.sinc is not None:
+        x = _sinc(x, sinc, spec.sinc.kernel_size[1])
+    if jpeg is not None:
+        coded = _jpeg(x, jpeg)
+        x = coded if sinc_first is None else _select(sinc_first, coded, x)
+    return x, FinalRecord(mode, spec.antialias, sinc, jpeg, sinc_first)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -238,55 +238,57 @@ def _check_layout(layout: str) -> None:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _masked(values: Tensor, applied: Tensor) -> Tensor:
-    """Values as float, NaN where the operation was not applied (NaN encodes as 0)."""
-    values = values.float()
-    return torch.where(applied, values, torch.full_like(values, _NAN))
+Column = tuple[Tensor, "Tensor | None"]
+"""A [B] physical value per sample (one-hot parameters as option index) and a [B] bool mask of
+the samples where the operation was applied (None: all)."""
 
 
-def _record_columns(record: DegradationRecord, *, reference: bool) -> dict[str, Tensor]:
-    """[B] physical value per parameter (one-hot parameters as option index), NaN if absent."""
-    cols: dict[str, Tensor] = {}
+def _record_columns(record: DegradationRecord, *, reference: bool) -> dict[str, Column]:
+    """The physical column of every parameter the record has."""
+    cols: dict[str, Column] = {}
     for n, stage in enumerate(record.stages, start=1):
         if stage.blur is not None:
             blur = stage.blur
             # The reference writes the drawn second kernel even when it skips the blur.
             applied = torch.ones_like(blur.applied) if reference else blur.applied
-            cols[f"blur{n}_kernel_size"] = _masked(blur.kernel_size, applied)
-            cols[f"blur{n}_sigma_x"] = _masked(blur.sigma_x, applied)
-            cols[f"blur{n}_sigma_y"] = _masked(blur.sigma_y, applied)
-            cols[f"blur{n}_rotation"] = _masked(blur.rotation, applied)
+            cols[f"blur{n}_kernel_size"] = (blur.kernel_size, applied)
+            cols[f"blur{n}_sigma_x"] = (blur.sigma_x, applied)
+            cols[f"blur{n}_sigma_y"] = (blur.sigma_y, applied)
+            cols[f"blur{n}_rotation"] = (blur.rotation, applied)
         if stage.resize is not None:
             mode = stage.resize.mode.float()
-            cols[f"resize{n}_scale"] = torch.full_like(mode, stage.resize.scale)
-            cols[f"resize{n}_mode"] = mode
+            cols[f"resize{n}_scale"] = (torch.full_like(mode, stage.resize.scale), None)
+            cols[f"resize{n}_mode"] = (mode, None)
         if stage.noise is not None:
             noise = stage.noise
-            cols[f"noise{n}_level"] = _masked(noise.level, noise.applied)
-            cols[f"noise{n}_gray"] = _masked(noise.gray, noise.applied)
-            cols[f"noise{n}_type"] = _masked(noise.poisson, noise.applied)
+            cols[f"noise{n}_level"] = (noise.level, noise.applied)
+            cols[f"noise{n}_gray"] = (noise.gray, noise.applied)
+            cols[f"noise{n}_type"] = (noise.poisson, noise.applied)
         if stage.jpeg is not None:
-            cols[f"jpeg{n}_quality"] = _masked(stage.jpeg.quality, stage.jpeg.applied)
+            cols[f"jpeg{n}_quality"] = (stage.jpeg.quality, stage.jpeg.applied)
     final = record.final
     if final.sinc is not None:
         sinc = final.sinc
         if reference:
             # The reference stores kernel size 0 and omega_c 0 for "no sinc" and normalises them.
             zero = torch.zeros_like(sinc.omega_c)
-            cols["sinc_kernel_size"] = torch.where(sinc.applied, sinc.kernel_size.float(), zero)
-            cols["sinc_omega_c"] = torch.where(sinc.applied, sinc.omega_c.float(), zero)
+            cols["sinc_kernel_size"] = (
+                torch.where(sinc.applied, sinc.kernel_size.float(), zero),
+                None,
+            )
+            cols["sinc_omega_c"] = (torch.where(sinc.applied, sinc.omega_c.float(), zero), None)
         else:
-            cols["sinc_kernel_size"] = _masked(sinc.kernel_size, sinc.applied)
-            cols["sinc_omega_c"] = _masked(sinc.omega_c, sinc.applied)
+            cols["sinc_kernel_size"] = (sinc.kernel_size, sinc.applied)
+            cols["sinc_omega_c"] = (sinc.omega_c, sinc.applied)
     if final.jpeg is not None:
         if "jpeg2_quality" in cols:
             raise ValueError(
                 "a level with a second-stage JPEG and a final JPEG has no 33-slot form"
             )
-        cols["jpeg2_quality"] = _masked(final.jpeg.quality, final.jpeg.applied)
+        cols["jpeg2_quality"] = (final.jpeg.quality, final.jpeg.applied)
     if final.sinc_first is not None:
-        cols["final_order"] = (~final.sinc_first).float()
-    cols["final_mode"] = final.mode.float()
+        cols["final_order"] = (~final.sinc_first, None)
+    cols["final_mode"] = (final.mode, None)
     return cols
 
 
@@ -319,21 +321,31 @@ def _slot_constants(level: Level, device: torch.device) -> dict[str, Tensor]:
 
 
 def _encode_columns(
-    cols: Mapping[str, Tensor], level: Level, batch: int, device: torch.device
+    cols: Mapping[str, Column], level: Level, batch: int, device: torch.device
 ) -> Tensor:
-    """Normalise [B] physical columns into [B, 33] following `SLOTS` (a few batched ops)."""
+    """Normalise the physical columns into [B, 33] following `SLOTS` (a few batched ops)."""
     for name in cols:
         head = _BY_PARAMETER[name][0]
         if head.kind == "continuous" and level not in head.ranges:
             raise ValueError(f"slot {head.index} ({name}) has no range at level {level.value!r}")
     missing = torch.full((batch,), _NAN, device=device)
-    absent = torch.zeros(batch, dtype=torch.bool, device=device)
-    values = torch.stack([cols.get(slot.parameter, missing) for slot in SLOTS], dim=1)
+    never = torch.zeros(batch, dtype=torch.bool, device=device)
+    always = torch.ones(batch, dtype=torch.bool, device=device)
+    floats = {name: values.float() for name, (values, _) in cols.items()}
+    values = torch.stack([floats.get(slot.parameter, missing) for slot in SLOTS], dim=1)
+
+    def applied(name: str) -> Tensor:
+        if name not in cols:
+            return never
+        mask = cols[name][1]
+        return always if mask is None else mask
+
+    present = torch.stack([applied(slot.parameter) for slot in SLOTS], dim=1)
     poisson = torch.stack(
         [
-            cols[_type_of(slot.parameter)] == 1
-            if slot.poisson_ranges and _type_of(slot.parameter) in cols
-            else absent
+            floats[_type_of(slot.parameter)] == 1
+            if slot.poisson_ranges and _type_of(slot.parameter) in floats
+            else never
             for slot in SLOTS
         ],
         dim=1,
@@ -346,7 +358,7 @@ def _encode_columns(
         (values - lo) / (hi - lo),
         torch.where(const["onehot"], (values == const["option"]).float(), values),
     )
-    return torch.where(torch.isnan(values), torch.zeros_like(encoded), encoded)
+    return torch.where(present & ~torch.isnan(values), encoded, torch.zeros_like(encoded))
 
 
 def encode_vector(record: DegradationRecord, *, layout: str = "official") -> Tensor:
@@ -382,16 +394,16 @@ def encode_physical(
     unknown = sorted(set(params) - set(_BY_PARAMETER))
     if unknown:
         raise ValueError(f"unknown degradation parameters {unknown}; known: {parameter_names()}")
-    cols: dict[str, Tensor] = {}
+    cols: dict[str, Column] = {}
     for name, value in params.items():
         if value is None or value == "none":
             continue
         if name in _OPTIONS:
             if value not in _OPTIONS[name]:
                 raise ValueError(f"{name}={value!r}; expected one of {_OPTIONS[name]} or 'none'")
-            cols[name] = torch.tensor([float(_OPTIONS[name].index(str(value)))])
+            cols[name] = (torch.tensor([float(_OPTIONS[name].index(str(value)))]), None)
         else:
-            cols[name] = torch.tensor([float(value)])
+            cols[name] = (torch.tensor([float(value)]), None)
     return _encode_columns(cols, level, 1, torch.device("cpu"))[0]
 
 

@@ -64,9 +64,11 @@ def test_operations_match_between_cpu_and_cuda() -> None:
         rtol=0,
     )
     q = torch.linspace(30, 95, n)
-    # 8-bit outputs: float rounding may move a sample by one level, rarely
-    jpeg_gap = (jpeg_compress(x.to(CUDA), q.to(CUDA)).cpu() - jpeg_compress(x, q)).abs()
-    assert float(jpeg_gap.max()) <= 2 / 255 + 1e-6 and float((jpeg_gap > 0).float().mean()) < 0.01
+    # The codec rounds (8-bit samples, quantised coefficients): a value on a rounding edge may
+    # round differently on the two devices, moving a pixel, or rarely a block, by a few levels.
+    jpeg_gap = jpeg_compress(x.to(CUDA), q.to(CUDA)).cpu() - jpeg_compress(x, q)
+    assert float((jpeg_gap != 0).float().mean()) < 0.02
+    assert float(10 * torch.log10(1 / jpeg_gap.pow(2).mean().clamp_min(1e-12))) > 45.0
     torch.testing.assert_close(usm_sharpen(x.to(CUDA)).cpu(), usm_sharpen(x), atol=1e-5, rtol=0)
 
 
