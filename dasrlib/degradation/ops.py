@@ -165,13 +165,13 @@ def bicubic_downsample(img: Tensor, scale: int = 4) -> Tensor:
 
 
 def _separable_blur(img: Tensor, line: Tensor) -> Tensor:
-    """Correlate each channel with outer(line, line) as two 1-D passes (reflect-padded)."""
+    """Correlate each channel with outer(line, line) as two 1-D depthwise passes (reflect pad)."""
     b, c, h, w = img.shape
     k = line.numel()
-    padded = pad_image(img, k // 2).reshape(b * c, 1, h + k - 1, w + k - 1)
+    padded = pad_image(img, k // 2).reshape(1, b * c, h + k - 1, w + k - 1)
     line = line.to(device=img.device, dtype=img.dtype)
-    out = F.conv2d(padded, line.view(1, 1, 1, k))
-    out = F.conv2d(out, line.view(1, 1, k, 1))
+    out = F.conv2d(padded, line.view(1, 1, 1, k).repeat(b * c, 1, 1, 1), groups=b * c)
+    out = F.conv2d(out, line.view(1, 1, k, 1).repeat(b * c, 1, 1, 1), groups=b * c)
     return out.view(b, c, h, w)
 
 
