@@ -14,12 +14,15 @@ rows, marked "not provided". `comparison_table` renders ours; paper; difference 
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
+import json
 import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,9 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from dasrlib.config import config_hash, load_config
 from dasrlib.data import (
     DatasetNotFoundError,
     EmbeddedPhotos,
@@ -36,9 +41,10 @@ from dasrlib.data import (
     find_dataset_root,
     list_image_files,
 )
-from dasrlib.io import atomic_write, atomic_write_text
+from dasrlib.io import atomic_write, atomic_write_text, read_image, write_png
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
 from dasrlib.models.checkpoints import import_official_dasr, load_model, load_third_party
+from dasrlib.profiling import count_gmacs, profile_model
 from dasrlib.results import (
     RESULT_COLUMNS,
     markdown_table,
@@ -47,6 +53,7 @@ from dasrlib.results import (
     write_results,
 )
 from dasrlib.testsets import MANIFEST_NAME, build_testsets, load_testset, read_testset_manifest
+from dasrlib.train import TrainConfig, resume_hash, train
 
 __all__ = [
     "LEVELS",
@@ -65,6 +72,7 @@ __all__ = [
     "comparison_table",
     "evaluate",
     "load_upscaler",
+    "network_upscaler",
     "not_provided_rows",
     "paper_value",
     "prepare_testsets",
@@ -303,7 +311,9 @@ def _split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise TypeError(f"unexpected network output of type {type(out).__name__}")
 
 
-def _network_upscaler(net: Callable[[torch.Tensor], Any]) -> Upscaler:
+def network_upscaler(net: Callable[[torch.Tensor], Any]) -> Upscaler:
+    """An `Upscaler` around a network already on its device in eval mode (SR clamped to [0, 1])."""
+
     def run(lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         sr, v_hat = _split_output(net(lr))
         return sr.float().clamp(0.0, 1.0), v_hat
@@ -330,7 +340,7 @@ def load_upscaler(method: Method, *, device: torch.device) -> Upscaler:
         net = load_third_party(method.weights[0])
     net = net.to(device)
     net.eval()
-    return _network_upscaler(net)
+    return network_upscaler(net)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,35 +348,81 @@ def load_upscaler(method: Method, *, device: torch.device) -> Upscaler:
 # --------------------------------------------------------------------------------------------------
 
 
-def resolve_eval_hr_root(
-    hr_root: str | os.PathLike[str] | None, *, staging_dir: str | os.PathLike[str]
-) -> Path:
-    """The HR folder to build test sets from.
-
-    A given folder is used as is (relative paths from the repository root). None: the DIV2K
-    validation images (``DIV2K_valid_HR`` under `dasrlib.data.default_data_root()`) when they
-    are there, otherwise the embedded photos, copied into `staging_dir` (the test-set builder
-    reads a folder).
-    """
+def _source_images(
+    hr_root: str | os.PathLike[str] | None,
+) -> tuple[Path | None, list[Path], list[str]]:
+    """(folder or None for the embedded photos, files, names) of the HR source."""
     if hr_root is not None:
         folder = project_path(hr_root)
         if not folder.is_dir():
             raise DatasetNotFoundError(f"HR folder {str(folder)!r} does not exist")
-        return folder
+        files = list_image_files(folder)
+        return folder, files, [f.stem for f in files]
     data_root = project_path(default_data_root())
     try:
         folder = find_dataset_root(data_root, "div2k_valid")
     except DatasetNotFoundError as err:
         logger.info("DIV2K validation not found (%s); using the embedded photos", err)
     else:
-        logger.info("using DIV2K validation images in %s", folder)
-        return folder
-    staging = project_path(staging_dir)
+        logger.info("using the DIV2K validation images in %s", folder)
+        files = list_image_files(folder)
+        return folder, files, [f.stem for f in files]
     photos = EmbeddedPhotos()
-    for path, name in zip(photos.paths, photos.names, strict=True):
-        with atomic_write(staging / f"{name}{path.suffix.lower()}") as tmp:
-            shutil.copyfile(path, tmp)
-    logger.info("embedded photos (%d) copied to %s", len(photos), staging)
+    return None, list(photos.paths), list(photos.names)
+
+
+def resolve_eval_hr_root(
+    hr_root: str | os.PathLike[str] | None,
+    *,
+    staging_dir: str | os.PathLike[str],
+    max_images: int | None = None,
+    crop: int | None = None,
+) -> Path:
+    """The HR folder to build test sets from.
+
+    `hr_root`: any folder (relative paths from the repository root); None: the DIV2K validation
+    images (``DIV2K_valid_HR`` under `dasrlib.data.default_data_root()`) when present, otherwise
+    the embedded photos. A folder without `crop` is used as is. The embedded photos (which live
+    in several packages) and centre crops (`crop` pixels square, for quick smoke runs; the paper
+    uses whole images) are written to `staging_dir`, whose other image files are removed so the
+    folder holds exactly this selection (its first `max_images`).
+    """
+    folder, files, names = _source_images(hr_root)
+    if folder is not None and crop is None:
+        return folder
+    description = "the embedded photos" if folder is None else str(folder)
+    if not files:
+        raise DatasetNotFoundError(f"no images found in {description}")
+    if max_images is not None:
+        files, names = files[:max_images], names[:max_images]
+    staging = project_path(staging_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    written = set()
+    for path, name in zip(files, names, strict=True):
+        if crop is None:
+            target = staging / f"{name}{path.suffix.lower()}"
+            with atomic_write(target) as tmp:
+                shutil.copyfile(path, tmp)
+        else:
+            rgb = read_image(path).rgb
+            h, w = rgb.shape[-2:]
+            side_h, side_w = min(crop, h), min(crop, w)
+            top, left = (h - side_h) // 2, (w - side_w) // 2
+            target = staging / f"{name}.png"
+            write_png(target, rgb[:, top : top + side_h, left : left + side_w])
+        written.add(target.name)
+    stale = [f for f in list_image_files(staging) if f.name not in written]
+    for old in stale:
+        old.unlink()
+    how = "copied" if crop is None else f"centre-cropped to {crop} px"
+    logger.info(
+        "%d HR images from %s %s into %s%s",
+        len(written),
+        description,
+        how,
+        staging,
+        f" ({len(stale)} stale files removed)" if stale else "",
+    )
     return staging
 
 
@@ -745,6 +801,9 @@ or {"net_g": path, "net_p": path} for an official DASR release."""
 TABLE1_THIRD_PARTY: frozenset[str] = frozenset(PAPER_TABLE1) - {"DASR"}
 """Table 1 columns whose weights are published checkpoints read through spandrel."""
 
+QUALITY_METRICS: tuple[str, ...] = (METRIC_PSNR, METRIC_LPIPS)
+"""The metrics of the paper's tables (SSIM-Y and v_mae are in the CSV too)."""
+
 
 def method_from_spec(
     name: str,
@@ -770,47 +829,19 @@ def method_from_spec(
                 f"got keys {sorted(spec)}"
             )
         return Method.official_dasr(
-            name=name, net_g=spec["net_g"], net_p=spec["net_p"], paper_name=paper_name
+            name=name,
+            net_g=project_path(spec["net_g"]),
+            net_p=project_path(spec["net_p"]),
+            paper_name=paper_name,
         )
     if str(spec).lower() == "bicubic":
         return Method.bicubic(name=name)
     if name in set(third_party):
-        return Method.third_party(name=name, path=spec, paper_name=paper_name)
-    return Method.checkpoint(name=name, path=spec, paper_name=paper_name)
+        return Method.third_party(name=name, path=project_path(spec), paper_name=paper_name)
+    return Method.checkpoint(name=name, path=project_path(spec), paper_name=paper_name)
 
 
-@dataclass(frozen=True)
-class ComparisonResult:
-    """What a table run wrote: long rows (CSV), the rendered table, and the file paths."""
-
-    rows: pd.DataFrame
-    table: pd.DataFrame
-    csv_path: Path
-    markdown_path: Path
-
-
-def _markdown_document(
-    title: str, tables: Sequence[tuple[str, pd.DataFrame]], metadata: Mapping[str, Any]
-) -> str:
-    device = metadata.get("device", {})
-    lines = [
-        f"# {title}",
-        "",
-        f"- commit: {metadata.get('git_commit')} (dirty: {metadata.get('git_dirty')})",
-        f"- device: {device.get('device')} {device.get('gpu_name') or ''}".rstrip(),
-        f"- written: {metadata.get('timestamp_utc')}",
-        "- cells: ours (n = images averaged); the paper's value; diff = ours - paper. PSNR-Y in dB "
-        "(BT.601, 4-pixel crop), LPIPS AlexNet (lower is better)",
-        "",
-    ]
-    for heading, table in tables:
-        if heading:
-            lines += [f"## {heading}", ""]
-        lines += [markdown_table(table), ""]
-    return "\n".join(lines)
-
-
-def compare_methods(
+def evaluate_methods(
     methods: Mapping[str, Method | None],
     testset_dir: str | os.PathLike[str],
     *,
@@ -818,75 +849,109 @@ def compare_methods(
     device: torch.device | str,
     lpips: LPIPSMetric | LPIPSUnavailable | None,
     paper: Mapping[str, Mapping[str, tuple[float, float]]],
-    csv_path: str | os.PathLike[str],
-    title: str,
-    config: Mapping[str, Any] | None = None,
     upscalers: Mapping[str, Upscaler] | None = None,
-) -> ComparisonResult:
-    """Evaluate every provided method, keep "not provided" rows for the others, write the files.
+) -> pd.DataFrame:
+    """`evaluate` every provided method; the others keep their rows, marked "not provided".
 
-    Writes `csv_path` (all rows, per image and means) with its JSON sidecar, and `<stem>.md`
-    (the rendered comparison). `upscalers` supplies models already in memory by method name.
-    `lpips=None` fills the LPIPS cells with "n/a: LPIPS not requested".
+    A method given as None, or whose weight file does not exist (a conventional location the
+    user has not filled), gets NaN rows whose note says which.
+
+    `lpips=None` fills the LPIPS cells with "n/a: LPIPS not requested" (the row stays).
+    `upscalers` gives, by method name, a model already in memory instead of loading its weights.
     """
     testset_dir = Path(testset_dir)
     dataset = _dataset_name(testset_dir)
-    metrics = (METRIC_PSNR, METRIC_LPIPS)
-    if lpips is None:  # the table has an LPIPS row either way
+    if lpips is None:
         lpips = LPIPSUnavailable("LPIPS not requested")
     frames = []
     for name, method in methods.items():
-        if method is None:
-            logger.info("%s: weights not provided; its cells say %r", name, NOT_PROVIDED)
-            paper_name = name if name in paper else None
+        absent = (
+            None if method is None else next((w for w in method.weights if not w.is_file()), None)
+        )
+        if method is None or absent is not None:
+            note = NOT_PROVIDED if absent is None else f"{NOT_PROVIDED}: no file at {absent}"
+            if absent is None:
+                logger.info("%s: weights not provided; its cells say %r", name, note)
+            else:
+                logger.warning("%s: weights not found at %s; its cells say so", name, absent)
             frames.append(
                 not_provided_rows(
                     name,
                     dataset,
                     levels=levels,
-                    metrics=metrics,
+                    metrics=QUALITY_METRICS,
                     paper=paper,
-                    paper_name=paper_name,
+                    paper_name=name if name in paper else None,
+                    note=note,
                 )
             )
-            continue
-        upscaler = None if upscalers is None else upscalers.get(name)
-        frames.append(
-            evaluate(
-                method,
-                testset_dir,
-                levels=levels,
-                device=device,
-                lpips=lpips,
-                paper=paper,
-                upscaler=upscaler,
+        else:
+            frames.append(
+                evaluate(
+                    method,
+                    testset_dir,
+                    levels=levels,
+                    device=device,
+                    lpips=lpips,
+                    paper=paper,
+                    upscaler=None if upscalers is None else upscalers.get(name),
+                )
             )
-        )
-    rows = pd.concat(frames, ignore_index=True)
-    table = comparison_table(rows, metrics=metrics, levels=levels, methods=list(methods))
-    csv_path = Path(csv_path)
-    metadata = run_metadata(
-        config={
-            **dict(config or {}),
-            "methods": {
-                name: None
-                if m is None
-                else {"kind": m.kind.value, "weights": [str(w) for w in m.weights]}
-                for name, m in methods.items()
-            },
-            "testsets": testset_summary(testset_dir),
-            "levels": list(levels),
-            "lpips": str(lpips)
-            if isinstance(lpips, LPIPSUnavailable)
-            else (None if lpips is None else str(lpips.alexnet_path)),
-        },
-        seed=read_testset_manifest(testset_dir).get("seed"),
-        device=device,
-    )
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """What a table run wrote: long rows (CSV), the rendered tables by heading, the file paths."""
+
+    rows: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    csv_path: Path
+    markdown_path: Path
+
+
+def _lpips_description(lpips: LPIPSMetric | LPIPSUnavailable | None) -> str | None:
+    if isinstance(lpips, LPIPSMetric):
+        return str(lpips.alexnet_path)
+    return None if lpips is None else str(lpips)
+
+
+def write_table(
+    rows: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    csv_path: str | os.PathLike[str],
+    *,
+    title: str,
+    notes: Sequence[str],
+    metadata: Mapping[str, Any],
+) -> TableResult:
+    """Write the long rows (CSV + JSON sidecar) and the rendered tables (`<stem>.md`)."""
+    csv_path = project_path(csv_path)
     write_results(rows, csv_path, metadata=metadata)
+    device = metadata.get("device", {})
+    lines = [
+        f"# {title}",
+        "",
+        f"- data: `{csv_path.name}` (long format, per image and means) and `{csv_path.stem}.json`",
+        f"- commit: {metadata.get('git_commit')} (dirty: {metadata.get('git_dirty')})",
+        f"- device: {device.get('device')} {device.get('gpu_name') or ''}".rstrip(),
+        f"- written: {metadata.get('timestamp_utc')}",
+        *[f"- {note}" for note in notes],
+        "",
+    ]
+    for heading, table in tables.items():
+        lines += [f"## {heading}", "", markdown_table(table), ""]
     markdown_path = csv_path.with_suffix(".md")
-    atomic_write_text(markdown_path, _markdown_document(title, [("", table)], metadata))
-    return ComparisonResult(rows=rows, table=table, csv_path=csv_path, markdown_path=markdown_path)
+    atomic_write_text(markdown_path, "\n".join(lines))
+    return TableResult(
+        rows=rows, tables=dict(tables), csv_path=csv_path, markdown_path=markdown_path
+    )
+
+
+_QUALITY_NOTE = (
+    "cells: ours (n = images averaged); the paper's value; diff = ours - paper. PSNR-Y in dB "
+    "(BT.601 Y, 4-pixel crop, 8-bit images), LPIPS AlexNet (RGB in [-1, 1], lower is better)"
+)
 
 
 def table1(
@@ -898,20 +963,360 @@ def table1(
     lpips: LPIPSMetric | LPIPSUnavailable | None,
     out_dir: str | os.PathLike[str],
     config: Mapping[str, Any] | None = None,
-) -> ComparisonResult:
-    """Table 1: published methods and DASR on the four test sets; writes `out_dir/table1.*`."""
+) -> TableResult:
+    """Table 1: published methods and DASR on the test sets; writes `out_dir/table1.{csv,json,md}`.
+
+    `methods` maps a column name to a `MethodSpec`; names of Table 1's published methods are
+    read through spandrel, "DASR" is ours (a path) or the official release (net_g + net_p).
+    """
     resolved = {
         name: method_from_spec(name, spec, third_party=TABLE1_THIRD_PARTY, paper=PAPER_TABLE1)
         for name, spec in methods.items()
     }
-    return compare_methods(
-        resolved,
+    rows = evaluate_methods(
+        resolved, testset_dir, levels=levels, device=device, lpips=lpips, paper=PAPER_TABLE1
+    )
+    table = comparison_table(rows, metrics=QUALITY_METRICS, levels=levels, methods=list(methods))
+    metadata = run_metadata(
+        config={
+            **dict(config or {}),
+            "methods": {name: _method_record(m) for name, m in resolved.items()},
+            "testsets": testset_summary(testset_dir),
+            "levels": list(levels),
+            "lpips": _lpips_description(lpips),
+        },
+        seed=read_testset_manifest(testset_dir).get("seed"),
+        device=device,
+    )
+    return write_table(
+        rows,
+        {"PSNR-Y (dB) and LPIPS": table},
+        Path(out_dir) / "table1.csv",
+        title="Table 1: real-world SR methods on the synthetic test sets",
+        notes=[_QUALITY_NOTE],
+        metadata=metadata,
+    )
+
+
+def _method_record(method: Method | None) -> dict[str, Any] | None:
+    if method is None:
+        return None
+    return {
+        "kind": method.kind.value,
+        "weights": [str(w) for w in method.weights],
+        "paper_name": method.paper_name,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Table 2: backbones retrained with one budget, and their cost
+# --------------------------------------------------------------------------------------------------
+
+TABLE2_TRAINING: dict[str, dict[str, str]] = {
+    "SRResNet": {"stage": "baseline", "backbone": "srresnet"},
+    "EDSR": {"stage": "baseline", "backbone": "edsr"},
+    "RRDB": {"stage": "baseline", "backbone": "rrdb"},
+    "SwinIR": {"stage": "baseline", "backbone": "swinir"},
+    "DASR": {"stage": "dasr", "backbone": "srresnet"},
+}
+"""How each Table 2 column is trained (`TrainConfig` stage and backbone). DASR's experts start
+from an SRResNet pretrained with the pixel loss (Sec. 4.1), its own run before the DASR run."""
+
+EFFICIENCY_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("params_m", "params_m", "parameters (M), all experts of DASR"),
+    ("gmacs_256", "gmacs", "GMACs of one 256x256 LR input (inference path)"),
+    ("latency_ms", "latency_ms", "median latency (ms), fp32, batch 1"),
+    ("peak_mem_mb", "peak_mem_mb", "peak GPU memory (MB) of the latency runs"),
+)
+"""(metric name in the CSV, key of PAPER_TABLE2_EFFICIENCY, meaning)."""
+
+EFFICIENCY_REFERENCE = "SRResNet"
+"""Efficiency ratios divide by this column (the paper's timings are on a V100, ours are not)."""
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A Table 2 network: its run folder, and whether it was trained now or loaded."""
+
+    name: str
+    run_dir: Path
+    reused: bool
+    message: str
+
+    @property
+    def weights(self) -> Path:
+        """The exported EMA generator (`dasrlib.models.load_model` reads it)."""
+        return self.run_dir / "model.safetensors"
+
+
+def _run_name(prefix: str, values: Mapping[str, Any]) -> str:
+    """`prefix` + the hash of the fields a resume must keep (not iterations, device, outputs)."""
+    return f"{prefix}_{resume_hash(load_config(TrainConfig, {**values, 'name': prefix}))[:8]}"
+
+
+def table2_configs(
+    budget: Mapping[str, Any],
+    *,
+    methods: Sequence[str] = tuple(TABLE2_TRAINING),
+    dasr_pretrain_iterations: int,
+) -> dict[str, list[TrainConfig]]:
+    """The training runs of Table 2: one shared budget (`TrainConfig` fields) for every network.
+
+    Returns, per method, its stage configs in order (DASR: the SRResNet pretrain, then DASR
+    initialised from it). Run names carry `dasrlib.train.resume_hash` of the config, so a run
+    with other data, model or loss settings never resumes or overwrites this one, while more
+    iterations (or another device) continue the same run from its checkpoint.
+    """
+    for key in ("name", "stage", "backbone", "init_from"):
+        if key in budget:
+            raise ValueError(f"budget sets {key!r}; Table 2 chooses it per method")
+    unknown = [m for m in methods if m not in TABLE2_TRAINING]
+    if unknown:
+        raise ValueError(f"unknown Table 2 methods {unknown}; expected {list(TABLE2_TRAINING)}")
+    out_dir = str(budget.get("out_dir", TrainConfig().out_dir))
+    configs: dict[str, list[TrainConfig]] = {}
+    for method in methods:
+        values = {**budget, **TABLE2_TRAINING[method]}
+        stages = []
+        if method == "DASR":
+            pretrain = {
+                **budget,
+                "stage": "pretrain",
+                "backbone": "srresnet",
+                "iterations": dasr_pretrain_iterations,
+            }
+            name = _run_name("table2_dasr_pretrain", pretrain)
+            stages.append(load_config(TrainConfig, {**pretrain, "name": name}))
+            values["init_from"] = f"{out_dir}/{name}"
+        name = _run_name(f"table2_{method.lower()}", values)
+        stages.append(load_config(TrainConfig, {**values, "name": name}))
+        configs[method] = stages
+    return configs
+
+
+def train_or_load(config: TrainConfig) -> TrainedRun:
+    """Train `config`, or load its run when `run.json` says it finished with the same config hash.
+
+    Anything else (no run, another hash, an unfinished run) calls `train`, which resumes from the
+    run's checkpoint when there is one. `message` says which happened and why.
+    """
+    run_dir = project_path(config.out_dir) / config.name
+    wanted = config_hash(config)
+    record_path = run_dir / "run.json"
+    reason = "no run yet"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("config_hash") != wanted:
+            reason = f"run.json has config hash {record.get('config_hash')}, wanted {wanted}"
+        elif record.get("status") != "finished":
+            reason = f"the run's status is {record.get('status')!r}"
+        elif not (run_dir / "model.safetensors").is_file():
+            reason = "model.safetensors is missing"
+        else:
+            message = f"{config.name}: loaded (finished run with config hash {wanted})"
+            logger.info(message)
+            return TrainedRun(config.name, run_dir, True, message)
+    started = time.monotonic()
+    trained_dir = train(config)
+    record = json.loads((project_path(trained_dir) / "run.json").read_text(encoding="utf-8"))
+    message = (
+        f"{config.name}: trained ({reason}): {record.get('iterations_this_call')} iterations "
+        f"this call, {record.get('iteration')} in all, {time.monotonic() - started:.1f} s"
+    )
+    logger.info(message)
+    return TrainedRun(config.name, project_path(trained_dir), False, message)
+
+
+def efficiency_rows(
+    models: Mapping[str, nn.Module],
+    *,
+    device: torch.device | str,
+    latency_size: int | Sequence[int],
+    repeats: int,
+    warmup: int,
+) -> pd.DataFrame:
+    """Table 2's cost rows measured here: parameters, GMACs at 256x256, latency, peak memory.
+
+    GMACs are counted on a `meta` copy at 256x256 (as the paper; no compute). Latency and peak
+    memory are measured on `device` at `latency_size` (paper: the DIV2K validation LR inputs,
+    mostly 339x510; peak memory only on CUDA). Each metric also gets a `<metric>_vs_srresnet`
+    row: ours / ours of SRResNet beside the paper's ratio, the comparable number across devices.
+    """
+    device = torch.device(device)
+    size = (
+        (int(latency_size), int(latency_size))
+        if isinstance(latency_size, int)
+        else (int(latency_size[0]), int(latency_size[1]))
+    )
+    measured: dict[str, dict[str, float]] = {}
+    notes: dict[str, str] = {}
+    for name, model in models.items():
+        gmacs_256 = count_gmacs(copy.deepcopy(model).to("meta"), size=256)
+        profile = profile_model(
+            model, size=size, device=device, precision="fp32", repeats=repeats, warmup=warmup
+        )
+        peak = profile["peak_mem_mb"]
+        measured[name] = {
+            "params_m": float(profile["params_m"]),
+            "gmacs_256": gmacs_256,
+            "latency_ms": float(profile["latency_ms"]),
+            "peak_mem_mb": math.nan if peak is None else float(peak),
+        }
+        where = profile.get("device_name") or str(profile["device"])
+        notes[name] = f"measured on {where} at LR {size[0]}x{size[1]}"
+    rows = []
+    reference = measured.get(EFFICIENCY_REFERENCE)
+    paper_ref = PAPER_TABLE2_EFFICIENCY[EFFICIENCY_REFERENCE]
+    for name, values in measured.items():
+        paper = PAPER_TABLE2_EFFICIENCY.get(name)
+        for metric, paper_key, _ in EFFICIENCY_METRICS:
+            value = values[metric]
+            note = notes[name] if metric in ("latency_ms", "peak_mem_mb") else ""
+            if metric == "peak_mem_mb" and math.isnan(value):
+                note = f"n/a: peak memory is measured on CUDA only (ran on {device.type})"
+            base = {
+                "method": name,
+                "dataset": "efficiency",
+                "level": "",
+                "image": "",
+                "aggregate": "mean",
+            }
+            rows.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "value": value,
+                    "n_images": 1,
+                    "paper_value": math.nan if paper is None else float(paper[paper_key]),
+                    "note": note,
+                }
+            )
+            ratio = math.nan if reference is None else value / reference[metric]
+            rows.append(
+                {
+                    **base,
+                    "metric": f"{metric}_vs_srresnet",
+                    "value": ratio,
+                    "n_images": 1,
+                    "paper_value": math.nan
+                    if paper is None
+                    else float(paper[paper_key]) / float(paper_ref[paper_key]),
+                    "note": "" if reference is not None else "n/a: SRResNet not measured",
+                }
+            )
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "image", "aggregate", "note"])
+
+
+def efficiency_table(rows: pd.DataFrame, *, methods: Sequence[str]) -> pd.DataFrame:
+    """Rows: cost metrics; columns: methods; cells "ours (x r); paper V100 P (x r)"."""
+    eff = rows[rows["dataset"] == "efficiency"]
+    labels = [label for _, _, label in EFFICIENCY_METRICS]
+    table = pd.DataFrame("", index=pd.Index(labels, name="cost"), columns=list(methods))
+    for metric, _, label in EFFICIENCY_METRICS:
+        for method in methods:
+            own = eff[(eff["method"] == method) & (eff["metric"] == metric)]
+            ratio = eff[(eff["method"] == method) & (eff["metric"] == f"{metric}_vs_srresnet")]
+            if own.empty:
+                table.loc[label, method] = "not measured"
+                continue
+            value, note = own["value"].iloc[0], own["note"].iloc[0]
+            r = ratio["value"].iloc[0]
+            ours = note if pd.isna(value) else f"{value:.2f} (x{r:.2f})"
+            paper = own["paper_value"].iloc[0]
+            if not pd.isna(paper):
+                paper_r = ratio["paper_value"].iloc[0]
+                ours += (
+                    f"; paper{' V100' if metric == 'latency_ms' else ''} {paper:g} (x{paper_r:.2f})"
+                )
+            table.loc[label, method] = ours
+    return table
+
+
+def table2(
+    runs: Mapping[str, TrainedRun | None],
+    testset_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str] = LEVELS,
+    device: torch.device | str,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+    out_dir: str | os.PathLike[str],
+    latency_size: int | Sequence[int] = (339, 510),
+    latency_repeats: int = 20,
+    latency_warmup: int = 5,
+    config: Mapping[str, Any] | None = None,
+) -> TableResult:
+    """Table 2: the retrained networks on the test sets, then their cost measured here.
+
+    `runs` maps a Table 2 column to its trained run (None: not provided). Writes
+    `out_dir/table2.{csv,json,md}`: quality rows as Table 1, then the efficiency rows.
+    """
+    device = torch.device(device)
+    methods = {
+        name: None
+        if run is None
+        else Method.checkpoint(name=name, path=run.weights, paper_name=name)
+        for name, run in runs.items()
+    }
+    models = {
+        name: load_model(run.weights, device=device)
+        for name, run in runs.items()
+        if run is not None
+    }
+    quality = evaluate_methods(
+        methods,
         testset_dir,
         levels=levels,
         device=device,
         lpips=lpips,
-        paper=PAPER_TABLE1,
-        csv_path=Path(out_dir) / "table1.csv",
-        title="Table 1: PSNR-Y (dB) / LPIPS of real-world SR methods",
-        config=config,
+        paper=PAPER_TABLE2,
+        upscalers={name: network_upscaler(model) for name, model in models.items()},
+    )
+    costs = efficiency_rows(
+        models,
+        device=device,
+        latency_size=latency_size,
+        repeats=latency_repeats,
+        warmup=latency_warmup,
+    )
+    rows = pd.concat([quality, costs], ignore_index=True)
+    names = list(runs)
+    tables = {
+        "PSNR-Y (dB) and LPIPS": comparison_table(
+            quality, metrics=QUALITY_METRICS, levels=levels, methods=names
+        ),
+        "Cost (measured on this device; ratios to SRResNet beside the paper's)": (
+            efficiency_table(rows, methods=names)
+        ),
+    }
+    metadata = run_metadata(
+        config={
+            **dict(config or {}),
+            "runs": {
+                name: None
+                if run is None
+                else {"run_dir": str(run.run_dir), "reused": run.reused, "message": run.message}
+                for name, run in runs.items()
+            },
+            "testsets": testset_summary(testset_dir),
+            "levels": list(levels),
+            "lpips": _lpips_description(lpips),
+            "latency_size": list(latency_size)
+            if not isinstance(latency_size, int)
+            else [latency_size, latency_size],
+            "latency_repeats": latency_repeats,
+        },
+        seed=read_testset_manifest(testset_dir).get("seed"),
+        device=device,
+    )
+    return write_table(
+        rows,
+        tables,
+        Path(out_dir) / "table2.csv",
+        title="Table 2: backbones retrained on the DASR degradation space",
+        notes=[
+            _QUALITY_NOTE,
+            "cost: GMACs at a 256x256 LR input; latency and memory on this device (the paper's "
+            "are a V100's), so compare the ratios to SRResNet",
+        ],
+        metadata=metadata,
     )

@@ -176,17 +176,29 @@ def test_method_specs() -> None:
 
 
 def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
-    methods = {"Bicubic": "bicubic", "RRDB": None, "DASR": None}
+    absent = tmp_path / "weights" / "BSRGAN.pth"
+    methods = {"Bicubic": "bicubic", "RRDB": None, "BSRGAN": str(absent), "DASR": None}
     result = ev.table1(
         methods, testset_dir, levels=LEVELS, device="cpu", lpips=None, out_dir=tmp_path
     )
-    assert list(result.table.columns) == list(methods)
-    assert len(result.table) == len(LEVELS) * 2  # (set, metric) rows: PSNR and LPIPS
-    assert not (result.table == "missing").any().any()
-    rrdb = result.table["RRDB"]
+    assert list(result.tables["PSNR-Y (dB) and LPIPS"].columns) == list(methods)
+    assert (
+        len(result.tables["PSNR-Y (dB) and LPIPS"]) == len(LEVELS) * 2
+    )  # (set, metric) rows: PSNR and LPIPS
+    assert not (result.tables["PSNR-Y (dB) and LPIPS"] == "missing").any().any()
+    rrdb = result.tables["PSNR-Y (dB) and LPIPS"]["RRDB"]
     assert rrdb.str.startswith("not provided; paper").all()
-    assert result.table.loc[("Level-III", ev.METRIC_PSNR), "RRDB"] == "not provided; paper 23.91"
-    assert result.table.loc[("Bicubic", ev.METRIC_PSNR), "Bicubic"].endswith("(n=2)")
+    assert (
+        result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-III", ev.METRIC_PSNR), "RRDB"]
+        == "not provided; paper 23.91"
+    )
+    assert (
+        result.tables["PSNR-Y (dB) and LPIPS"]
+        .loc[("Bicubic", ev.METRIC_PSNR), "Bicubic"]
+        .endswith("(n=2)")
+    )
+    bsrgan = result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-I", ev.METRIC_PSNR), "BSRGAN"]
+    assert bsrgan == f"not provided: no file at {absent}; paper 26.78"
     written = pd.read_csv(result.csv_path)
     assert set(written["method"]) == set(methods)
     assert (tmp_path / "table1.json").is_file()
@@ -207,3 +219,56 @@ def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:
     assert not fewer.reused and "images differ" in fewer.message
     other = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
     assert not other.reused and "seed 0 != 1" in other.message
+
+
+def test_table2_configs_share_the_budget() -> None:
+    budget = {"iterations": 3, "batch_size": 2, "patch_size": 32, "out_dir": "runs", "seed": 1}
+    configs = ev.table2_configs(budget, dasr_pretrain_iterations=2)
+    assert list(configs) == ["SRResNet", "EDSR", "RRDB", "SwinIR", "DASR"]
+    for method, stages in configs.items():
+        last = stages[-1]
+        assert (last.iterations, last.batch_size, last.patch_size, last.seed) == (3, 2, 32, 1)
+        assert last.name.startswith(f"table2_{method.lower()}_")
+        assert last.backbone == ev.TABLE2_TRAINING[method]["backbone"]
+    pretrain, dasr = configs["DASR"]
+    assert pretrain.stage == "pretrain" and pretrain.iterations == 2
+    assert dasr.stage == "dasr" and dasr.init_from == f"runs/{pretrain.name}"
+    # Another budget gets other run folders; more iterations continue the same one.
+    other = ev.table2_configs({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
+    assert other["SRResNet"][0].name != configs["SRResNet"][0].name
+    longer = ev.table2_configs({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
+    assert longer["SRResNet"][0].name == configs["SRResNet"][0].name
+    with pytest.raises(ValueError, match="backbone"):
+        ev.table2_configs({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
+
+
+@pytest.mark.slow
+def test_train_or_load_reuses_a_finished_run_with_the_same_hash(hr_dir, tmp_path) -> None:
+    budget = {
+        "iterations": 1,
+        "batch_size": 1,
+        "patch_size": 32,
+        "num_feat": 4,
+        "num_block": 1,
+        "data_root": str(hr_dir),
+        "out_dir": str(tmp_path),
+        "device": "cpu",
+        "perceptual_weight": 0.0,
+        "adversarial_weight": 0.0,
+        "val_images": 0,
+        "queue_size": 2,
+        "progress": False,
+    }
+    (config,) = ev.table2_configs(budget, methods=["SRResNet"], dasr_pretrain_iterations=1)[
+        "SRResNet"
+    ]
+    first = ev.train_or_load(config)
+    assert not first.reused and "no run yet" in first.message and first.weights.is_file()
+    again = ev.train_or_load(config)
+    assert again.reused and again.run_dir == first.run_dir and "loaded" in again.message
+    (longer,) = ev.table2_configs(
+        {**budget, "iterations": 2}, methods=["SRResNet"], dasr_pretrain_iterations=1
+    )["SRResNet"]
+    more = ev.train_or_load(longer)
+    assert not more.reused and "config hash" in more.message
+    assert "1 iterations this call, 2 in all" in more.message
