@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,7 @@ __all__ = [
     "centre_crop_box",
     "comparison_figure",
     "fig2_levels",
+    "fig4_grid",
     "fig5_interactive",
     "figure_png_bytes",
 ]
@@ -213,4 +215,85 @@ def fig5_interactive(
     with atomic_write(out) as tmp:
         fig.savefig(tmp, format="png")
     _figure_module().close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Fig. 4: ablations (Sec. 4.5)
+# --------------------------------------------------------------------------------------------
+
+
+def fig4_grid(
+    lr: Tensor,
+    outputs: Mapping[str, Tensor],
+    out_png: str | os.PathLike[str],
+    *,
+    titles: Mapping[str, str] | None = None,
+    suptitle: str = "Ablations (Fig. 4)",
+    columns: int = 3,
+    dpi: int = 100,
+) -> Path:
+    """Fig. 4: the same real LR image super-resolved by each ablation variant, in a grid.
+
+    The first panel is the LR input enlarged with nearest-neighbour sampling to the SR size;
+    the others follow the order of `outputs`.
+
+    Args:
+        lr: LR image [3, h, w] (or [1, 3, h, w]) in [0, 1].
+        outputs: {variant name: SR [3, sh, sw] in [0, 1]}, all of one size, s an integer factor.
+        out_png: output path (written atomically).
+        titles: panel titles by variant name (``dasrlib.ablations.FIG4_TITLES``); default: names.
+
+    Returns:
+        The path written.
+    """
+    image = lr.detach().float().cpu()
+    image = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"lr must be [3, h, w] or [1, 3, h, w], got {tuple(lr.shape)}")
+    if not outputs:
+        raise ValueError("fig4_grid needs at least one variant output")
+    if columns <= 0:
+        raise ValueError(f"columns must be positive, got {columns}")
+    height, width = next(iter(outputs.values())).shape[-2:]
+    scale = height // image.shape[-2]
+    if scale < 1 or (height, width) != (scale * image.shape[-2], scale * image.shape[-1]):
+        raise ValueError(
+            f"SR size {(height, width)} is not an integer multiple of the LR size "
+            f"{tuple(image.shape[-2:])}"
+        )
+    nearest = torch.repeat_interleave(torch.repeat_interleave(image, scale, -2), scale, -1)
+    panels = [(f"LR input (x{scale} nearest)", nearest)]
+    for name, sr in outputs.items():
+        if sr.ndim != 3 or tuple(sr.shape) != (3, height, width):
+            raise ValueError(
+                f"output {name!r} is {tuple(sr.shape)}, expected (3, {height}, {width})"
+            )
+        panels.append(((titles or {}).get(name, name), sr.detach().float().cpu()))
+
+    plt = _figure_module()
+    rows = -(-len(panels) // columns)
+    panel_w = 3.0
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(columns * panel_w, rows * (panel_w * height / width + 0.35) + 0.4),
+        dpi=dpi,
+        squeeze=False,
+    )
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= len(panels):
+            ax.axis("off")
+            continue
+        title, img = panels[index]
+        ax.imshow(_to_hwc(img), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    out = Path(out_png)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
     return out

@@ -1,0 +1,667 @@
+"""Fig. 4 ablations (Sec. 4.5) as numbers as well as pictures.
+
+The paper shows its ablations only as one real image under each variant. Here every variant is
+trained with one shared budget, evaluated on the four seeded test sets (PSNR-Y, LPIPS) and
+profiled (parameters, GMACs, latency), and the same real image is super-resolved by each for the
+Fig. 4 grid (`dasrlib.viz.fig4_grid`).
+
+The variants are configurations of the one `DASR` class: their model options are the entries of
+`dasrlib.models.dasr.DASR_VARIANTS`; `ABLATIONS` adds the paper's panel letter and a caption.
+
+    (a) N = 3            (b) N = 9              (c) sigmoid after A    (d) classical MoE
+    (e) one expert +     (f) DCD (Li et al.,    (g) EDSR-M backbone    (h) DASR, N = 5
+        mapping matrix       ICLR 2021)
+
+The shared budget (`budget_config`): the same data, seed, iterations, batch, patch size and loss
+weights for every variant, and the same initialisation: one backbone network pretrained with the
+pixel loss for `pretrain_iterations` (Sec. 4.1), copied into the experts of every variant on that
+backbone (one pretraining for SRResNet, one for EDSR-M).
+
+`run_ablations` writes ``ablations.csv`` in long format (STYLE point 8) with a ``panel`` column:
+per variant, metric ``psnr_y_db`` and ``lpips_alex`` of each test set (the mean over its
+``n_images`` images; dataset = the test sets' source, level = the test set), then the cost rows
+of `COST_METRICS` (dataset ``efficiency``, level = the LR input size ``<H>x<W>``); plus its JSON
+sidecar (budget, variants, each run's folder, initialisation and wall time, test sets, device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from dasrlib.config import load_config, to_dict
+from dasrlib.data import EmbeddedPhotos, list_image_files
+from dasrlib.device import resolve_device
+from dasrlib.evaluate import (
+    LEVELS,
+    METRIC_LPIPS,
+    METRIC_PSNR,
+    PAPER_TABLE2,
+    PAPER_TABLE2_EFFICIENCY,
+    Method,
+    evaluate,
+    testset_summary,
+)
+from dasrlib.io import read_image
+from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
+from dasrlib.models.checkpoints import load_model
+from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
+from dasrlib.profiling import count_gmacs, profile_model
+from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata, write_results
+from dasrlib.train import TrainConfig, train
+from dasrlib.viz import fig4_grid
+
+__all__ = [
+    "ABLATIONS",
+    "ABLATION_NAMES",
+    "COST_METRICS",
+    "FIG4_TITLES",
+    "Ablation",
+    "AblationResult",
+    "RealImage",
+    "ablation",
+    "ablation_table",
+    "budget_config",
+    "cost_rows",
+    "load_real_image",
+    "pretrain_config",
+    "run_ablations",
+    "super_resolve_variants",
+    "train_ablations",
+    "variant_config",
+    "write_fig4",
+]
+
+logger = logging.getLogger(__name__)
+
+COST_METRICS: tuple[str, ...] = (
+    "params_m",
+    "gmacs",
+    "gmacs_vs_expert",
+    "latency_ms",
+    "peak_mem_mb",
+)
+"""Cost rows per variant: parameters (M, all experts), GMACs at 256x256 (also relative to one
+expert), median latency, peak GPU memory."""
+
+EFFICIENCY_DATASET = "efficiency"
+"""The ``dataset`` of cost rows (as in Table 2's results)."""
+
+GMACS_SIZE = 256
+"""GMACs are counted at a GMACS_SIZE x GMACS_SIZE LR input, as in the paper."""
+
+# The DASR fields a variant may set, with the DASR defaults they take when it does not.
+_VARIANT_FIELDS: tuple[str, ...] = ("num_experts", "backbone", "weighting", "mixing")
+_DASR_DEFAULTS: dict[str, Any] = {
+    name: inspect.signature(DASR).parameters[name].default for name in _VARIANT_FIELDS
+}
+# Backbone of the pretraining stage (a plain network) for each DASR expert topology.
+_PRETRAIN_BACKBONE = {"srresnet": "srresnet", "edsr_m": "edsr"}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One panel of Fig. 4: `name` is a `DASR_VARIANTS` key (the ``method`` column)."""
+
+    name: str
+    panel: str
+    caption: str
+
+    def __post_init__(self) -> None:
+        if self.name not in DASR_VARIANTS:
+            raise ValueError(f"{self.name!r} is not a DASR variant; known: {list(DASR_VARIANTS)}")
+        unknown = set(DASR_VARIANTS[self.name]) - set(_VARIANT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"variant {self.name!r} sets {sorted(unknown)}, which the ablation training "
+                f"cannot vary (only {list(_VARIANT_FIELDS)})"
+            )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every variant field (num_experts, backbone, weighting, mixing) of this variant."""
+        return {**_DASR_DEFAULTS, **DASR_VARIANTS[self.name]}
+
+    @property
+    def title(self) -> str:
+        """Figure caption: ``"(a) N = 3"``."""
+        return f"{self.panel} {self.caption}"
+
+
+ABLATIONS: tuple[Ablation, ...] = (
+    Ablation("dasr_n3", "(a)", "N = 3"),
+    Ablation("dasr_n9", "(b)", "N = 9"),
+    Ablation("dasr_sigmoid", "(c)", "sigmoid after A"),
+    Ablation("dasr_moe", "(d)", "classical MoE"),
+    Ablation("dasr_mapping", "(e)", "1 expert + mapping"),
+    Ablation("dasr_dcd", "(f)", "DCD"),
+    Ablation("dasr_edsr_m", "(g)", "EDSR-M backbone"),
+    Ablation("dasr", "(h)", "DASR (N = 5)"),
+)
+"""The eight panels of Fig. 4, in the paper's order."""
+
+ABLATION_NAMES: tuple[str, ...] = tuple(a.name for a in ABLATIONS)
+
+FIG4_TITLES: dict[str, str] = {a.name: a.title for a in ABLATIONS}
+"""Panel titles of the Fig. 4 grid by variant name (`dasrlib.viz.fig4_grid`)."""
+
+
+def ablation(name: str) -> Ablation:
+    """The `Ablation` called `name`; ValueError listing the known names otherwise."""
+    for item in ABLATIONS:
+        if item.name == name:
+            return item
+    raise ValueError(f"unknown ablation {name!r}; expected one of {list(ABLATION_NAMES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with one shared budget
+# ---------------------------------------------------------------------------------------------
+
+
+def budget_config(
+    *,
+    iterations: int,
+    batch_size: int,
+    patch_size: int,
+    seed: int,
+    device: str,
+    data_root: str | None,
+    out_dir: str,
+    resume: str = "auto",
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """The budget every variant shares, as a `TrainConfig` (stage and model fields set later).
+
+    `overrides` sets any other `TrainConfig` field by name (num_feat, num_block, loss weights,
+    val_images, ...); an unknown name raises `dasrlib.config.ConfigError`. Setting a variant
+    field there (num_experts, backbone, weighting, mixing) is an error: the variants set them.
+    """
+    overrides = dict(overrides or {})
+    clash = sorted(set(overrides) & {*_VARIANT_FIELDS, "stage", "name", "init_from"})
+    if clash:
+        raise ValueError(f"overrides {clash} are set per variant by the ablation runner")
+    values = {
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "patch_size": patch_size,
+        "seed": seed,
+        "device": device,
+        "data_root": data_root,
+        "out_dir": out_dir,
+        "resume": resume,
+        **overrides,
+    }
+    return load_config(TrainConfig, values)
+
+
+def pretrain_config(
+    budget: TrainConfig, backbone: str, *, iterations: int, run_prefix: str
+) -> TrainConfig:
+    """The pixel-loss pretraining of one expert topology (Sec. 4.1) that its variants start from.
+
+    `backbone` is a DASR expert topology ("srresnet" or "edsr_m").
+    """
+    if backbone not in _PRETRAIN_BACKBONE:
+        raise ValueError(
+            f"unknown backbone {backbone!r}; expected one of {list(_PRETRAIN_BACKBONE)}"
+        )
+    if iterations <= 0:
+        raise ValueError(f"pretrain iterations must be positive, got {iterations}")
+    return dataclasses.replace(
+        budget,
+        name=f"{run_prefix}_pretrain_{backbone}",
+        stage="pretrain",
+        backbone=_PRETRAIN_BACKBONE[backbone],
+        iterations=iterations,
+        init_from=None,
+    )
+
+
+def variant_config(
+    budget: TrainConfig, variant: Ablation, *, init_from: str | None, run_prefix: str
+) -> TrainConfig:
+    """The DASR training run of one variant: the shared budget plus the variant's options."""
+    return dataclasses.replace(
+        budget,
+        name=f"{run_prefix}_{variant.name}",
+        stage="dasr",
+        init_from=init_from,
+        **variant.options,
+    )
+
+
+def _selected(variants: Sequence[str]) -> list[Ablation]:
+    chosen = [ablation(name) for name in variants]
+    if not chosen:
+        raise ValueError("no variants to run")
+    duplicates = sorted({a.name for a in chosen if chosen.count(a) > 1})
+    if duplicates:
+        raise ValueError(f"variants listed twice: {duplicates}")
+    return chosen
+
+
+def train_ablations(
+    budget: TrainConfig,
+    *,
+    variants: Sequence[str] = ABLATION_NAMES,
+    pretrain_iterations: int,
+    run_prefix: str = "ablation",
+) -> dict[str, Path]:
+    """Train every variant with the shared `budget`; returns {variant name: run folder}.
+
+    With `pretrain_iterations` > 0, each expert topology the variants use is first pretrained
+    once with the pixel loss and every variant on it starts from that network (the paper's
+    initialisation). With 0, variants start from random experts (logged: known to diverge at
+    the paper's scale).
+    """
+    chosen = _selected(variants)
+    init_runs: dict[str, str | None] = {}
+    for backbone in dict.fromkeys(a.options["backbone"] for a in chosen):
+        if pretrain_iterations > 0:
+            config = pretrain_config(
+                budget, backbone, iterations=pretrain_iterations, run_prefix=run_prefix
+            )
+            logger.info("pretraining %s for %d iterations", backbone, pretrain_iterations)
+            init_runs[backbone] = train(config).as_posix()
+        else:
+            logger.warning("pretrain_iterations=0: %s variants start from random experts", backbone)
+            init_runs[backbone] = None
+    run_dirs: dict[str, Path] = {}
+    for variant in chosen:
+        config = variant_config(
+            budget,
+            variant,
+            init_from=init_runs[variant.options["backbone"]],
+            run_prefix=run_prefix,
+        )
+        logger.info("training %s %s (%s)", variant.panel, variant.name, variant.options)
+        run_dirs[variant.name] = train(config)
+    return run_dirs
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost and quality rows
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_paper_size(model: torch.nn.Module) -> bool:
+    """True when `model` is DASR at the paper's size (N = 5 SRResNet experts, 64 features, 16
+    blocks, 64-feature predictor), whose parameters and GMACs Table 2 gives."""
+    options = getattr(model, "architecture", {}).get("options", {})
+    paper = {
+        "num_experts": 5,
+        "backbone": "srresnet",
+        "num_feat": 64,
+        "num_block": 16,
+        "predictor_feat": 64,
+        "weighting": "linear",
+        "mixing": "weights",
+    }
+    return all(options.get(k) == v for k, v in paper.items())
+
+
+def _height_width(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"a size is an int or (height, width), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def cost_rows(
+    variant: Ablation,
+    model: DASR,
+    *,
+    latency_size: int | Sequence[int],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    precision: str = "fp32",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows of `COST_METRICS` for one variant (dataset ``efficiency``, level = LR input size).
+
+    ``gmacs`` is counted at a 256x256 LR input (the paper's convention) on a ``meta`` copy, so
+    nothing is computed; ``gmacs_vs_expert`` divides it by the GMACs of one plain expert of the
+    variant's backbone (classical MoE ~N, DASR ~1 plus the predictor). Both are of the inference
+    path (`DASRInference`: P, A, the mixing and one adapted expert; every expert for classical
+    MoE). ``latency_ms`` (median) and ``peak_mem_mb`` (CUDA only) are measured on `device` at a
+    `latency_size` LR input (side or (height, width); `dasrlib.profiling.profile_model`).
+    `paper_value` holds Table 2's DASR entry where it applies: DASR at the paper's size.
+    """
+    gmacs = count_gmacs(model, size=GMACS_SIZE, on_meta=True)
+    with torch.device("meta"):
+        expert_gmacs = count_gmacs(model.plain_expert(), size=GMACS_SIZE, on_meta=True)
+    height, width = _height_width(latency_size)
+    profile = profile_model(
+        model,
+        size=(height, width),
+        device=device,
+        precision=precision,
+        repeats=repeats,
+        warmup=warmup,
+        latency=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    peak = profile["peak_mem_mb"]
+    measured = {
+        "params_m": float(profile["params_m"]),
+        "gmacs": gmacs,
+        "gmacs_vs_expert": gmacs / expert_gmacs,
+        "latency_ms": float(profile["latency_ms"]),
+        "peak_mem_mb": math.nan if peak is None else float(peak),
+    }
+    paper: dict[str, float] = {}
+    if _is_paper_size(model):
+        table = PAPER_TABLE2_EFFICIENCY
+        paper = {
+            "params_m": table["DASR"]["params_m"],
+            "gmacs": table["DASR"]["gmacs"],
+            "gmacs_vs_expert": table["DASR"]["gmacs"] / table["SRResNet"]["gmacs"],
+        }
+    where = profile.get("device_name") or str(profile["device"])
+    timed = f"LR {height}x{width} on {where} ({precision})"
+    counted = f"{GMACS_SIZE}x{GMACS_SIZE}"
+    levels = {
+        "params_m": "",
+        "gmacs": counted,
+        "gmacs_vs_expert": counted,
+        "latency_ms": f"{height}x{width}",
+        "peak_mem_mb": f"{height}x{width}",
+    }
+    notes = {
+        "params_m": "all experts, predictor and weighting module",
+        "gmacs": "inference path, FlopCounterMode multiply-adds on a meta copy",
+        "gmacs_vs_expert": f"gmacs / one plain {variant.options['backbone']} expert "
+        f"({expert_gmacs:.3g} GMACs)",
+        "latency_ms": f"median of {repeats} runs after {warmup} warm-up, {timed}",
+        "peak_mem_mb": f"peak allocated CUDA memory, {timed}"
+        if peak is not None
+        else f"n/a: peak memory is measured on CUDA only (ran on {profile['device']})",
+    }
+    return [
+        {
+            "method": variant.name,
+            "dataset": EFFICIENCY_DATASET,
+            "level": levels[metric],
+            "metric": metric,
+            "value": measured[metric],
+            "n_images": 0 if math.isnan(measured[metric]) else 1,
+            "paper_value": float(paper[metric]) if metric in paper else math.nan,
+            "panel": variant.panel,
+            "note": notes[metric],
+        }
+        for metric in COST_METRICS
+    ]
+
+
+def _upscaler(model: DASR) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """`dasrlib.evaluate`'s upscaler contract for a DASR in memory: lr -> (sr, v_hat)."""
+
+    def run(lr: Tensor) -> tuple[Tensor, Tensor]:
+        output = model(lr)
+        return output.sr.float().clamp(0.0, 1.0), output.v_hat
+
+    return run
+
+
+def _quality_rows(
+    variant: Ablation,
+    model: DASR,
+    weights: Path,
+    testset_dir: Path,
+    *,
+    levels: Sequence[str],
+    device: torch.device,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+) -> pd.DataFrame:
+    """Mean PSNR-Y and LPIPS per test set of one trained variant (`dasrlib.evaluate.evaluate`)."""
+    method = Method.checkpoint(
+        name=variant.name, path=weights, paper_name="DASR" if variant.name == "dasr" else None
+    )
+    frame = evaluate(
+        method,
+        testset_dir,
+        levels=levels,
+        device=device,
+        lpips=lpips,
+        paper=PAPER_TABLE2,
+        upscaler=_upscaler(model),
+    )
+    means = frame[
+        (frame["aggregate"] == "mean") & frame["metric"].isin([METRIC_PSNR, METRIC_LPIPS])
+    ]
+    means = means.drop(columns=["image", "aggregate"]).copy()
+    means["panel"] = variant.panel
+    return means
+
+
+def _run_summary(run_dir: Path) -> dict[str, Any]:
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return {
+        "run_dir": str(run_dir),
+        "status": record.get("status"),
+        "iteration": record.get("iteration"),
+        "wall_time_s": record.get("wall_time_s"),
+        "it_per_s": record.get("it_per_s_this_call"),
+        "init_from": record.get("config", {}).get("init_from"),
+    }
+
+
+def _load_variant(weights: Path, device: torch.device) -> DASR:
+    """A trained variant (the run's exported EMA generator), float32, eval mode."""
+    model = load_model(weights, device=device)
+    if not isinstance(model, DASR):
+        raise TypeError(f"{weights} holds a {type(model).__name__}, not a DASR variant")
+    return model.float().eval()
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """What `run_ablations` wrote: the long rows, the CSV path and each variant's run folder."""
+
+    rows: pd.DataFrame
+    csv_path: Path
+    run_dirs: dict[str, Path]
+
+
+def run_ablations(
+    budget: TrainConfig,
+    *,
+    testset_dir: str | os.PathLike[str],
+    csv_path: str | os.PathLike[str],
+    variants: Sequence[str] = ABLATION_NAMES,
+    pretrain_iterations: int,
+    levels: Sequence[str] = LEVELS,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+    device: str | torch.device = "auto",
+    latency_size: int | Sequence[int] = (339, 510),
+    latency_repeats: int = 20,
+    latency_warmup: int = 5,
+    precision: str = "fp32",
+    run_prefix: str = "ablation",
+) -> AblationResult:
+    """Train, evaluate and profile every variant with one budget; write `csv_path` + sidecar.
+
+    Training runs on `device` (it replaces ``budget.device``), as do evaluation on the test sets
+    in `testset_dir` (built by `dasrlib.evaluate.prepare_testsets`) and the latency runs at a
+    `latency_size` LR input (default: the size of most DIV2K validation LR images; `cost_rows`).
+    Rows follow `variants`; per variant the mean PSNR-Y and LPIPS of each test set, then the
+    cost rows. LPIPS rows are NaN with the reason in ``note`` when `lpips` is `LPIPSUnavailable`.
+    """
+    device = resolve_device(device)
+    budget = dataclasses.replace(budget, device=str(device))
+    testset_dir = project_path(testset_dir)
+    chosen = _selected(variants)
+    run_dirs = train_ablations(
+        budget,
+        variants=[a.name for a in chosen],
+        pretrain_iterations=pretrain_iterations,
+        run_prefix=run_prefix,
+    )
+    frames: list[pd.DataFrame] = []
+    for variant in chosen:
+        weights = run_dirs[variant.name] / "model.safetensors"
+        model = _load_variant(weights, device)
+        quality = _quality_rows(
+            variant, model, weights, testset_dir, levels=levels, device=device, lpips=lpips
+        )
+        costs = cost_rows(
+            variant,
+            model,
+            latency_size=latency_size,
+            device=device,
+            repeats=latency_repeats,
+            warmup=latency_warmup,
+            precision=precision,
+            seed=budget.seed,
+        )
+        frames += [quality, pd.DataFrame(costs)]
+        logger.info("%s %s: evaluated and profiled", variant.panel, variant.name)
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows.loc[:, [*RESULT_COLUMNS, "panel", "note"]]
+    rows["note"] = rows["note"].fillna("")
+    config = {
+        "budget": to_dict(budget),
+        "pretrain_iterations": pretrain_iterations,
+        "variants": {a.name: {"panel": a.panel, "caption": a.caption, **a.options} for a in chosen},
+        "runs": {name: _run_summary(path) for name, path in run_dirs.items()},
+        "testsets": testset_summary(testset_dir),
+        "levels": list(levels),
+        "lpips": str(lpips)
+        if isinstance(lpips, LPIPSUnavailable)
+        else (None if lpips is None else str(lpips.alexnet_path)),
+        "profile": {
+            "gmacs_size": GMACS_SIZE,
+            "latency_size": list(_height_width(latency_size)),
+            "repeats": latency_repeats,
+            "warmup": latency_warmup,
+            "precision": precision,
+        },
+    }
+    csv_path = project_path(csv_path)
+    write_results(
+        rows, csv_path, metadata=run_metadata(config=config, seed=budget.seed, device=device)
+    )
+    return AblationResult(rows=rows, csv_path=csv_path, run_dirs=run_dirs)
+
+
+def ablation_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """A wide view of `run_ablations` rows: one row per variant (panel order), one column per
+    (metric, level) cell."""
+    frame = rows.copy()
+    frame["column"] = [
+        metric if dataset == EFFICIENCY_DATASET else f"{metric} {level}"
+        for metric, dataset, level in zip(
+            frame["metric"], frame["dataset"], frame["level"], strict=True
+        )
+    ]
+    table = frame.pivot_table(
+        index=["panel", "method"], columns="column", values="value", aggfunc="first", sort=False
+    )
+    return table.sort_index(level="panel")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Fig. 4 image
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealImage:
+    """The LR image of the Fig. 4 grid: [3, h, w] in [0, 1], its name and where it came from."""
+
+    image: Tensor
+    name: str
+    source: str
+
+
+def _centre_crop(image: Tensor, crop: int | None) -> Tensor:
+    if crop is None:
+        return image
+    height, width = image.shape[-2:]
+    if crop <= 0:
+        raise ValueError(f"crop must be positive or None, got {crop}")
+    top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+    return image[..., top : top + crop, left : left + crop]
+
+
+def load_real_image(
+    path: str | os.PathLike[str] | None, *, crop: int | None = None, name: str | None = None
+) -> RealImage:
+    """The real LR image that every variant super-resolves for the Fig. 4 grid.
+
+    `path` is an image file or a folder (relative paths from the repository root): a folder
+    gives the image whose stem is `name`, or its first image in sorted order. When `path` is
+    None or does not exist, the first embedded photo is used instead (logged). `crop` takes a
+    centre square of that side (None: the whole image).
+    """
+    folder = None if path is None else project_path(path)
+    if folder is not None and folder.is_file():
+        chosen = folder
+    elif folder is not None and folder.is_dir():
+        files = list_image_files(folder)
+        if name is not None:
+            files = [f for f in files if f.stem == name]
+        if not files:
+            wanted = f"an image named {name!r}" if name is not None else "no image"
+            raise FileNotFoundError(f"real-image folder {folder} holds {wanted}")
+        chosen = files[0]
+    else:
+        photos = EmbeddedPhotos()
+        logger.warning(
+            "real image %s not found; using the embedded photo %s", folder, photos.names[0]
+        )
+        chosen = photos.paths[0]
+    image = _centre_crop(read_image(chosen).rgb, crop).contiguous()
+    return RealImage(image=image, name=chosen.stem, source=str(chosen))
+
+
+@torch.inference_mode()
+def super_resolve_variants(
+    run_dirs: Mapping[str, str | os.PathLike[str]],
+    lr: Tensor,
+    *,
+    device: str | torch.device = "auto",
+) -> dict[str, Tensor]:
+    """x4 SR of one LR image [3, h, w] by each trained variant (its exported EMA model):
+    {variant name: [3, 4h, 4w] in [0, 1]}, CPU float32, in the order of `run_dirs`."""
+    device = resolve_device(device)
+    batch = lr[None].to(device=device, dtype=torch.float32)
+    outputs: dict[str, Tensor] = {}
+    for name, run_dir in run_dirs.items():
+        model = _load_variant(Path(run_dir) / "model.safetensors", device)
+        outputs[name] = DASRInference(model)(batch)[0].clamp(0.0, 1.0).float().cpu()
+    return outputs
+
+
+def write_fig4(
+    run_dirs: Mapping[str, str | os.PathLike[str]],
+    real: RealImage,
+    out_png: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+) -> Path:
+    """The Fig. 4 grid: `real` super-resolved by every trained variant (`super_resolve_variants`)
+    drawn by `dasrlib.viz.fig4_grid` into `out_png` (relative: from the repository root)."""
+    outputs = super_resolve_variants(run_dirs, real.image, device=device)
+    return fig4_grid(
+        real.image,
+        outputs,
+        project_path(out_png),
+        titles=FIG4_TITLES,
+        suptitle=f"Fig. 4 ablations, x4 SR of {real.name}",
+    )
