@@ -619,6 +619,11 @@ def evaluate(
                     "method must match them exactly"
                 )
             sr = sr.cpu()
+            if not torch.isfinite(sr).all():
+                bad = int((~torch.isfinite(sr)).sum())
+                raise EvaluationError(
+                    f"{method.name} returned {bad} non-finite values for image {name!r} ({level})"
+                )
             per_image = {
                 METRIC_PSNR: _measure(METRIC_PSNR, name, level, psnr_y, sr, hr_b),
                 METRIC_SSIM: _measure(METRIC_SSIM, name, level, ssim_y, sr, hr_b),

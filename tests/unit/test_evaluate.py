@@ -146,6 +146,14 @@ def test_size_mismatch_and_failures_name_the_image(testset_dir) -> None:
             ev.Method.bicubic(), testset_dir, levels=("bicubic",), device="cpu", upscaler=too_small
         )
 
+    def nan_output(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.full((1, 3, lr.shape[2] * 4, lr.shape[3] * 4), float("nan")), None
+
+    with pytest.raises(ev.EvaluationError, match=r"non-finite values for image 'img_a' \(severe\)"):
+        ev.evaluate(
+            ev.Method.bicubic(), testset_dir, levels=("severe",), device="cpu", upscaler=nan_output
+        )
+
     def broken(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
         raise RuntimeError("out of memory")
 
@@ -272,3 +280,49 @@ def test_train_or_load_reuses_a_finished_run_with_the_same_hash(hr_dir, tmp_path
     more = ev.train_or_load(longer)
     assert not more.reused and "config hash" in more.message
     assert "1 iterations this call, 2 in all" in more.message
+
+
+def _official_files(
+    folder: Path, gen: torch.Generator, n: int = 2, nf: int = 4
+) -> tuple[Path, Path]:
+    """Tiny random net_g / net_p files in the reference implementation's layout."""
+    shapes = {"conv_first": (nf, 3), "upconv1": (4 * nf, nf), "upconv2": (4 * nf, nf)}
+    shapes |= {"conv_hr": (nf, nf), "conv_last": (3, nf), "body.0.conv1": (nf, nf)}
+    shapes |= {"body.0.conv2": (nf, nf)}
+    g_state = {}
+    for name, (out_c, in_c) in shapes.items():
+        g_state[f"{name}.weight"] = 0.1 * torch.randn(n, out_c, in_c, 3, 3, generator=gen)
+        g_state[f"{name}.bias"] = torch.zeros(n, out_c)
+    channels = [3, nf, nf, nf, nf, nf, 33]
+    p_state = {}
+    for i in range(6):
+        p_state[f"ConvNet.{2 * i}.weight"] = 0.1 * torch.randn(
+            channels[i + 1], channels[i], 5, 5, generator=gen
+        )
+        p_state[f"ConvNet.{2 * i}.bias"] = torch.zeros(channels[i + 1])
+    p_state["MappingNet.0.weight"] = 0.3 * torch.randn(15, 33, generator=gen)
+    p_state["MappingNet.0.bias"] = torch.zeros(15)
+    p_state["MappingNet.1.weight"] = 0.3 * torch.randn(n, 15, generator=gen)
+    p_state["MappingNet.1.bias"] = torch.full((n,), 0.5)
+    torch.save({"params": g_state}, folder / "net_g.pth")
+    torch.save({"params": p_state}, folder / "net_p.pth")
+    return folder / "net_g.pth", folder / "net_p.pth"
+
+
+def test_third_party_and_official_checkpoints(testset_dir, tmp_path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    rrdb = build_model("rrdb", num_feat=8, num_block=1)
+    torch.save(rrdb.state_dict(), tmp_path / "RRDB_PSNR_x4.pth")
+    net_g, net_p = _official_files(tmp_path, gen)
+    methods = {
+        "RRDB": ev.Method.third_party(name="RRDB", path=tmp_path / "RRDB_PSNR_x4.pth"),
+        "DASR": ev.Method.official_dasr(net_g=net_g, net_p=net_p),
+    }
+    for name, method in methods.items():
+        frame = ev.evaluate(method, testset_dir, levels=("weak",), device="cpu")
+        means = _means(frame)
+        metrics = {ev.METRIC_PSNR, ev.METRIC_SSIM} | (
+            {ev.METRIC_V_MAE} if name == "DASR" else set()
+        )
+        assert set(means["metric"]) == metrics
+        assert (means["n_images"] == 2).all() and means["value"].notna().all()
