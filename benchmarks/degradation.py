@@ -18,6 +18,7 @@ import argparse
 import functools
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": str(device),
         "device_name": metadata["device"].get("gpu_name") or metadata["device"].get("processor"),
         "consumed_samples_per_s": consumed,
+        # Other processes compete for a shared CPU: its load while this ran qualifies CPU figures.
+        "load_average_1_5_15_min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "target_ratio_on_gpu": 3.0,
         "results": results,
         "metadata": metadata,
