@@ -8,8 +8,10 @@ long-format rows (STYLE point 8): one row per image and metric, then one mean ro
 (level, metric) carrying `n_images`. LPIPS rows say "n/a: ..." in `note` when the AlexNet
 weights are missing; a metric that fails raises an error naming the image, it never drops it.
 
-`table1` and `table2_quality` assemble the comparison tables: a method without weights keeps its
-rows, marked "not provided". `comparison_table` renders ours; paper; difference per cell.
+`table1` and `table2` assemble the paper's tables: a method without weights keeps its rows, marked
+"not provided"; `comparison_table` renders "ours; paper; difference" per cell. Table 2 trains its
+networks with one shared budget (`table2_configs`, `train_or_load`) and adds their cost measured on
+the current device (`efficiency_rows`), with ratios to SRResNet beside the paper's V100 ratios.
 """
 
 from __future__ import annotations
@@ -56,29 +58,48 @@ from dasrlib.testsets import MANIFEST_NAME, build_testsets, load_testset, read_t
 from dasrlib.train import TrainConfig, resume_hash, train
 
 __all__ = [
+    "EFFICIENCY_METRICS",
+    "EFFICIENCY_REFERENCE",
+    "EvaluationError",
     "LEVELS",
     "METRIC_LPIPS",
     "METRIC_PSNR",
     "METRIC_SSIM",
     "METRIC_V_MAE",
+    "Method",
+    "MethodKind",
+    "MethodSpec",
     "NOT_PROVIDED",
     "PAPER_LEVEL_NAMES",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "PAPER_TABLE2_EFFICIENCY",
-    "EvaluationError",
-    "Method",
-    "MethodKind",
+    "QUALITY_METRICS",
+    "TABLE1_THIRD_PARTY",
+    "TABLE2_TRAINING",
+    "TableResult",
+    "PreparedTestsets",
+    "TrainedRun",
+    "Upscaler",
     "comparison_table",
+    "efficiency_rows",
+    "efficiency_table",
     "evaluate",
+    "evaluate_methods",
     "load_upscaler",
+    "method_from_spec",
     "network_upscaler",
     "not_provided_rows",
     "paper_value",
     "prepare_testsets",
     "resolve_eval_hr_root",
-    "TestsetStatus",
+    "style_table",
+    "table1",
+    "table2",
+    "table2_configs",
     "testset_summary",
+    "train_or_load",
+    "write_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -395,6 +416,9 @@ def resolve_eval_hr_root(
         raise DatasetNotFoundError(f"no images found in {description}")
     if max_images is not None:
         files, names = files[:max_images], names[:max_images]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"HR images in {description} share the names {twice}; rename them")
     staging = project_path(staging_dir)
     staging.mkdir(parents=True, exist_ok=True)
     written = set()
@@ -427,7 +451,7 @@ def resolve_eval_hr_root(
 
 
 @dataclass(frozen=True)
-class TestsetStatus:
+class PreparedTestsets:
     """Where the test sets are and whether they were built now or reused; `message` says which."""
 
     path: Path
@@ -450,7 +474,7 @@ def prepare_testsets(
     seed: int,
     max_images: int | None,
     device: torch.device | str = "cpu",
-) -> TestsetStatus:
+) -> PreparedTestsets:
     """Build the seeded test sets, or reuse `out_dir`'s if its manifest matches exactly.
 
     Reused only when the manifest has the same seed, build device type, every requested level,
@@ -485,14 +509,14 @@ def prepare_testsets(
                     f"levels {list(levels)} and the {len(wanted)} images of {hr_root}"
                 )
                 logger.info(message)
-                return TestsetStatus(out_dir, True, message)
+                return PreparedTestsets(out_dir, True, message)
     build_testsets(hr_root, out_dir, levels=levels, seed=seed, device=device, max_images=max_images)
     message = (
         f"built the test sets in {out_dir} ({reason} before): seed {seed}, levels {list(levels)}, "
         f"{len(wanted)} images of {hr_root}, on {device.type}"
     )
     logger.info(message)
-    return TestsetStatus(out_dir, False, message)
+    return PreparedTestsets(out_dir, False, message)
 
 
 # --------------------------------------------------------------------------------------------------
