@@ -148,7 +148,7 @@ class TrainConfig:
     mixing: Literal["weights", "outputs", "single_expert_mapping", "dcd"] = _f(
         "weights", "DASR mixing (Fig. 4 variants)"
     )
-    per_sample_impl: Literal["grouped", "bmm", "expert_sum"] = _f(
+    per_sample_impl: Literal["grouped", "grouped_cl", "bmm", "expert_sum"] = _f(
         "grouped", "how DASR runs per-sample mixed convolutions in training"
     )
     predictor_feat: int = _f(64, "features of the DASR degradation predictor P (paper: 64)")
@@ -193,6 +193,9 @@ class TrainConfig:
     )
     channels_last: bool | None = _f(None, "channels-last tensors; None: on for CUDA")
     compile: bool = _f(False, "torch.compile the generator's training forward")
+    prefetch_data: bool = _f(
+        True, "CUDA: synthesise the next batch on a side stream while the current step runs"
+    )
     # -- outputs -----------------------------------------------------------------------------
     log_every: int = _f(100, "write a metrics.csv row every this many iterations")
     val_every: int = _f(5000, "validate the EMA model every this many iterations (and at the end)")
@@ -243,6 +246,7 @@ RESUME_FREE_FIELDS = frozenset(
         "precision",
         "channels_last",
         "compile",
+        "prefetch_data",
         "log_every",
         "val_every",
         "checkpoint_every",
@@ -289,7 +293,10 @@ class DataStream:
     """Training batches as a deterministic function of (seed, rank, iteration); see the module doc.
 
     `batch(i)` returns the batch of iteration i; consecutive calls cost one synthesis each, a jump
-    rebuilds the block of i and draws up to `block_iters - 1` batches to reach it.
+    rebuilds the block of i and draws up to `block_iters - 1` batches to reach it. On CUDA with
+    `prefetch`, `prefetch(i)` synthesises batch i on a side stream (its host-side draws then wait
+    for that stream only, not for the training step queued on the main stream), and `batch(i)`
+    hands it to the current stream (`wait_stream` + `record_stream`); the batches are the same.
     """
 
     def __init__(
@@ -306,6 +313,7 @@ class DataStream:
         device: torch.device,
         scale: int,
         usm: bool,
+        prefetch: bool = False,
     ) -> None:
         self.seed, self.rank, self.block_iters = seed, rank, block_iters
         self.batch_size, self.level_probs, self.device = batch_size, tuple(level_probs), device
@@ -325,6 +333,12 @@ class DataStream:
         )
         self._source: TrainingPairSource | None = None
         self._next = -1
+        self._stream: torch.cuda.Stream | None = None
+        self._ready: tuple[int, TrainingBatch] | None = None
+        if prefetch and device.type == "cuda":
+            self._stream = torch.cuda.Stream(device=device)
+            # The images were uploaded on the current stream: the side stream starts after that.
+            self._stream.wait_stream(torch.cuda.current_stream(device))
 
     def _start_block(self, block: int) -> None:
         self._patch_generator.manual_seed(derive_seed(self.seed, "patches", self.rank, block))
@@ -341,8 +355,7 @@ class DataStream:
             degrade_sharpened=self.usm,
         )
 
-    def batch(self, iteration: int) -> TrainingBatch:
-        """The training batch of `iteration` (0-based)."""
+    def _synthesise(self, iteration: int) -> TrainingBatch:
         block, offset = divmod(iteration, self.block_iters)
         if iteration != self._next or offset == 0:
             self._start_block(block)
@@ -356,6 +369,27 @@ class DataStream:
         assert self._source is not None
         self._next = iteration + 1
         return self._source.next_batch()
+
+    def prefetch(self, iteration: int) -> None:
+        """Start synthesising the batch of `iteration` (CUDA side stream; no-op elsewhere)."""
+        if self._stream is None or (self._ready is not None and self._ready[0] == iteration):
+            return
+        with torch.cuda.stream(self._stream):
+            self._ready = (iteration, self._synthesise(iteration))
+
+    def batch(self, iteration: int) -> TrainingBatch:
+        """The training batch of `iteration` (0-based), ready for the current stream."""
+        if self._stream is None:
+            return self._synthesise(iteration)
+        self.prefetch(iteration)
+        assert self._ready is not None
+        batch = self._ready[1]
+        self._ready = None
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self._stream)
+        for tensor in (batch.lr, batch.hr, batch.hr_usm, batch.v, batch.level):
+            tensor.record_stream(current)  # freed memory is not reused before this stream is done
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -830,6 +864,7 @@ class _Trainer:
             device=self.device,
             scale=config.scale,
             usm=config.usm_targets,
+            prefetch=config.prefetch_data,
         )
         self.validation = None
         if val_images is not None and self.dist.is_main:
@@ -953,6 +988,14 @@ class _Trainer:
             self.scaler_d.update()
         self.nonfinite_in_a_row = 0
         return {k: v.detach() for k, v in terms.items()}
+
+    def advance(self) -> dict[str, Tensor]:
+        """`step`, count the iteration, and start synthesising the next batch (CUDA prefetch)."""
+        terms = self.step()
+        self.iteration += 1
+        if self.iteration < self.config.iterations:
+            self.data.prefetch(self.iteration)
+        return terms
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -1175,8 +1218,7 @@ def _run_stage(
                 status = "time_limit"
                 logger.info("time limit reached at iteration %d", trainer.iteration)
                 break
-            terms = trainer.step()
-            trainer.iteration += 1
+            terms = trainer.advance()
             count += 1
             for key, value in terms.items():
                 sums[key] = sums[key] + value.float() if key in sums else value.float()

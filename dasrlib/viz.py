@@ -24,6 +24,8 @@ __all__ = [
     "fig4_grid",
     "fig5_interactive",
     "figure_png_bytes",
+    "training_curves",
+    "training_example_figure",
 ]
 
 
@@ -296,4 +298,72 @@ def fig4_grid(
     with atomic_write(out) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Training runs (dasrlib.train): loss curves and a held-out example
+# --------------------------------------------------------------------------------------------
+
+
+def training_curves(
+    run_dir: str | os.PathLike[str], out_png: str | os.PathLike[str] | None = None
+) -> Path:
+    """Loss terms of ``metrics.csv`` (log scale) and validation PSNR-Y of ``val.csv`` per level
+    against bicubic, side by side; written to ``<run_dir>/training_curves.png`` by default."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    out = Path(out_png) if out_png is not None else run_dir / "training_curves.png"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    val_path = run_dir / "val.csv"
+    val = pd.read_csv(val_path) if val_path.is_file() else None
+    plt = _figure_module()
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    for column in [c for c in metrics.columns if c.startswith("loss_")]:
+        values = metrics[column].where(metrics[column] > 0)
+        ax_loss.plot(metrics["iteration"], values, label=column[len("loss_") :], lw=1)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("loss (mean over the log interval)")
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(alpha=0.3)
+    if val is not None and len(val):
+        for index, (level, rows) in enumerate(val.groupby("level", sort=False)):
+            colour = f"C{index}"
+            ax_val.plot(rows["iteration"], rows["psnr_y_db"], "o-", color=colour, label=level)
+            ax_val.plot(rows["iteration"], rows["bicubic_psnr_y_db"], "--", color=colour, lw=1)
+        ax_val.set_xlabel("iteration")
+        ax_val.set_ylabel("PSNR-Y (dB); dashed: bicubic")
+        ax_val.legend(fontsize=8)
+        ax_val.grid(alpha=0.3)
+    else:
+        ax_val.set_axis_off()
+    fig.suptitle(run_dir.name, fontsize=10)
+    fig.tight_layout()
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def training_example_figure(
+    example: Mapping[str, object], out_png: str | os.PathLike[str], *, scale: int = 4
+) -> Path:
+    """LR (nearest) / bicubic / SR / HR of one held-out image, as returned by
+    `dasrlib.train.validation_example`, with PSNR-Y in the titles."""
+    lr = example["lr"]
+    assert isinstance(lr, Tensor)
+    enlarged = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
+    panels = [
+        (f"LR ({example['level']})", enlarged),
+        (f"bicubic {example['bicubic_psnr_y_db']:.2f} dB", example["bicubic"]),
+        (f"SR {example['psnr_y_db']:.2f} dB", example["sr"]),
+        ("HR", example["hr"]),
+    ]
+    fig = comparison_figure(panels, scale=scale)  # type: ignore[arg-type]
+    out = Path(out_png)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png")
+    _figure_module().close(fig)
     return out
