@@ -29,6 +29,7 @@ random 0.1-scaled experts keep small.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import logging
 import sys
@@ -62,6 +63,7 @@ from dasrlib.accel import FastDASR, GraphedSR, PreparedNetwork, compile_for_shap
 from dasrlib.device import resolve_device
 from dasrlib.models import DASR, MixedWeights, SRResNet
 from dasrlib.models.dasr import DASRInference
+from dasrlib.models.mixed import channels_last_flat
 
 logger = logging.getLogger("benchmarks.inference")
 
@@ -84,21 +86,21 @@ MODES: dict[str, Mode] = {
         Mode("fp16_cl_compile", "fp16", dtype="fp16", channels_last=True, runner="compile"),
     )
 }
-GPU_MODES = (
+GPU_MODES = (  # in order of importance: a run out of budget skips the last ones
     "fp32",
     "tf32",
     "bf16",
     "fp16",
     "fp16_cl",
-    "bf16_cl",
     "fp16_cl_graph",
+    "bf16_cl",
     "bf16_cl_graph",
     "tf32_cl_graph",
+    "tf32_cl",
     "fp16_native",
     "bf16_native",
-    "tf32_cl",
 )
-CPU_MODES = ("fp32", "fp32_cl")
+CPU_MODES = ("fp32_cl", "fp32")
 DESIGN_REFERENCE_MS = {  # DESIGN section 5 (one H100, 339x510): for orientation only
     "srresnet": {"fp32": 31.9, "tf32": 15.9, "bf16": 10.4, "fp16_cl_compile": 3.7},
     "dasr_naive": {"fp32": 37.7, "tf32": 18.5, "bf16": 16.9},
@@ -111,15 +113,14 @@ TARGETS = {"latency_ratio_max": 1.10, "fastest_dasr_ms_h100": 4.5, "cpu_ratio_ma
 # --------------------------------------------------------------------------------------------
 
 
-def build_models(args: argparse.Namespace, device: torch.device) -> tuple[DASR, SRResNet, Tensor]:
-    """A seeded random DASR, a plain SRResNet of the same topology, and one fixed a [N]."""
+def build_models(args: argparse.Namespace, device: torch.device) -> tuple[DASR, SRResNet]:
+    """A seeded random DASR and a plain SRResNet of the same topology, in eval mode."""
     generator = torch.Generator().manual_seed(args.seed)
     options = {"num_feat": args.num_feat, "num_block": args.num_block}
     model = DASR(**options, predictor_feat=args.predictor_feat, generator=generator)
     model = model.to(device).eval()
     srresnet = SRResNet(**options, generator=generator).to(device).eval()
-    a = torch.rand(model.num_experts, generator=generator).to(device)
-    return model, srresnet, a
+    return model, srresnet
 
 
 def naive_dasr(model: DASR) -> Callable[[Tensor], Tensor]:
@@ -129,6 +130,17 @@ def naive_dasr(model: DASR) -> Callable[[Tensor], Tensor]:
         a = model.expert_weights(model.predict_degradation(lr))
         flat = model.experts.mix(a)  # [1, P]: the per-sample path
         return model.network(lr, MixedWeights(flat=flat, impl="grouped"))
+
+    return run
+
+
+def dasr_front(model: DASR, mode: Mode) -> Callable[[Tensor], Tensor]:
+    """P + A + the mixing matmul alone (flat [P]): DASR's overhead over one expert."""
+    fast = FastDASR(model, dtype=mode.dtype, channels_last=mode.channels_last)
+    memory_format = torch.channels_last if mode.channels_last else torch.contiguous_format
+
+    def run(lr: Tensor) -> Tensor:
+        return fast.adapt(lr.to(dtype=fast.dtype, memory_format=memory_format))
 
     return run
 
@@ -148,9 +160,19 @@ def make_variants(
         ),
         "dasr": lambda: FastDASR(model, dtype=mode.dtype, channels_last=mode.channels_last),
     }
+    builders["dasr_front"] = lambda: dasr_front(model, mode)
+    if mode.dtype == "fp32" and mode.autocast is None and device.type == "cuda":
+        builders["dasr_pred_bf16"] = lambda: FastDASR(
+            model,
+            dtype=mode.dtype,
+            channels_last=mode.channels_last,
+            predictor_dtype=torch.bfloat16,
+        )
     if not converts:
         builders["dasr_library"] = lambda: DASRInference(model)
         builders["dasr_naive"] = lambda: naive_dasr(model)
+    if args.variants is not None:
+        builders = {k: v for k, v in builders.items() if k in args.variants or k == "srresnet"}
     for name, build in builders.items():
         record: dict[str, Any] = {}
         records[name] = record
@@ -227,6 +249,11 @@ def run_mode(
             if name != "srresnet":
                 records[name]["ratio_to_srresnet"] = _ratio(times[name], base)
                 records[name]["ratio_to_srresnet_paired"] = paired_ratio(times[name], base)
+                rounds = [t / b for t, b in zip(times[name], base, strict=True)]
+                spread = summarize(rounds)
+                records[name]["ratio_rounds"] = {
+                    key.removesuffix("_ms"): value for key, value in spread.items()
+                }
     return result
 
 
@@ -245,21 +272,28 @@ def _check(
     references: dict[str, Tensor],
     mode: Mode,
 ) -> dict[str, Any]:
-    """Relative L2 error against the float32 reference on a fresh input; NaN fails."""
-    reference = references["srresnet" if name == "srresnet" else "dasr"]
+    """Relative L2 error against the float32 reference on a fresh input; NaN fails.
+
+    SR outputs are compared with the reference SR (and, as ``rel_l2_error_residual``, their
+    difference from the bilinear skip with the reference's); ``dasr_front`` compares the mixed
+    parameters. ``dasr_pred_bf16`` is held to the bf16 bound (its predictor runs in bf16).
+    """
     out = fn(check).float()
+    if name == "dasr_front":
+        reference = references["flat_cl" if mode.channels_last else "flat"]
+    else:
+        reference = references["srresnet" if name == "srresnet" else "dasr"]
     if out.shape != reference.shape:
         raise ValueError(f"output shape {tuple(out.shape)}, reference {tuple(reference.shape)}")
     error = relative_l2(out, reference)
-    residual = reference - references["bilinear"]
-    residual_error = relative_l2(out - references["bilinear"], residual)
-    bound = ERROR_BOUNDS[mode.precision]
-    return {
-        "rel_l2_error": error,
-        "rel_l2_error_residual": residual_error,
-        "error_bound": bound,
-        "correct": error == error and error < bound,  # NaN != NaN: NaN fails
-    }
+    record: dict[str, Any] = {"rel_l2_error": error}
+    if name != "dasr_front":
+        residual = reference - references["bilinear"]
+        record["rel_l2_error_residual"] = relative_l2(out - references["bilinear"], residual)
+    bound = ERROR_BOUNDS["bf16" if name == "dasr_pred_bf16" else mode.precision]
+    record["error_bound"] = bound
+    record["correct"] = error == error and error < bound  # NaN != NaN: NaN fails
+    return record
 
 
 def _peak_memory(
@@ -296,6 +330,8 @@ def summarize_run(report: dict[str, Any]) -> None:
     """Fill the fixed keys: latency_ratio (mode -> dasr / srresnet), the fastest paths."""
     ratios: dict[str, float] = {}
     paired: dict[str, float] = {}
+    spread: dict[str, dict[str, float]] = {}
+    minimum: dict[str, float] = {}
     naive: dict[str, float] = {}
     fastest: dict[str, Any] = {}
     for mode_name, mode_result in report["modes"].items():
@@ -303,7 +339,9 @@ def summarize_run(report: dict[str, Any]) -> None:
         dasr, base = records.get("dasr", {}), records.get("srresnet", {})
         if "median_ms" in dasr and "median_ms" in base:
             ratios[mode_name] = dasr["median_ms"] / base["median_ms"]
+            minimum[mode_name] = dasr["min_ms"] / base["min_ms"]
             paired[mode_name] = dasr["ratio_to_srresnet_paired"]
+            spread[mode_name] = dasr["ratio_rounds"]
         if "ratio_to_srresnet" in records.get("dasr_naive", {}):
             naive[mode_name] = records["dasr_naive"]["ratio_to_srresnet"]
         for name in ("dasr", "srresnet"):
@@ -314,6 +352,8 @@ def summarize_run(report: dict[str, Any]) -> None:
                     fastest[name] = {"mode": mode_name, "median_ms": record["median_ms"]}
     report["latency_ratio"] = ratios
     report["latency_ratio_paired"] = paired
+    report["latency_ratio_rounds"] = spread
+    report["latency_ratio_min"] = minimum  # ratio of the fastest runs: robust to a busy host
     report["naive_latency_ratio"] = naive
     report["fastest"] = fastest
     report["max_latency_ratio"] = max(ratios.values()) if ratios else None
@@ -363,7 +403,7 @@ def print_table(report: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark != "off"
     height, width = args.size or ((339, 510) if device.type == "cuda" else (128, 128))
     mode_names = args.modes or (GPU_MODES if device.type == "cuda" else CPU_MODES)
     if args.compile and "fp16_cl_compile" not in mode_names:
@@ -371,8 +411,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [name for name in mode_names if name not in MODES]
     if unknown:
         raise SystemExit(f"unknown modes {unknown}; known: {sorted(MODES)}")
+    if args.budget_s is None:
+        args.budget_s = 90.0 if device.type == "cuda" else 1800.0
     budget = Budget(args.budget_s)
-    model, srresnet, _ = build_models(args, device)
+    model, srresnet = build_models(args, device)
     generator = torch.Generator().manual_seed(args.seed + 1)
     inputs = {
         "timing": torch.rand(1, 3, height, width, generator=generator).to(device),
@@ -397,6 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "budget_s": args.budget_s,
             "compile_mode": args.compile_mode if args.compile else None,
         },
+        "gmacs": count_macs(model, srresnet, height, width),
         "targets": TARGETS,
         "design_reference_ms": DESIGN_REFERENCE_MS,
         "modes": {},
@@ -439,9 +482,30 @@ def reference_outputs(model: DASR, srresnet: SRResNet, lr: Tensor) -> dict[str, 
             dasr = DASRInference(model)(lr).float()
             base = srresnet(lr).float()
             bilinear = F.interpolate(lr, scale_factor=model.scale, mode="bilinear")
+            flat = model.mixed_parameters(model.expert_weights(model.predict_degradation(lr))[0])
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    return {"dasr": dasr, "srresnet": base, "bilinear": bilinear}
+    return {
+        "dasr": dasr,
+        "srresnet": base,
+        "bilinear": bilinear,
+        "flat": flat,
+        "flat_cl": channels_last_flat(model.experts.layout, flat),
+    }
+
+
+def count_macs(model: DASR, srresnet: SRResNet, height: int, width: int) -> dict[str, Any]:
+    """GMACs of one image (torch's FLOP counter on meta copies; nothing is computed)."""
+    try:
+        from dasrlib.profiling import count_gmacs
+
+        size = (height, width)
+        dasr = count_gmacs(copy.deepcopy(model).to("meta"), size=size)
+        base = count_gmacs(copy.deepcopy(srresnet).to("meta"), size=size)
+        predictor = count_gmacs(copy.deepcopy(model.predictor).to("meta"), size=size)
+    except Exception as error:
+        return {"error": error_text(error)}
+    return {"dasr": dasr, "srresnet": base, "predictor": predictor, "ratio": dasr / base}
 
 
 def _release(device: torch.device) -> None:
@@ -459,8 +523,10 @@ def run_large(args: argparse.Namespace) -> dict[str, Any]:
     """A ``large_size``^2 LR image through `upscale` with tiling and a uint8 output."""
     device = resolve_device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    model, _, _ = build_models(args, device)
+        # Tiles come in several shapes (border tiles are clipped): autotuning each would cost
+        # more than the run, so cuDNN's heuristics pick the algorithms unless asked otherwise.
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    model, _ = build_models(args, device)
     side = args.large_size
     generator = torch.Generator().manual_seed(args.seed + 2)
     lr = torch.rand(1, 3, side, side, generator=generator)
@@ -545,6 +611,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--size", type=_parse_size, default=None, help="LR H or HxW (GPU 339x510, CPU 128)"
     )
     parser.add_argument("--modes", type=lambda t: tuple(t.split(",")), default=None)
+    parser.add_argument(
+        "--variants",
+        type=lambda t: tuple(t.split(",")),
+        default=None,
+        help="only these variants (comma list; srresnet always runs)",
+    )
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per variant")
     parser.add_argument("--seed", type=int, default=0)
@@ -552,7 +624,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-block", type=int, default=16)
     parser.add_argument("--predictor-feat", type=int, default=64)
     parser.add_argument(
-        "--budget-s", type=float, default=90.0, help="skip the remaining modes after this"
+        "--budget-s",
+        type=float,
+        default=None,
+        help="skip the remaining modes after this many seconds (default: GPU 90, CPU 1800)",
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
@@ -562,7 +637,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=45.0,
         help="start compiling only with this much budget left",
     )
-    parser.add_argument("--no-cudnn-benchmark", action="store_true")
+    parser.add_argument(
+        "--cudnn-benchmark",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="cuDNN autotuning; auto: on for the latency modes, off for --large",
+    )
     parser.add_argument("--large", action="store_true", help="only the large-image case")
     parser.add_argument("--large-size", type=int, default=2000, help="LR side of --large")
     parser.add_argument("--tile", type=int, default=512, help="tile core (LR px) of --large")

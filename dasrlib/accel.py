@@ -23,6 +23,7 @@ falls back to float32, these wrappers do not.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections import OrderedDict
@@ -41,6 +42,7 @@ __all__ = [
     "GraphCache",
     "GraphedSR",
     "PreparedNetwork",
+    "accelerate",
     "compile_for_shape",
     "prepare",
     "resolve_dtype",
@@ -116,12 +118,22 @@ class FastDASR(nn.Module):
     of ``flat`` (channels-last views when ``channels_last``). lr [B, 3, H, W] float32 in [0, 1]
     -> sr [B, 3, sH, sW] float32, each image with its own a (a batch loops over its images).
 
+    ``predictor_dtype`` (default: ``dtype``) runs P alone in another dtype, e.g. bfloat16 P
+    with a float32 network: P only yields v_hat, a global average over the image, so its
+    rounding mostly averages out, while it costs about a tenth of the network (an option,
+    measured by benchmarks/inference.py; not the default).
+
     ``model`` must mix by parameters (``mixing="weights"``). The predictor and the bank are
     copied (converted) when built; ``model`` itself is not changed.
     """
 
     def __init__(
-        self, model: DASR, *, dtype: torch.dtype | str = torch.float32, channels_last: bool = False
+        self,
+        model: DASR,
+        *,
+        dtype: torch.dtype | str = torch.float32,
+        channels_last: bool = False,
+        predictor_dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__()
         if model.mixing != "weights" or not isinstance(model.experts, ExpertBank):
@@ -133,7 +145,10 @@ class FastDASR(nn.Module):
         self.channels_last = channels_last
         self.scale = model.scale
         memory_format = _memory_format(channels_last)
-        self.predictor = copy.deepcopy(model.predictor).eval().to(dtype=self.dtype)
+        self.predictor_dtype = (
+            self.dtype if predictor_dtype is None else resolve_dtype(predictor_dtype)
+        )
+        self.predictor = copy.deepcopy(model.predictor).eval().to(dtype=self.predictor_dtype)
         self.predictor = self.predictor.to(memory_format=memory_format)
         self.weighting = copy.deepcopy(model.weighting).eval().float()
         # The parameter-free expert topology (MixedConv2d layers carry only their slots).
@@ -147,14 +162,19 @@ class FastDASR(nn.Module):
         """The mixed parameters for a [N]: flat [P] in ``dtype`` (Eq. 2)."""
         return a.to(self.bank.dtype) @ self.bank
 
+    def adapt(self, image: Tensor) -> Tensor:
+        """P, A and the mixing for one image [1, 3, H, W] (already converted): flat [P]."""
+        if self.predictor_dtype != image.dtype:
+            image = image.to(self.predictor_dtype)
+        v_hat = self.predictor(image).float()
+        return self.mixed_flat(self.weighting(v_hat)[0])
+
     def forward(self, lr: Tensor) -> Tensor:
         x = lr.to(dtype=self.dtype, memory_format=_memory_format(self.channels_last))
         outputs = []
         for index in range(x.shape[0]):
             image = x[index : index + 1]
-            v_hat = self.predictor(image).float()
-            a = self.weighting(v_hat)[0]
-            mixed = MixedWeights.shared(self.mixed_flat(a), channels_last=self.channels_last)
+            mixed = MixedWeights.shared(self.adapt(image), channels_last=self.channels_last)
             outputs.append(self.network(image, mixed))
         sr = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return sr.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -168,6 +188,14 @@ def prepare(
     if isinstance(model, DASR):
         return FastDASR(model, dtype=dtype, channels_last=channels_last)
     return PreparedNetwork(model, dtype=dtype, channels_last=channels_last)
+
+
+def _capturable_autocast() -> contextlib.AbstractContextManager[object]:
+    """Inside an active CUDA autocast: the same autocast with its weight-cast cache off (cached
+    casts made during a capture must not outlive it, see torch.cuda.graph); else nothing."""
+    if not torch.is_autocast_enabled("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
 
 
 class GraphedSR:
@@ -202,12 +230,12 @@ class GraphedSR:
         static_input = example.detach().clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(side):
+        with torch.no_grad(), _capturable_autocast(), torch.cuda.stream(side):
             for _ in range(max(1, warmup)):
                 self.fn(static_input)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        with torch.no_grad(), _capturable_autocast(), torch.cuda.graph(graph):
             static_output = self.fn(static_input)
         self.graph, self.static_input, self.static_output = graph, static_input, static_output
 
@@ -229,6 +257,32 @@ class GraphedSR:
         self.static_input.copy_(x)
         self.graph.replay()
         return self.static_output.clone() if self.clone_output else self.static_output
+
+
+def accelerate(
+    model: nn.Module,
+    *,
+    precision: str | torch.dtype = "fp16",
+    channels_last: bool = True,
+    graphs: bool = True,
+    max_graphs: int = 4,
+) -> SRCallable:
+    """The fastest repeated-inference callable for ``model`` on its device: `prepare` (dtype and
+    layout) and, on a GPU with ``graphs``, a `GraphCache` (one CUDA graph per input shape).
+
+    Call it outside autocast (the dtype is the model's own). float32 [B, 3, H, W] in [0, 1] ->
+    float32 [B, 3, sH, sW]. For `dasrlib.inference.upscale` on repeated same-size inputs, or on
+    tiles of equal size, with its own overflow check around it.
+    """
+    prepared = prepare(model, precision=precision, channels_last=channels_last)
+    if graphs and _module_device(prepared).type == "cuda":
+        return GraphCache(prepared, max_graphs=max_graphs)
+
+    def run(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return prepared(x)
+
+    return run
 
 
 def compile_for_shape(

@@ -16,6 +16,7 @@ from dasrlib.accel import (
     GraphCache,
     GraphedSR,
     PreparedNetwork,
+    accelerate,
     compile_for_shape,
     prepare,
     resolve_dtype,
@@ -84,6 +85,18 @@ def test_fast_dasr_bfloat16_is_close_and_leaves_the_model_alone(generator, lr):
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
+def test_predictor_in_another_dtype_changes_only_the_weights(generator, lr):
+    model = _tiny_dasr(generator)
+    exact = FastDASR(model)
+    cheap = FastDASR(model, predictor_dtype="bf16")
+    assert next(cheap.predictor.parameters()).dtype == torch.bfloat16
+    assert cheap.bank.dtype == torch.float32
+    with torch.no_grad():
+        flat, flat_cheap = exact.adapt(lr[:1]), cheap.adapt(lr[:1])
+        assert 0 < _rel(flat_cheap, flat) < 5e-2
+        assert _rel(cheap(lr), exact(lr)) < 5e-2
+
+
 def test_fast_dasr_refuses_output_mixing(generator):
     model = DASR(**TINY, mixing="outputs", generator=generator)
     with pytest.raises(ValueError, match="mixing='weights'"):
@@ -137,6 +150,15 @@ def test_graphed_sr_falls_back_to_eager_on_cpu_and_checks_the_shape(generator, l
     torch.testing.assert_close(compile_for_shape(fast, lr)(lr), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown mode"):
         compile_for_shape(fast, lr, mode="fast")
+
+
+def test_accelerate_on_cpu_is_the_prepared_model_without_grad(generator, lr):
+    model = _tiny_dasr(generator)
+    fast = accelerate(model, precision="fp32", channels_last=True)
+    out = fast(lr)
+    assert not out.requires_grad
+    with torch.no_grad():
+        assert _rel(out, DASRInference(model)(lr)) < 1e-6
 
 
 def test_graph_cache_calls_through_on_cpu(generator, lr):
@@ -227,9 +249,13 @@ def test_inference_benchmark_writes_ratios_and_errors(tmp_path, capsys):
     assert set(report["modes"]["fp32"]["variants"]) == {
         "srresnet",
         "dasr",
+        "dasr_front",
         "dasr_library",
         "dasr_naive",
     }
+    front = report["modes"]["fp32_cl"]["variants"]["dasr_front"]
+    assert front["correct"] and 0 < front["ratio_to_srresnet"]
+    assert report["gmacs"]["ratio"] > 1.0 and report["gmacs"]["predictor"] > 0
     assert report["all_correct"] is True
     assert "latency_ratio" in capsys.readouterr().out
 
