@@ -80,9 +80,9 @@ step inference 60 "$PY" benchmarks/inference.py --device "$DEVICE" --budget-s 40
   --out "$RESULTS/inference_$KIND.json" ${TINY[@]+"${TINY[@]}"}
 step large 25 "$PY" benchmarks/inference.py --device "$DEVICE" --large \
   --out "$RESULTS/inference_large_$KIND.json" ${TINY[@]+"${TINY[@]}"}
-step train_step 45 "$PY" benchmarks/train_step.py --device "$DEVICE" --objectives l1 \
+step train_step 55 "$PY" benchmarks/train_step.py --device "$DEVICE" --objectives l1 \
   --impls grouped,grouped_cl --channels-last both --warmup 5 --repeats 20 --end-to-end 0 --out "$RESULTS/train_step_$KIND.json" ${TINY_TRAIN[@]+"${TINY_TRAIN[@]}"}
-step degradation 20 "$PY" benchmarks/degradation.py --device "$DEVICE" --batches 5 \
+step degradation 15 "$PY" benchmarks/degradation.py --device "$DEVICE" --batches 5 \
   --commit "$DASR_GIT_COMMIT" --out "$RESULTS/degradation_$KIND.json" ${TINY_DEG[@]+"${TINY_DEG[@]}"}
 if [ "$(left)" -ge 35 ] && [ "${DEVICE%%:*}" = cuda ]; then
   step compile "$(left)" "$PY" benchmarks/inference.py --device "$DEVICE" \
