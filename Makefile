@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/papermill notebooks/train.ipynb results/runs/demo.ipynb -f notebooks/params/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dasrlib tests benchmarks
