@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-block", type=int, default=16)
     parser.add_argument("--experts", type=int, default=5)
     parser.add_argument("--data-root", default=None, help="HR images (default: embedded photos)")
+    parser.add_argument("--queue-size", type=int, default=192, help="training-pair queue")
     parser.add_argument(
         "--objectives", default="l1,full", help="comma list of l1 (issue 10) and full (Eq. 3)"
     )
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         num_block=args.num_block,
         num_experts=args.experts,
         data_root=args.data_root,
+        queue_size=args.queue_size,
         precision=args.precision,
         allow_random_vgg_for_tests=True,
         val_images=0,

@@ -272,3 +272,17 @@ def test_large_benchmark_writes_a_uint8_output(tmp_path):
     assert report.get("error") is None, report.get("error")
     assert report["output"] == {"shape": [1, 3, 192, 192], "dtype": "torch.uint8"}
     assert report["ok"] is True and report["host_rss_extra_mb"] is not None
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_writes_train_ratio(tmp_path):
+    out = tmp_path / "train_step_cpu.json"
+    args = ["--device", "cpu", "--batch", "2", "--lr-size", "8", "--num-feat", "8"]
+    args += ["--num-block", "2", "--repeats", "1", "--warmup", "1", "--objectives", "l1"]
+    args += ["--impls", "grouped,grouped_cl", "--end-to-end", "0", "--queue-size", "2"]
+    assert _run_script(["benchmarks/train_step.py", *args, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    ratios = report["train_ratios"]
+    assert set(ratios) == {"l1/cl=False/dasr_grouped", "l1/cl=False/dasr_grouped_cl"}
+    assert report["train_ratio"] == max(ratios.values()) > 0
+    assert report["train_ratio_best"] in ratios
