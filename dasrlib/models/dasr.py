@@ -263,12 +263,15 @@ class DASR(nn.Module):
         if a.numel() != self.num_experts:
             raise ValueError(f"fuse needs one weight vector of {self.num_experts} entries")
         flat = self.experts.mix(a.reshape(-1).to(self._expert_param().device))
-        # Built on the meta device and given views of ``flat`` as parameters: no random
-        # initialisation and no copy (building a CPU expert and initialising it costs far more
-        # than the inference it serves). Buffers (EDSR's mean) come from the mixed topology.
+        # Built on the meta device and given the mixed tensors as parameters: no random
+        # initialisation (building a CPU expert and initialising it costs far more than the
+        # inference it serves). Each parameter gets its own storage (a clone of its slice of
+        # ``flat``), as an ordinary module has, so e.g. safetensors can save it. Buffers (EDSR's
+        # mean) come from the mixed topology.
         with torch.device("meta"):
             plain = self.plain_expert()
-        plain.load_state_dict(unflatten_expert_state(self.experts.layout, flat), assign=True)
+        state = unflatten_expert_state(self.experts.layout, flat)
+        plain.load_state_dict({key: value.clone() for key, value in state.items()}, assign=True)
         for name, buffer in self.network.named_buffers():
             owner, _, leaf = name.rpartition(".")
             target = plain.get_submodule(owner) if owner else plain
