@@ -54,6 +54,7 @@ from common import (
     paired_ratio,
     relative_l2,
     summarize,
+    sync,
     time_interleaved,
     write_json,
 )
@@ -466,10 +467,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_json(out_path, report)
         _release(device)
     summarize_run(report)
+    want_profile = args.profile == "on" or (args.profile == "auto" and device.type == "cuda")
+    if want_profile and budget.remaining() >= 8:
+        report["profile"] = profile_paths(model, srresnet, inputs["timing"])
     report["elapsed_s"] = round(budget.elapsed(), 1)
     write_json(out_path, report)
     report["json_path"] = str(out_path)
     return report
+
+
+def profile_paths(model: DASR, srresnet: SRResNet, example: Tensor) -> dict[str, Any]:
+    """torch.profiler tables (top kernels) of one call of SRResNet, of DASR's P + A + mixing
+    and of the complete DASR path: fp16 channels-last on a GPU, float32 channels-last on a CPU.
+    The evidence for where DASR's extra time goes."""
+    device = example.device
+    dtype = "fp16" if device.type == "cuda" else "fp32"
+    mode = Mode("profile", dtype, dtype=dtype, channels_last=True)
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        paths = {
+            "srresnet": PreparedNetwork(srresnet, dtype=dtype, channels_last=True),
+            "dasr_front": dasr_front(model, mode),
+            "dasr": FastDASR(model, dtype=dtype, channels_last=True),
+        }
+        result: dict[str, Any] = {"dtype": dtype, "channels_last": True}
+        with torch.no_grad():
+            for name, fn in paths.items():
+                for _ in range(2):
+                    fn(example)
+                sync(device)
+                with profile(activities=activities) as prof:
+                    fn(example)
+                    sync(device)
+                result[name] = _profile_table(prof, device)
+        return result
+    except Exception as error:
+        return {"error": error_text(error)}
+
+
+def _profile_table(prof: Any, device: torch.device) -> list[str]:
+    averages = prof.key_averages()
+    keys = ("self_device_time_total", "self_cuda_time_total")
+    if device.type != "cuda":
+        keys = ("self_cpu_time_total",)
+    for key in keys:
+        try:
+            return averages.table(sort_by=key, row_limit=15).splitlines()
+        except Exception:  # the sort key's name changed between torch versions
+            continue
+    return averages.table(row_limit=15).splitlines()
 
 
 def reference_outputs(model: DASR, srresnet: SRResNet, lr: Tensor) -> dict[str, Tensor]:
@@ -642,6 +692,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "on", "off"),
         default="auto",
         help="cuDNN autotuning; auto: on for the latency modes, off for --large",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.profiler tables of SRResNet, P + A + mixing and DASR (auto: on a GPU)",
     )
     parser.add_argument("--large", action="store_true", help="only the large-image case")
     parser.add_argument("--large-size", type=int, default=2000, help="LR side of --large")
