@@ -87,7 +87,7 @@ step degradation 15 "$PY" benchmarks/degradation.py --device "$DEVICE" --batches
 if [ "$(left)" -ge 35 ] && [ "${DEVICE%%:*}" = cuda ]; then
   step compile "$(left)" "$PY" benchmarks/inference.py --device "$DEVICE" \
     --modes fp16_cl_graph,fp16_cl_compile --compile --compile-mode reduce-overhead \
-    --compile-reserve-s 0 --budget-s "$(( $(left) - 10 ))" \
+    --compile-reserve-s 0 --profile off --budget-s "$(( $(left) - 10 ))" \
     --out "$RESULTS/inference_compile_$KIND.json"
 else
   echo "== compile: skipped ($(left)s left)" | tee -a "$LOG"

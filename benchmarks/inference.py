@@ -445,9 +445,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "design_reference_ms": DESIGN_REFERENCE_MS,
         "modes": {},
     }
+    want_profile = args.profile == "on" or (args.profile == "auto" and device.type == "cuda")
+    profile_reserve = 8.0 if want_profile else 0.0
     for name in mode_names:
         mode = MODES[name]
         reserve = args.compile_reserve_s if mode.runner == "compile" else 0.0
+        reserve = max(reserve, profile_reserve)
         if budget.remaining() < reserve or budget.remaining() <= 0:
             report["modes"][name] = {
                 "mode": mode.describe(),
@@ -467,8 +470,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_json(out_path, report)
         _release(device)
     summarize_run(report)
-    want_profile = args.profile == "on" or (args.profile == "auto" and device.type == "cuda")
-    if want_profile and budget.remaining() >= 8:
+    if want_profile and budget.remaining() >= profile_reserve:
         report["profile"] = profile_paths(model, srresnet, inputs["timing"])
     report["elapsed_s"] = round(budget.elapsed(), 1)
     write_json(out_path, report)
