@@ -81,12 +81,15 @@ step inference 60 "$PY" benchmarks/inference.py --device "$DEVICE" --budget-s 40
 step large 25 "$PY" benchmarks/inference.py --device "$DEVICE" --large \
   --out "$RESULTS/inference_large_$KIND.json" ${TINY[@]+"${TINY[@]}"}
 step train_step 55 "$PY" benchmarks/train_step.py --device "$DEVICE" --objectives l1 \
-  --impls grouped,grouped_cl --channels-last both --warmup 5 --repeats 20 --end-to-end 0 --out "$RESULTS/train_step_$KIND.json" ${TINY_TRAIN[@]+"${TINY_TRAIN[@]}"}
+  --impls grouped,grouped_cl --channels-last both --warmup 5 --repeats 20 --end-to-end 0 \
+  --out "$RESULTS/train_step_$KIND.json" ${TINY_TRAIN[@]+"${TINY_TRAIN[@]}"}
 step degradation 15 "$PY" benchmarks/degradation.py --device "$DEVICE" --batches 5 \
-  --commit "$DASR_GIT_COMMIT" --out "$RESULTS/degradation_$KIND.json" ${TINY_DEG[@]+"${TINY_DEG[@]}"}
+  --commit "$DASR_GIT_COMMIT" --out "$RESULTS/degradation_$KIND.json" \
+  ${TINY_DEG[@]+"${TINY_DEG[@]}"}
 if [ "$(left)" -ge 35 ] && [ "${DEVICE%%:*}" = cuda ]; then
   step compile "$(left)" "$PY" benchmarks/inference.py --device "$DEVICE" \
-    --modes fp16_cl_graph,fp16_cl_compile --compile --compile-mode reduce-overhead \
+    --modes fp16_cl_graph,fp16_cl_compile --variants dasr --compile \
+    --compile-mode reduce-overhead \
     --compile-reserve-s 0 --profile off --budget-s "$(( $(left) - 10 ))" \
     --out "$RESULTS/inference_compile_$KIND.json"
 else
