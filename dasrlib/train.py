@@ -759,13 +759,12 @@ class _Trainer:
         self.local_batch = config.batch_size // dist_ctx.world_size
 
         # Which terms of Eq. 3 this stage uses.
-        w = config
-        self.weights = {"pixel": w.pixel_weight}
+        self.weights = {"pixel": config.pixel_weight}
         if self.is_dasr:
-            self.weights["regression"] = w.regression_weight
+            self.weights["regression"] = config.regression_weight
         if config.stage != "pretrain":
-            self.weights["perceptual"] = w.perceptual_weight
-            self.weights["adversarial"] = w.adversarial_weight
+            self.weights["perceptual"] = config.perceptual_weight
+            self.weights["adversarial"] = config.adversarial_weight
         self.weights = {k: v for k, v in self.weights.items() if v > 0}
         if not self.weights or set(self.weights) == {"adversarial"}:
             raise ValueError(f"stage {config.stage!r}: no loss term with a positive weight")
@@ -775,7 +774,7 @@ class _Trainer:
         init_gen = _generator(derive_seed(config.seed, "init"))
         self.generator = build_generator(config, generator=init_gen).to(device)
         if config.init_from is not None:
-            self._load_initial_weights(_init_state(config.init_from), init_gen)
+            self._load_initial_weights(_init_state(config.init_from))
         if self.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)
         self.generator.train()
@@ -826,7 +825,7 @@ class _Trainer:
 
     # -- initialisation ---------------------------------------------------------------------
 
-    def _load_initial_weights(self, state: dict[str, Tensor], init_gen: torch.Generator) -> None:
+    def _load_initial_weights(self, state: dict[str, Tensor]) -> None:
         own = self.generator.state_dict()
         if set(state) == set(own):
             self.generator.load_state_dict(state)
@@ -1044,10 +1043,21 @@ class _Trainer:
     def restore(self) -> bool:
         """Continue from the run's checkpoint (resume='auto'); False when there is none."""
         if self.config.resume == "never":
-            if self.ckpt_dir.exists():
+            stale = [self.run_dir / name for name in ("metrics.csv", "val.csv")]
+            stale += [
+                self.ckpt_dir / f"{stem}.{ext}"
+                for stem in ("latest", "previous", "next")
+                for ext in ("safetensors", "state.json")
+            ]
+            stale = [path for path in stale if path.exists()]
+            if stale:
                 logger.warning(
-                    "resume='never': starting over; %s will be overwritten", self.run_dir
+                    "resume='never': starting over in %s; removing its checkpoints and logs",
+                    self.run_dir,
                 )
+                if self.dist.is_main:
+                    for path in stale:
+                        path.unlink()
             return False
         try:
             tensors, state = load_checkpoint(self.ckpt_dir)

@@ -160,6 +160,11 @@ def test_resume_refuses_a_changed_config_but_allows_more_iterations(tmp_path) ->
         train(dataclasses.replace(config, lr=3e-4))
     run = train(dataclasses.replace(config, iterations=2, log_every=2))
     assert json.loads((run / "run.json").read_text())["iteration"] == 2
+    # resume="never" starts over (and removes the old checkpoints and logs).
+    run = train(dataclasses.replace(config, lr=3e-4, resume="never"))
+    assert pd.read_csv(run / "metrics.csv")["iteration"].tolist() == [1]
+    assert load_checkpoint(run / "checkpoints")[1]["config"]["lr"] == 3e-4
+    assert not (run / "checkpoints" / "previous.state.json").exists()
 
 
 def test_nonfinite_loss_is_skipped_then_stops(tmp_path, monkeypatch) -> None:

@@ -1,0 +1,91 @@
+"""notebooks/train.ipynb end to end under papermill with tiny parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dasrlib.train import TrainConfig, config_from_parameters, load_checkpoint
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "train.ipynb"
+PARAMS = NOTEBOOK.parent / "params"
+
+
+def notebook_parameters() -> dict:
+    """The literals of the notebook's `parameters` cell."""
+    notebook = json.loads(NOTEBOOK.read_text())
+    cell = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)  # literals only, by the notebook's rule
+    return values
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+def test_param_files_set_every_notebook_parameter(name) -> None:
+    """The notebook and `python -m dasrlib.train --params` then build the same config."""
+    params = yaml.safe_load((PARAMS / name).read_text())
+    assert set(params) == set(notebook_parameters())
+    config = config_from_parameters(params)
+    assert isinstance(config, TrainConfig)
+
+
+def test_paper_schedule() -> None:
+    config = config_from_parameters(yaml.safe_load((PARAMS / "paper.yaml").read_text()))
+    assert (config.iterations, config.batch_size, config.patch_size) == (500_000, 24, 256)
+    assert (config.num_experts, config.lr, config.ema_decay) == (5, 1e-4, 0.999)
+    weights = (config.pixel_weight, config.regression_weight)
+    assert weights + (config.perceptual_weight, config.adversarial_weight) == (1, 1, 1, 0.1)
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_train_notebook_runs_and_loss_falls(tmp_path) -> None:
+    import papermill
+
+    out_dir = tmp_path / "runs"
+    parameters = {
+        "name": "nb",
+        "out_dir": str(out_dir),
+        "stage": "both",
+        "pretrain_iterations": 30,
+        "iterations": 4,
+        "batch_size": 4,
+        "patch_size": 32,
+        "queue_size": 4,
+        "num_experts": 2,
+        "num_feat": 8,
+        "num_block": 1,
+        "lr": 1e-3,
+        "val_crop": 48,
+        "log_every": 5,
+        "device": "cpu",
+        "overrides": {"predictor_feat": 8},
+    }
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "train.ipynb"),
+        parameters=parameters,
+        cwd=str(NOTEBOOK.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    pretrain, dasr = out_dir / "nb_pretrain", out_dir / "nb"
+    for run in (pretrain, dasr):
+        assert (run / "model.safetensors").is_file()
+        _, state = load_checkpoint(run / "checkpoints")
+        assert state["iteration"] == (30 if run == pretrain else 4)
+    loss = pd.read_csv(pretrain / "metrics.csv")["loss_total"].tolist()
+    assert len(loss) == 6
+    assert sum(loss[-2:]) < sum(loss[:2]), loss
+    val = pd.read_csv(dasr / "val.csv")
+    assert set(val["level"]) == {"bicubic", "weak", "standard", "severe"}
+    assert (dasr / "training_curves.png").stat().st_size > 10_000
+    assert (dasr / "example_standard.png").stat().st_size > 10_000
+    record = json.loads((dasr / "run.json").read_text())
+    assert record["config"]["init_from"].endswith("nb_pretrain")
