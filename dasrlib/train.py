@@ -32,9 +32,9 @@ weights file carries its id and sha256, so a kill at any moment leaves a loadabl
 
 Multi-process data parallelism (``torchrun --nproc_per_node=K -m dasrlib.train ...``): one process
 per device, `batch_size` is the total batch split evenly over the processes, each with its own
-data seed; gradients are averaged with one all-reduce per optimiser step (rather than through the
-``DistributedDataParallel`` wrapper, because the predictor warm-up and the discriminator steps use
-parts of the networks in ways its reducer does not track). Rank 0 writes every file.
+data seed; the generator and the discriminator are wrapped in ``DistributedDataParallel``, which
+averages their gradients (with ``find_unused_parameters`` during a predictor warm-up, whose loss
+reaches P alone). Rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -710,18 +710,17 @@ def _setup_distributed(device_spec: str) -> tuple[_Dist, torch.device]:
     return _Dist(rank, world_size, local_rank, owns), device
 
 
-def _average_gradients(params: Sequence[nn.Parameter], world_size: int) -> None:
-    """All-reduce (mean) the gradients of `params` in one flat buffer."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if world_size == 1 or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view(g.shape))
-        offset += g.numel()
+def _data_parallel(
+    module: nn.Module, dist_ctx: _Dist, device: torch.device, *, find_unused: bool = False
+) -> nn.Module:
+    """`module` wrapped in ``DistributedDataParallel`` under torchrun; itself in one process."""
+    if dist_ctx.world_size == 1:
+        return module
+    return nn.parallel.DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,7 +780,14 @@ class _Trainer:
         self.ema = EMA(self.generator, config.ema_decay)
         betas = tuple(config.betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
-        self.train_forward = torch.compile(self.generator) if config.compile else self.generator
+        self.train_forward = _data_parallel(
+            self.generator,
+            dist_ctx,
+            device,
+            find_unused=self.is_dasr and config.predictor_warmup_iters > 0,
+        )
+        if config.compile:
+            self.train_forward = torch.compile(self.train_forward)
 
         self.perceptual: losses.PerceptualLoss | None = None
         if "perceptual" in self.weights:
@@ -813,6 +819,9 @@ class _Trainer:
             if self.channels_last:
                 self.disc = self.disc.to(memory_format=torch.channels_last)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr, betas=betas)
+            # The generator's adversarial term calls `self.disc` (frozen, no gradient sync); the
+            # discriminator's own update goes through this (data-parallel) module.
+            self.disc_train = _data_parallel(self.disc, dist_ctx, device)
         fp16 = self.amp_dtype == torch.float16
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -913,7 +922,7 @@ class _Trainer:
     ) -> tuple[dict[str, Tensor], Tensor | None]:
         """Loss terms of Eq. 3 (unweighted) and their weighted sum as ``terms["total"]``; and sr.
 
-        During the predictor warm-up only P runs and the total is the regression loss alone.
+        During the predictor warm-up the total is the regression loss alone (it reaches P only).
         """
         config, weights = self.config, self.weights
         lr_img = batch.lr
@@ -923,12 +932,11 @@ class _Trainer:
         terms: dict[str, Tensor] = {}
         sr = None
         with self._autocast():
+            output = self.train_forward(lr_img)
             if warmup:
-                v_hat = self.generator.predict_degradation(lr_img)
-                terms["regression"] = losses.regression_loss(v_hat, batch.v)
+                terms["regression"] = losses.regression_loss(output.v_hat, batch.v)
                 terms["total"] = terms["regression"]
                 return terms, None
-            output = self.train_forward(lr_img)
             sr = _sr_of(output)
             if "pixel" in weights:
                 terms["pixel"] = losses.pixel_loss(sr, target)
@@ -957,7 +965,6 @@ class _Trainer:
             return {k: v.detach() for k, v in terms.items()}
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(total).backward()
-        _average_gradients(list(self.generator.parameters()), self.dist.world_size)
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         self.ema.update(self.generator)
@@ -972,9 +979,10 @@ class _Trainer:
                 if self.channels_last
                 else batch.hr
             )
-            with self._autocast():
-                real = self.gan_loss(self.disc(hr), True)
-                fake = self.gan_loss(self.disc(sr.detach()), False)
+            with self._autocast():  # real and fake in one forward (no normalisation layers)
+                logits = self.disc_train(torch.cat([hr, sr.detach().to(hr.dtype)]))
+                real = self.gan_loss(logits[: hr.shape[0]], True)
+                fake = self.gan_loss(logits[hr.shape[0] :], False)
                 d_total = real + fake
             terms["disc"] = d_total
             if not self._finite(d_total):
@@ -982,7 +990,6 @@ class _Trainer:
                 return {k: v.detach() for k, v in terms.items()}
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(d_total).backward()
-            _average_gradients(list(self.disc.parameters()), self.dist.world_size)
             self.scaler_d.step(self.opt_d)
             self.scaler_d.update()
         self.nonfinite_in_a_row = 0

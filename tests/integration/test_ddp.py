@@ -25,6 +25,7 @@ TINY_DDP = {
     "num_feat": 4,
     "num_block": 1,
     "num_experts": 2,
+    "predictor_warmup_iters": 2,  # steps 1-2 reach P alone (unused parameters), 3-4 everything
     "predictor_feat": 8,
     "perceptual_weight": 0.0,
     "adversarial_weight": 0.1,
