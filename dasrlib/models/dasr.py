@@ -179,8 +179,9 @@ class DASR(nn.Module):
         elif mixing == "single_expert_mapping":
             self.experts = ChannelMappedExpert(layout=layout, num_experts=num_experts)
         else:
-            self.experts = DecomposedDynamicExpert(layout=layout, num_experts=num_experts)
-            self.experts.reset_factors(generator=generator)
+            self.experts = DecomposedDynamicExpert(
+                layout=layout, num_experts=num_experts, generator=generator
+            )
         # Independent random experts (BasicSR's initialisation). Training from random experts is
         # known to diverge: start from a pretrained SRResNet with `init_experts_from`.
         for index in range(self._num_expert_slots()):

@@ -81,7 +81,13 @@ class DecomposedDynamicExpert(nn.Module):
     small einsums whatever the depth.
     """
 
-    def __init__(self, *, layout: list[ConvSlot], num_experts: int) -> None:
+    def __init__(
+        self,
+        *,
+        layout: list[ConvSlot],
+        num_experts: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.layout = layout
         self.num_experts = num_experts
@@ -109,7 +115,7 @@ class DecomposedDynamicExpert(nn.Module):
                 centre.append(slot.weight_offset + taps)
         self.register_buffer("centre_index", torch.cat(centre), persistent=False)
         self.phi_map = nn.Parameter(torch.zeros(num_experts, phi_size))
-        self.reset_factors(generator=None)
+        self.reset_factors(generator=generator)
 
     @torch.no_grad()
     def reset_factors(self, *, generator: torch.Generator | None) -> None:
