@@ -435,7 +435,9 @@ def write_png(
         return
     color = rgb.detach().to("cpu", torch.float32)
     if color.ndim != 3 or color.shape[0] not in (1, 3):
-        raise ValueError(f"expected an image [3, H, W] or [1, H, W], got {tuple(rgb.shape)}")
+        raise ValueError(
+            f"{str(path)!r}: expected an image [3, H, W] or [1, H, W], got {tuple(rgb.shape)}"
+        )
     if gray and color.shape[0] == 3:
         weights = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float32).view(3, 1, 1)
         color = (color * weights).sum(dim=0, keepdim=True)
@@ -448,19 +450,15 @@ def write_png(
             alpha_plane = alpha_plane[None]
         if alpha_plane.shape != (1, *color.shape[1:]):
             raise ValueError(
-                f"alpha shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape)}"
+                f"{str(path)!r}: alpha shape {tuple(alpha.shape)} does not match image "
+                f"{tuple(rgb.shape)}"
             )
         planes.append(alpha_plane)
     stacked = torch.cat(planes, dim=0).permute(1, 2, 0)  # [H, W, C]
     if bit_depth == 8:
-        array = to_uint8(stacked).numpy()
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
-        pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
-        with atomic_write(path) as tmp:
-            pil_image.save(tmp, format="PNG")
+        _save_png(path, to_uint8(stacked).numpy())
     else:
-        array16 = to_uint16(stacked).numpy().astype(np.uint16)
-        atomic_write_bytes(path, _encode_png16(array16))
+        _save_png(path, to_uint16(stacked).numpy().astype(np.uint16))
 
 
 def _write_png_quantised(
@@ -487,13 +485,18 @@ def _write_png_quantised(
     if not gray and color.shape[0] == 1:
         planes[0] = color.expand(3, -1, -1)
     array = torch.cat([plane.detach().cpu() for plane in planes]).permute(1, 2, 0).numpy()
-    if bit_depth == 8:
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
-        pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
-        with atomic_write(path) as tmp:
-            pil_image.save(tmp, format="PNG")
-    else:
+    _save_png(path, array)
+
+
+def _save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write uint8 or uint16 [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) atomically."""
+    if array.dtype == np.uint16:
         atomic_write_bytes(path, _encode_png16(array))
+        return
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+    pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
+    with atomic_write(path) as tmp:
+        pil_image.save(tmp, format="PNG")
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
