@@ -39,6 +39,17 @@ def _figure_module() -> ModuleType:
     return plt
 
 
+def _save_png(fig: object, out_png: str | os.PathLike[str]) -> Path:
+    """Write `fig` to `out_png` atomically as PNG, close it (also on error), return the path."""
+    out = Path(out_png)
+    try:
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        _figure_module().close(fig)
+    return out
+
+
 def _to_hwc(img: Tensor) -> np.ndarray:
     return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
@@ -102,11 +113,7 @@ def fig2_levels(
         ax.set_yticks([])
     fig.suptitle("DASR degradation levels (Fig. 2)", fontsize=10)
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return _save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +220,7 @@ def fig5_interactive(
     fig = comparison_figure(panels, scale=scale, crop=crop, dpi=dpi)
     fig.suptitle("User-interactive SR: editing the predicted degradation (Fig. 5)", fontsize=10)
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.94))
-    out = Path(out_png)
-    with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
-    _figure_module().close(fig)
-    return out
+    return _save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,11 +297,7 @@ def fig4_grid(
         ax.set_title(title, fontsize=9)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return _save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,10 +342,7 @@ def training_curves(
         ax_val.set_axis_off()
     fig.suptitle(run_dir.name, fontsize=10)
     fig.tight_layout()
-    with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return _save_png(fig, out)
 
 
 def training_example_figure(
@@ -364,8 +360,4 @@ def training_example_figure(
         ("HR", example["hr"]),
     ]
     fig = comparison_figure(panels, scale=scale)  # type: ignore[arg-type]
-    out = Path(out_png)
-    with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
-    _figure_module().close(fig)
-    return out
+    return _save_png(fig, out_png)
