@@ -6,12 +6,12 @@ Layer names and the legacy ``torch.nn.utils.spectral_norm`` parametrisation (``w
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
+
+from dasrlib.models.experts import init_default_
 
 __all__ = ["UNetDiscriminatorSN"]
 
@@ -44,7 +44,7 @@ class UNetDiscriminatorSN(nn.Module):
         nf = num_feat
         self.conv0 = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
         if generator is not None:
-            _reset_conv_(self.conv0, generator)
+            init_default_([self.conv0], generator=generator)
         self.conv1 = self._sn(nn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False), generator)
         self.conv2 = self._sn(nn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False), generator)
         self.conv3 = self._sn(nn.Conv2d(nf * 4, nf * 8, 4, 2, 1, bias=False), generator)
@@ -55,12 +55,12 @@ class UNetDiscriminatorSN(nn.Module):
         self.conv8 = self._sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False), generator)
         self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
         if generator is not None:
-            _reset_conv_(self.conv9, generator)
+            init_default_([self.conv9], generator=generator)
 
     @staticmethod
     def _sn(conv: nn.Conv2d, generator: torch.Generator | None) -> nn.Module:
         if generator is not None:
-            _reset_conv_(conv, generator)
+            init_default_([conv], generator=generator)
         return spectral_norm(conv)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -87,12 +87,3 @@ class UNetDiscriminatorSN(nn.Module):
         out = F.leaky_relu(self.conv7(x6), 0.2)
         out = F.leaky_relu(self.conv8(out), 0.2)
         return self.conv9(out)
-
-
-@torch.no_grad()
-def _reset_conv_(conv: nn.Conv2d, generator: torch.Generator) -> None:
-    """PyTorch's default Conv2d initialisation drawn from ``generator``."""
-    nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
-    if conv.bias is not None:
-        bound = 1.0 / math.sqrt(conv.weight[0].numel())
-        nn.init.uniform_(conv.bias, -bound, bound, generator=generator)

@@ -51,16 +51,16 @@ def init_basicsr_(
 
 
 @torch.no_grad()
-def init_default_(convs: list[nn.Module], *, generator: torch.Generator | None) -> None:
-    """PyTorch's default ``nn.Conv2d`` initialisation, drawn from ``generator`` (meta tensors
-    skipped)."""
-    for conv in convs:
-        if isinstance(conv, nn.Conv2d) and not conv.weight.is_meta:
-            nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
-            if conv.bias is not None:
-                fan_in = conv.weight[0].numel()
+def init_default_(layers: list[nn.Module], *, generator: torch.Generator | None) -> None:
+    """PyTorch's default ``nn.Conv2d`` / ``nn.Linear`` initialisation, drawn from ``generator``
+    (other modules and meta tensors skipped)."""
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)) and not layer.weight.is_meta:
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            if layer.bias is not None:
+                fan_in = layer.weight[0].numel()
                 bound = 1.0 / math.sqrt(fan_in)
-                nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
 class ResidualBlockNoBN(nn.Module):

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from dasrlib.models.experts import init_default_
+
 __all__ = ["DegradationPredictor", "WeightingModule"]
 
 
@@ -55,7 +57,7 @@ class DegradationPredictor(nn.Module):
         self.ConvNet = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         if generator is not None:
-            _reset_(self, generator)
+            init_default_(list(self.modules()), generator=generator)
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.pool(self.ConvNet(lr)).flatten(1)
@@ -79,7 +81,7 @@ class WeightingModule(nn.Module):
         self.MappingNet = nn.Sequential(nn.Linear(v_dim, hidden), nn.Linear(hidden, num_experts))
         self.sigmoid = sigmoid
         if generator is not None:
-            _reset_(self, generator)
+            init_default_(list(self.modules()), generator=generator)
 
     def forward(self, v: Tensor) -> Tensor:
         a = self.MappingNet(v)
@@ -95,14 +97,3 @@ class WeightingModule(nn.Module):
         if self.sigmoid:
             value = math.log(value / (1.0 - value)) if self.num_experts > 1 else 10.0
         last.bias.fill_(value)
-
-
-@torch.no_grad()
-def _reset_(module: nn.Module, generator: torch.Generator) -> None:
-    """PyTorch's default Conv2d / Linear initialisation, drawn from ``generator``."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-            if layer.bias is not None:
-                bound = 1.0 / math.sqrt(layer.weight[0].numel())
-                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
