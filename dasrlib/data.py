@@ -535,7 +535,10 @@ def _download(url: str, path: Path, *, timeout: float, progress: bool, size: int
             logger.info("downloading %s (%.2f GB)", url, (total or size or 0) / 1e9)
             done, last_report = 0, 0
             while chunk := response.read(1 << 20):
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:  # a local failure (disk full), not the network's
+                    raise DownloadError(f"cannot write {path} ({exc.strerror or exc})") from exc
                 digest.update(chunk)
                 done += len(chunk)
                 if progress and total and done - last_report >= total // 20:

@@ -19,6 +19,7 @@ from dasrlib.data import (
     EmbeddedPhotos,
     HRImageFolder,
     PatchSampler,
+    _download,
     fetch_archive,
     find_dataset_root,
     main,
@@ -189,6 +190,16 @@ def test_fetch_offline_fails_fast_and_clean(tmp_path: Path) -> None:
         fetch_archive(archive, tmp_path / "data" / "div2k", timeout=2.0)
     assert time.monotonic() - start < 5.0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_download_blames_a_local_write_failure_not_the_network(tmp_path: Path) -> None:
+    source = tmp_path / "big.zip"
+    source.write_bytes(bytes(2 << 20))
+    # Every write to /dev/full fails with ENOSPC, like a full disk.
+    with pytest.raises(DownloadError, match="cannot write /dev/full") as info:
+        _download(source.as_uri(), Path("/dev/full"), timeout=2.0, progress=False, size=None)
+    assert "network" not in str(info.value)
 
 
 def test_fetch_cli_reports_error(tmp_path: Path, monkeypatch, capsys) -> None:
