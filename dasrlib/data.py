@@ -142,15 +142,21 @@ class ImageList(torch.utils.data.Dataset):
 
     def subset(self, indices: Sequence[int]) -> ImageList:
         """The images at `indices`, in that order (sharing preloaded tensors)."""
-        chosen = ImageList([self.paths[i] for i in indices], [self.names[i] for i in indices])
-        chosen.max_pixels = self.max_pixels
+        chosen = ImageList(
+            [self.paths[i] for i in indices],
+            [self.names[i] for i in indices],
+            max_pixels=self.max_pixels,
+        )
         if self._cache is not None:
             chosen._cache = [self._cache[i] for i in indices]
         return chosen
 
     def __add__(self, other: ImageList) -> ImageList:
-        joined = ImageList(self.paths + other.paths, self.names + other.names)
-        joined.max_pixels = min(self.max_pixels, other.max_pixels)
+        joined = ImageList(
+            self.paths + other.paths,
+            self.names + other.names,
+            max_pixels=min(self.max_pixels, other.max_pixels),
+        )
         if self._cache is not None and other._cache is not None:
             joined._cache = self._cache + other._cache
         return joined
