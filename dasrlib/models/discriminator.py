@@ -59,9 +59,18 @@ class UNetDiscriminatorSN(nn.Module):
 
     @staticmethod
     def _sn(conv: nn.Conv2d, generator: torch.Generator | None) -> nn.Module:
-        if generator is not None:
-            init_default_([conv], generator=generator)
-        return spectral_norm(conv)
+        """``spectral_norm(conv)``; with a generator, the kernel and the power-iteration vectors
+        u, v (which ``spectral_norm`` draws from the global RNG) are drawn from it."""
+        if generator is None:
+            return spectral_norm(conv)
+        init_default_([conv], generator=generator)
+        conv = spectral_norm(conv)
+        with torch.no_grad():
+            for name in ("weight_u", "weight_v"):
+                vector = getattr(conv, name)
+                draw = torch.randn(vector.shape, generator=generator, dtype=vector.dtype)
+                vector.copy_(F.normalize(draw, dim=0, eps=1e-12))
+        return conv
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] % 8 or x.shape[-2] % 8:

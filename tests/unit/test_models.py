@@ -9,6 +9,7 @@ from torch import nn
 from dasrlib.models import DASR, EDSR, DASRInference, DegradationPredictor, SRResNet
 from dasrlib.models.baselines import build_model
 from dasrlib.models.dasr import DASR_VARIANTS
+from dasrlib.models.discriminator import UNetDiscriminatorSN
 from dasrlib.profiling import count_gmacs, count_parameters
 
 
@@ -138,6 +139,18 @@ def test_every_architecture_trains_one_step_without_nan(generator, name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any((p - b).abs().max() > 0 for p, b in zip(model.parameters(), before, strict=True))
     assert torch.isfinite(model(image).sr if isinstance(model, DASR) else model(image)).all()
+
+
+def test_discriminator_with_a_generator_ignores_the_global_rng():
+    states = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        model = UNetDiscriminatorSN(num_feat=8, generator=torch.Generator().manual_seed(3))
+        states.append(model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(states[0]["conv1.weight_u"].norm(), torch.tensor(1.0))
 
 
 def test_swinir_pads_sizes_that_are_not_window_multiples(generator):
