@@ -553,7 +553,10 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         path = folder / f"{stem}.state.json"
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
+            continue
+        except (OSError, json.JSONDecodeError) as err:  # truncated by a kill: not a candidate
+            logger.warning("checkpoint state %s is unreadable (%s); skipping it", path, err)
             continue
         if state.get("format") == _STATE_FORMAT:
             states.append(state)
@@ -563,7 +566,9 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 weights[(handle.metadata() or {}).get("checkpoint_id")] = path
-        except Exception:  # missing or truncated file: not a candidate
+        except Exception as err:  # missing or truncated file: not a candidate
+            if path.exists():
+                logger.warning("checkpoint weights %s unreadable (%s); skipping them", path, err)
             continue
     for state in sorted(states, key=lambda s: -s["iteration"]):
         path = weights.get(state["checkpoint_id"])

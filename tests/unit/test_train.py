@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import pandas as pd
@@ -239,6 +240,18 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_pair(tmp_path) -> None:
     (folder / "previous.safetensors").unlink()
     with pytest.raises(CheckpointNotFound, match=str(folder)):
         load_checkpoint(folder)
+
+
+def test_truncated_checkpoint_state_is_skipped_with_a_warning(tmp_path, caplog) -> None:
+    folder = tmp_path / "ckpt"
+    save_pair(folder, 1)
+    save_pair(folder, 2)
+    latest = folder / "latest.state.json"
+    latest.write_text(latest.read_text()[:10])
+    with caplog.at_level(logging.WARNING, logger="dasrlib.train"):
+        tensors, state = load_checkpoint(folder)
+    assert state["iteration"] == 1 and tensors["w"][0] == 1
+    assert str(latest) in caplog.text
 
 
 def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
