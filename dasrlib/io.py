@@ -77,9 +77,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates the file 0600; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
+        # mkstemp creates the file 0600; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         yield tmp
         os.replace(tmp, final)
     except BaseException:
