@@ -118,6 +118,9 @@ def build_testsets(
     levels = [Level(lv) for lv in levels]
     if not levels:
         raise ValueError("no levels to build")
+    repeated = sorted({lv.value for lv in levels if levels.count(lv) > 1})
+    if repeated:
+        raise ValueError(f"levels {repeated} are listed more than once")
     files = list_image_files(hr_root)
     if not files:
         raise FileNotFoundError(f"no images found under {str(hr_root)!r}")

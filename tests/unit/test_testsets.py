@@ -94,3 +94,9 @@ def test_duplicate_stems_are_rejected(make_image_file: Callable[..., Path], tmp_
     make_image_file("dup/b/x.png", width=16, height=16)
     with pytest.raises(ValueError, match="both named 'x'"):
         build_testsets(tmp_path / "dup", tmp_path / "out", levels=("bicubic",))
+
+
+def test_repeated_levels_are_rejected(hr_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\['weak'\] are listed more than once"):
+        build_testsets(hr_dir, tmp_path / "out", levels=("weak", "bicubic", "weak"))
+    assert not (tmp_path / "out").exists()
