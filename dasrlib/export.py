@@ -110,6 +110,13 @@ def _export(
     return path
 
 
+def _example_image(device: torch.device) -> Tensor:
+    """The traced example input [1, 3, *_EXAMPLE_SIZE], drawn from a fixed-seed generator so that
+    exporting leaves the global RNG alone."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, *_EXAMPLE_SIZE, generator=generator).to(device)
+
+
 def _require_dasr(model: nn.Module) -> None:
     if not is_dasr(model):
         raise TypeError(f"{type(model).__name__} is not a DASR model (it has no predictor)")
@@ -118,7 +125,7 @@ def _require_dasr(model: nn.Module) -> None:
 def export_predictor(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write P + A as ONNX: ``lr [1, 3, H, W] -> v_hat [1, v_dim], a [1, N]``."""
     _require_dasr(model)
-    example = (torch.rand(1, 3, *_EXAMPLE_SIZE, device=_device_of(model)),)
+    example = (_example_image(_device_of(model)),)
     return _export(
         _PredictorGraph(model),
         example,
@@ -136,7 +143,7 @@ def export_mixed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     device = _device_of(model)
     num_experts = int(model.num_experts)
     example = (
-        torch.rand(1, 3, *_EXAMPLE_SIZE, device=device),
+        _example_image(device),
         torch.full((1, num_experts), 1.0 / num_experts, device=device),
     )
     return _export(
@@ -153,7 +160,7 @@ def export_fused(
     network is exported as it is (``v`` must be None).
     """
     device = _device_of(model)
-    example = (torch.rand(1, 3, *_EXAMPLE_SIZE, device=device),)
+    example = (_example_image(device),)
     if is_dasr(model) and v is None:
         raise ValueError("exporting a fused DASR network needs the degradation vector v")
     plan = plan_upscale(example[0], model, v=v, precision="fp32", device=device)
