@@ -231,7 +231,10 @@ class LPIPSMetric:
             )
         alexnet = torchvision.models.alexnet(weights=None)
         state = torch.load(alex_path, map_location="cpu", weights_only=True)
-        alexnet.load_state_dict(state)
+        try:
+            alexnet.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{alex_path} is not a torchvision AlexNet checkpoint: {err}") from err
         for slice_ in (
             model.net.slice1,
             model.net.slice2,

@@ -154,6 +154,13 @@ def test_lpips_explicit_path(tmp_path, random_alexnet_cache: str) -> None:
     assert metric.alexnet_path == moved
 
 
+def test_lpips_wrong_weights_file_names_it(tmp_path) -> None:
+    wrong = tmp_path / "not_alexnet.pth"
+    torch.save({"weight": torch.zeros(2)}, wrong)
+    with pytest.raises(ValueError, match="not_alexnet.pth"):
+        LPIPSMetric(weights_path=wrong, device="cpu")
+
+
 def test_lpips_missing_weights_reports_na(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = tmp_path / "hub" / "checkpoints" / ALEXNET_CHECKPOINT_NAME
