@@ -471,6 +471,11 @@ def _write_png_quantised(
 ) -> None:
     """`write_png` for integer planes: uint8 [C, H, W] at 8 bit, uint16 at 16 bit."""
     expected = torch.uint8 if bit_depth == 8 else torch.uint16
+    if alpha is not None and tuple(alpha.shape[-2:]) != tuple(color.shape[-2:]):
+        raise ValueError(
+            f"{str(path)!r}: alpha shape {tuple(alpha.shape)} does not match image "
+            f"{tuple(color.shape)}"
+        )
     planes = [color] if alpha is None else [color, alpha.reshape(1, *color.shape[-2:])]
     if any(plane.dtype != expected for plane in planes):
         raise ValueError(

@@ -361,3 +361,6 @@ def test_write_png_integer_planes_written_as_they_are(tmp_path: Path, np_rng, bi
     assert torch.equal(loaded.alpha.mul(top - 1).round().int(), alpha.int())
     with pytest.raises(ValueError, match="must be"):
         write_png(tmp_path / "bad.png", color, bit_depth=24 - bit_depth)
+    with pytest.raises(ValueError, match=r"bad\.png.*alpha shape \(1, 4, 7\)"):
+        write_png(tmp_path / "bad.png", color, alpha=alpha[:, :4], bit_depth=bit_depth)
+    assert not (tmp_path / "bad.png").exists()
