@@ -48,6 +48,7 @@ __all__ = [
     "channels_last_flat",
     "conv_layout",
     "flatten_expert_state",
+    "layout_numel",
     "unflatten_expert_state",
 ]
 
@@ -127,17 +128,6 @@ class MixedConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.has_bias}"
-        )
-
-    def plain(self) -> nn.Conv2d:
-        """An ordinary ``nn.Conv2d`` with this layer's geometry (for fused networks)."""
-        return nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            bias=self.has_bias,
         )
 
     def _params(self, flat: Tensor, *, channels_last: bool = False) -> tuple[Tensor, Tensor | None]:
