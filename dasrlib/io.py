@@ -60,6 +60,14 @@ _EXIF_ORIENTATION_TAG = 0x0112
 
 
 def _current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (/proc/self/status).
+
+    Elsewhere it is set and restored, which briefly changes it for every thread of the process.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

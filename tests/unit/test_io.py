@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import zlib
@@ -364,3 +365,14 @@ def test_write_png_integer_planes_written_as_they_are(tmp_path: Path, np_rng, bi
     with pytest.raises(ValueError, match=r"bad\.png.*alpha shape \(1, 4, 7\)"):
         write_png(tmp_path / "bad.png", color, alpha=alpha[:, :4], bit_depth=bit_depth)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_current_umask_is_the_process_umask_and_stays_set() -> None:
+    from dasrlib.io import _current_umask
+
+    previous = os.umask(0o027)
+    try:
+        assert _current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # unchanged by the read
+    finally:
+        os.umask(previous)
