@@ -44,22 +44,16 @@ def _channel_index(layout: list[ConvSlot]) -> tuple[Tensor, int]:
     return torch.cat(pieces), channel_base
 
 
-class ChannelMappedExpert(nn.Module):
-    """One expert whose output channels are rescaled by s = 1 + a @ mapping (Fig. 4(e))."""
+class _SingleExpert(nn.Module):
+    """One expert ``base`` [P] and, per element of it, the index of its output channel."""
 
     def __init__(self, *, layout: list[ConvSlot], num_experts: int) -> None:
         super().__init__()
         self.layout = layout
         self.num_experts = num_experts
-        index, num_channels = _channel_index(layout)
+        index, self.num_channels = _channel_index(layout)
         self.register_buffer("channel_index", index, persistent=False)
         self.base = nn.Parameter(torch.zeros(layout_numel(layout)))
-        self.mapping = nn.Parameter(torch.zeros(num_experts, num_channels))
-
-    def mix(self, a: Tensor) -> Tensor:
-        """Flat parameters [P] for a [N], [B, P] for a [B, N]."""
-        scale = 1.0 + a.to(self.mapping.dtype) @ self.mapping
-        return self.base * scale.index_select(-1, self.channel_index)
 
     def set_expert(self, index: int, flat: Tensor) -> None:
         """Set the single expert (``index`` must be 0: there is one)."""
@@ -69,12 +63,25 @@ class ChannelMappedExpert(nn.Module):
             self.base.copy_(flat)
 
 
+class ChannelMappedExpert(_SingleExpert):
+    """One expert whose output channels are rescaled by s = 1 + a @ mapping (Fig. 4(e))."""
+
+    def __init__(self, *, layout: list[ConvSlot], num_experts: int) -> None:
+        super().__init__(layout=layout, num_experts=num_experts)
+        self.mapping = nn.Parameter(torch.zeros(num_experts, self.num_channels))
+
+    def mix(self, a: Tensor) -> Tensor:
+        """Flat parameters [P] for a [N], [B, P] for a [B, N]."""
+        scale = 1.0 + a.to(self.mapping.dtype) @ self.mapping
+        return self.base * scale.index_select(-1, self.channel_index)
+
+
 def dcd_latent_dim(in_channels: int) -> int:
     """DCD's latent size L = C / 2^floor(log2 sqrt(C)) (Li et al., 2021); 8 for C = 64."""
     return max(1, in_channels // 2 ** int(math.floor(math.log2(math.sqrt(in_channels)))))
 
 
-class DecomposedDynamicExpert(nn.Module):
+class DecomposedDynamicExpert(_SingleExpert):
     """W_C(a) = Lambda_C(a) W0_C + P_C Phi_C(a) Q_C^T (DCD, dynamic conv decomposition, Fig. 4(f)).
 
     Layers with the same (out, in, L) share one batched product, so mixing costs a handful of
@@ -88,13 +95,8 @@ class DecomposedDynamicExpert(nn.Module):
         num_experts: int,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        self.layout = layout
-        self.num_experts = num_experts
-        index, num_channels = _channel_index(layout)
-        self.register_buffer("channel_index", index, persistent=False)
-        self.base = nn.Parameter(torch.zeros(layout_numel(layout)))
-        self.lambda_map = nn.Parameter(torch.zeros(num_experts, num_channels))
+        super().__init__(layout=layout, num_experts=num_experts)
+        self.lambda_map = nn.Parameter(torch.zeros(num_experts, self.num_channels))
         groups: dict[tuple[int, int, int], list[ConvSlot]] = {}
         for slot in layout:
             out_c, in_c = slot.weight_shape[:2]
@@ -143,10 +145,3 @@ class DecomposedDynamicExpert(nn.Module):
             residual = torch.einsum("gol,...glm,gim->...goi", p, phi, q)
             residuals.append(residual.reshape(*lead, -1))
         return flat.index_add(-1, self.centre_index, torch.cat(residuals, dim=-1))
-
-    def set_expert(self, index: int, flat: Tensor) -> None:
-        """Set the static kernel W0 (``index`` must be 0: there is one expert)."""
-        if index != 0:
-            raise IndexError(f"this variant has a single expert; got index {index}")
-        with torch.no_grad():
-            self.base.copy_(flat)
