@@ -1204,6 +1204,18 @@ def _stop_now(trainer: _Trainer) -> bool:
     return stop
 
 
+def _metrics_row(
+    trainer: _Trainer, sums: dict[str, Tensor], count: int, seconds: float
+) -> dict[str, Any]:
+    """The metrics.csv row of the `count` iterations up to `trainer.iteration`: mean losses."""
+    row: dict[str, Any] = {"iteration": trainer.iteration}
+    row.update({f"loss_{k}": float(v) / count for k, v in sums.items()})
+    row["lr"] = trainer.opt_g.param_groups[0]["lr"]
+    row["it_per_s"] = count / max(seconds, 1e-9)
+    row["nonfinite_total"] = trainer.nonfinite_total
+    return row
+
+
 def _run_stage(
     config: TrainConfig, *, deadline: float | None, dist_ctx: _Dist, device: torch.device
 ) -> Path:
@@ -1249,11 +1261,7 @@ def _run_stage(
             i = trainer.iteration
             if i % config.log_every == 0 or i == config.iterations:
                 now = time.monotonic()
-                row: dict[str, Any] = {"iteration": i}
-                row.update({f"loss_{k}": float(v) / count for k, v in sums.items()})
-                row["lr"] = trainer.opt_g.param_groups[0]["lr"]
-                row["it_per_s"] = count / max(now - tick, 1e-9)
-                row["nonfinite_total"] = trainer.nonfinite_total
+                row = _metrics_row(trainer, sums, count, now - tick)
                 trainer.metrics_rows.append(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row.get('loss_total', math.nan):.4f}")
@@ -1276,6 +1284,8 @@ def _run_stage(
             bar.close()
         if writer is not None:
             writer.close()
+    if count:  # the iterations since the last log row (a time limit stopped the run)
+        trainer.metrics_rows.append(_metrics_row(trainer, sums, count, time.monotonic() - tick))
     if status == "time_limit" or not any(
         r["iteration"] == trainer.iteration for r in trainer.val_rows
     ):

@@ -254,6 +254,15 @@ def test_truncated_checkpoint_state_is_skipped_with_a_warning(tmp_path, caplog) 
     assert str(latest) in caplog.text
 
 
+def test_time_limit_between_log_rows_keeps_the_last_losses(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("dasrlib.train._stop_now", lambda trainer: trainer.iteration == 3)
+    run = train(tiny_config(tmp_path, stage="pretrain", iterations=10, log_every=2))
+    assert json.loads((run / "run.json").read_text())["status"] == "time_limit"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["iteration"].tolist() == [2, 3]
+    assert metrics["loss_total"].notna().all()
+
+
 def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
     config = tiny_config(
         tmp_path, stage="dasr", iterations=10_000, time_limit_minutes=1e-6, export_dtype="fp16"
