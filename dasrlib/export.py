@@ -233,7 +233,8 @@ def export_all(
                 inputs = [img]
                 if with_a:  # the weights A(P(img)) the mixed graph gets in use
                     with torch.no_grad():
-                        inputs.append(model.expert_weights(model.predict_degradation(img)))
+                        v_hat = model.predict_degradation(img.to(_device_of(model)))
+                        inputs.append(model.expert_weights(v_hat))
                 diffs.append(onnx_max_difference(path, reference, inputs))
             entry["max_abs_difference_vs_torch"] = max(diffs)
             entry["verified_sizes"] = [list(size) for size in VERIFY_SIZES]
