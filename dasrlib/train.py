@@ -937,11 +937,17 @@ class _Trainer:
         terms: dict[str, Tensor] = {}
         sr = None
         with self._autocast():
-            output = self.train_forward(lr_img)
             if warmup:
-                terms["regression"] = losses.regression_loss(output.v_hat, batch.v)
+                # One process runs P alone; under DDP the wrapped forward keeps the ranks in step.
+                v_hat = (
+                    self.generator.predict_degradation(lr_img)
+                    if self.dist.world_size == 1
+                    else self.train_forward(lr_img).v_hat
+                )
+                terms["regression"] = losses.regression_loss(v_hat, batch.v)
                 terms["total"] = terms["regression"]
                 return terms, None
+            output = self.train_forward(lr_img)
             sr = _sr_of(output)
             if "pixel" in weights:
                 terms["pixel"] = losses.pixel_loss(sr, target)
