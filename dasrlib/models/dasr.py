@@ -298,7 +298,8 @@ class DASR(nn.Module):
         """Copy one pretrained expert (BasicSR key names) into every expert (Sec. 4.1).
 
         ``noise_std`` > 0 adds N(0, noise_std * std(layer)) to each expert's copy of each layer
-        to break the symmetry (drawn from ``generator``). ``uniform_weighting`` makes A output
+        (weight and bias; std(layer) is the std of its weight) to break the symmetry (drawn from
+        ``generator``). ``uniform_weighting`` makes A output
         a = 1/N at the start (last layer zero weight, bias 1/N), so that the mixed network
         starts as exactly the pretrained expert (the reference code draws A at random, which
         scales the initial network by sum(a)).
@@ -318,7 +319,10 @@ class DASR(nn.Module):
         noise = noise.to(flat.device)
         for slot in self.experts.layout:
             part = slice(slot.weight_offset, slot.weight_offset + slot.weight_numel)
-            noise[part] *= flat[part].std()
+            scale = flat[part].std()
+            noise[part] *= scale
+            if slot.bias_offset is not None:
+                noise[slot.bias_offset : slot.bias_offset + slot.out_channels] *= scale
         return noise
 
     def expert_state_dict(self, index: int) -> dict[str, Tensor]:

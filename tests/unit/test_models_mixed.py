@@ -163,6 +163,12 @@ def test_init_experts_from_starts_as_the_pretrained_expert(generator, lr, mixing
         bank = model.experts.bank
         assert (bank[0] - bank[1]).abs().max() > 0
         assert (bank[0] - bank[1]).abs().max() < 0.2 * bank[0].abs().max()
+        for slot in model.experts.layout:  # bias noise follows the layer's weight scale too
+            weight_std = float(
+                bank[0, slot.weight_offset : slot.weight_offset + slot.weight_numel].std()
+            )
+            bias = slice(slot.bias_offset, slot.bias_offset + slot.out_channels)
+            assert (bank[0, bias] - bank[1, bias]).abs().max() < 0.1 * weight_std
 
 
 def test_mixing_is_one_matmul_over_the_flat_bank(generator):
