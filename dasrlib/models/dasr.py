@@ -262,7 +262,10 @@ class DASR(nn.Module):
         if self.mixing == "outputs":
             raise ValueError("mixing='outputs' (classical MoE) has no single fused network")
         if a.numel() != self.num_experts:
-            raise ValueError(f"fuse needs one weight vector of {self.num_experts} entries")
+            raise ValueError(
+                f"fuse needs one weight vector of {self.num_experts} entries, "
+                f"got shape {tuple(a.shape)}"
+            )
         flat = self.experts.mix(a.reshape(-1).to(self._expert_param().device))
         # Built on the meta device and given the mixed tensors as parameters: no random
         # initialisation (building a CPU expert and initialising it costs far more than the
