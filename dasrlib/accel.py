@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dasrlib.device import module_device
 from dasrlib.models.dasr import DASR
 from dasrlib.models.mixed import ExpertBank, MixedWeights, channels_last_flat
 
@@ -76,14 +77,6 @@ def resolve_dtype(precision: str | torch.dtype) -> torch.dtype:
 
 def _memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 class PreparedNetwork(nn.Module):
@@ -275,7 +268,7 @@ def accelerate(
     tiles of equal size, with its own overflow check around it.
     """
     prepared = prepare(model, precision=precision, channels_last=channels_last)
-    if graphs and _module_device(prepared).type == "cuda":
+    if graphs and module_device(prepared).type == "cuda":
         return GraphCache(prepared, max_graphs=max_graphs)
 
     def run(x: Tensor) -> Tensor:

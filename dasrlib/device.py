@@ -8,7 +8,8 @@ import torch
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """Return a concrete device for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
 
-    ``"auto"`` picks CUDA when available, otherwise CPU. Asking for CUDA on a machine without it raises.
+    ``"auto"`` picks CUDA when available, otherwise CPU. Asking for CUDA on a machine without it
+    raises.
     """
     if isinstance(spec, torch.device):
         device = spec
@@ -22,7 +23,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """Autocast dtype for ``precision`` in {"auto", "fp32", "tf32", "bf16", "fp16"}; None means fp32.
+    """Autocast dtype for ``precision`` (auto, fp32, tf32, bf16, fp16); None means fp32.
 
     ``"auto"`` is bf16 on a CUDA device that supports it and fp32 elsewhere.
     """
@@ -37,3 +38,12 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
             return torch.bfloat16
         return None
     raise ValueError(f"unknown precision {precision!r}; expected auto, fp32, tf32, bf16 or fp16")
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for a module with neither."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")

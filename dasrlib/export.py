@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dasrlib.device import module_device
 from dasrlib.inference import (
     edit_vector,
     is_dasr,
@@ -125,7 +126,7 @@ def _require_dasr(model: nn.Module) -> None:
 def export_predictor(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write P + A as ONNX: ``lr [1, 3, H, W] -> v_hat [1, v_dim], a [1, N]``."""
     _require_dasr(model)
-    example = (_example_image(_device_of(model)),)
+    example = (_example_image(module_device(model)),)
     return _export(
         _PredictorGraph(model),
         example,
@@ -140,7 +141,7 @@ def export_mixed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     _require_dasr(model)
     if getattr(model, "mixing", "weights") != "weights":
         raise ValueError(f"in-graph mixing is exported for mixing='weights', not {model.mixing!r}")
-    device = _device_of(model)
+    device = module_device(model)
     num_experts = int(model.num_experts)
     example = (
         _example_image(device),
@@ -159,7 +160,7 @@ def export_fused(
     DASR: the experts fused for ``v`` [v_dim] (required), i.e. ``fuse(A(v))``. A plain SR
     network is exported as it is (``v`` must be None).
     """
-    device = _device_of(model)
+    device = module_device(model)
     example = (_example_image(device),)
     if is_dasr(model) and v is None:
         raise ValueError("exporting a fused DASR network needs the degradation vector v")
@@ -168,11 +169,6 @@ def export_fused(
     if not isinstance(network, nn.Module):
         raise TypeError(f"{type(model).__name__} has no single fused network to export")
     return _export(network, example, Path(path), input_names=["lr"], output_names=["sr"])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def onnx_max_difference(
@@ -194,7 +190,7 @@ def onnx_max_difference(
         name: tensor.detach().cpu().numpy() for name, tensor in zip(names, inputs, strict=True)
     }
     got = session.run(None, feeds)
-    device = _device_of(reference)
+    device = module_device(reference)
     with torch.no_grad():
         expected = reference.eval()(*(tensor.to(device) for tensor in inputs))
     expected_list = list(expected) if isinstance(expected, tuple) else [expected]
@@ -233,7 +229,7 @@ def export_all(
                 inputs = [img]
                 if with_a:  # the weights A(P(img)) the mixed graph gets in use
                     with torch.no_grad():
-                        v_hat = model.predict_degradation(img.to(_device_of(model)))
+                        v_hat = model.predict_degradation(img.to(module_device(model)))
                         inputs.append(model.expert_weights(v_hat))
                 diffs.append(onnx_max_difference(path, reference, inputs))
             entry["max_abs_difference_vs_torch"] = max(diffs)

@@ -53,7 +53,7 @@ from dasrlib.degradation import (
     encode_physical,
     parameter_names,
 )
-from dasrlib.device import autocast_dtype, resolve_device
+from dasrlib.device import autocast_dtype, module_device, resolve_device
 from dasrlib.io import LoadedImage, read_image, write_png
 from dasrlib.models.checkpoints import (
     import_official_dasr,
@@ -163,11 +163,8 @@ def _model_device(model: object) -> torch.device | None:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
         return device  # spandrel ImageModelDescriptor
-    parameters = getattr(model, "parameters", None)
-    if callable(parameters):
-        first = next(iter(parameters()), None)
-        if first is not None:
-            return first.device
+    if isinstance(model, nn.Module) and next(model.parameters(), None) is not None:
+        return module_device(model)
     return None
 
 

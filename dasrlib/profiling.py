@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dasrlib.device import autocast_dtype, resolve_device
+from dasrlib.device import autocast_dtype, module_device, resolve_device
 from dasrlib.models.baselines import build_model
 from dasrlib.models.dasr import DASR, DASRInference
 
@@ -59,7 +59,7 @@ def count_gmacs(model: nn.Module, *, size: Size = 256, on_meta: bool | None = No
     a second instead of tens of seconds on a CPU). None: on a meta copy for CPU models, on the
     model's own device otherwise (a model already on meta is used as it is).
     """
-    device = _model_device(model)
+    device = module_device(model)
     if on_meta is None:
         on_meta = device.type == "cpu"
     if on_meta and device.type != "meta":
@@ -82,11 +82,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -160,7 +155,7 @@ def profile_model(
         "latency_ms": None,
         "latency_runs_ms": None,
         "peak_mem_mb": None,
-        "device": str(_model_device(model)),
+        "device": str(module_device(model)),
     }
     if not latency:
         return result
