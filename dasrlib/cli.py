@@ -136,6 +136,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     input_set = {p.resolve() for p in inputs}
     claimed: dict[Path, Path] = {}
     written = 0
+    if args.tile < 0:
+        print(f"dasr upscale: error: --tile must be >= 0, got {args.tile}", file=sys.stderr)
+        return 2
     tile = args.tile if args.tile > 0 else None
     for path in tqdm(inputs, desc="dasr upscale", unit="image", file=sys.stderr, disable=None):
         out_path = out_dir / f"{path.stem}{suffix}.png"

@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.meta and args.latency:
         parser.error("--meta counts only; drop --latency or --meta")
     options = dict(args.option)
-    model = build_model(args.model, **options)
+    try:
+        model = build_model(args.model, **options)
+    except (ValueError, TypeError) as error:  # unknown name or option
+        parser.error(str(error))
     if args.meta:
         model = model.to("meta")
     size = (args.size, args.width if args.width is not None else args.size)

@@ -188,3 +188,11 @@ def test_no_model_anywhere_is_a_clear_usage_error(
     assert _run("upscale", source, "-o", tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert "results/models/dasr/model.safetensors" in err and "--official" in err
+
+
+def test_negative_tile_is_a_usage_error(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    image = _image(tmp_path / "in.png", seed=3)
+    code = _run("upscale", image, "-o", tmp_path / "out", "--model", checkpoint, "--tile", "-3")
+    assert code == 2
+    assert "--tile" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "in_x4.png").exists()

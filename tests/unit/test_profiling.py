@@ -77,3 +77,10 @@ def test_command_line_passes_model_options_and_times(capsys):
 def test_meta_and_latency_are_exclusive():
     with pytest.raises(SystemExit):
         main(["--model", "srresnet", "--meta", "--latency"])
+
+
+def test_unknown_model_is_a_usage_error_naming_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "no_such_net", "--meta"])
+    assert exit_info.value.code == 2
+    assert "no_such_net" in capsys.readouterr().err
