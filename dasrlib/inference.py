@@ -13,22 +13,11 @@ The DASR inference path ("only one adapted network per image", Sec. 3.1):
 Plain SR networks (an `SRResNet`, any ``nn.Module`` mapping [1, 3, H, W] -> [1, 3, sH, sW], or a
 spandrel ``ImageModelDescriptor``) skip steps 1-2.
 
-Tiling geometry, in LR pixels along each axis. The image is cut into near-equal *cores* of at
-most ``tile`` pixels. A tile reads its core plus ``BLEND_WIDTH / 2 + overlap`` pixels on each side
-(clipped at the image border). Around every core boundary, neighbouring tiles are cross-faded over
-a band ``BLEND_WIDTH`` pixels wide; outside the band each output pixel comes from one tile. So
-every output pixel with a non-zero weight was computed from at least ``overlap`` pixels of real
-image context on every side (or the image border, where the network pads exactly as it would
-untiled). A network whose receptive-field radius is at most ``overlap`` therefore gives *the same
-result tiled as untiled* (up to float rounding); with a larger receptive field the blend hides
-the (small) differences. The 16-block SRResNet expert of DASR has a receptive-field radius of
-``2 * num_block + 3 = 35`` LR pixels (tests/unit/test_inference.py measures it from gradients),
-hence ``DEFAULT_OVERLAP = 35``: tiled DASR equals untiled DASR.
-
-Memory: the GPU holds one tile's activations plus one band of accumulated output rows (about
-``(tile + 2 * overlap + BLEND_WIDTH) * scale`` rows of the full output width, float32). The full
-output lives on the CPU in the requested dtype, so an 8-bit result of a 2000x2000 input is one
-uint8 array of 8000x8000x3 (192 MB), never a float32 copy (768 MB).
+The tiling engine (geometry, cross-fades, banded accumulation, the overflow guard) lives in
+`dasrlib.tiling`; with ``overlap`` at least the network's receptive-field radius
+(`DEFAULT_OVERLAP` = 35 for the 16-block SRResNet expert) tiled DASR equals untiled DASR.
+Model choice is `dasrlib.models.loading` (`load_sr_model`, `default_model_path`) and editing v by
+physical values is `dasrlib.degradation.edit` (`edit_vector`); both are importable from here.
 """
 
 from __future__ import annotations
@@ -37,7 +26,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +34,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dasrlib.degradation import (
-    SLOTS,
-    Level,
-    Slot,
-    decode_vector,
-    encode_physical,
-    parameter_names,
+from dasrlib.degradation.edit import (
+    PARAMETER_ALIASES,
+    as_vector,
+    edit_vector,
+    expand_edits,
+    fig5_edits,
+    parse_edits,
+    valid_parameter_names,
 )
-from dasrlib.device import autocast_dtype, module_device, resolve_device
+from dasrlib.device import module_device, resolve_device
 from dasrlib.io import LoadedImage, read_image, write_png
-from dasrlib.models.checkpoints import (
-    import_official_dasr,
-    load_model,
-    load_third_party,
-    read_metadata,
+from dasrlib.models.loading import (
+    DEFAULT_MODEL_RELATIVE_PATH,
+    ModelNotFoundError,
+    default_model_path,
+    load_sr_model,
+)
+from dasrlib.tiling import (
+    BLEND_WIDTH,
+    DEFAULT_OVERLAP,
+    OUTPUT_DTYPES,
+    PrecisionGuard,
+    SRNetwork,
+    even_cuts,
+    run_tiled,
 )
 
 __all__ = [
@@ -83,35 +82,16 @@ __all__ = [
     "predict_vector",
     "upscale",
     "upscale_to_file",
+    "valid_parameter_names",
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OVERLAP = 35
-"""LR pixels of context every blended output pixel sees: the receptive-field radius of the
-16-block SRResNet expert (2 * 16 + 3), so tiling does not change a DASR result."""
-
-BLEND_WIDTH = 8
-"""LR pixels over which two neighbouring tiles are cross-faded (linear ramps summing to one)."""
 
 DEFAULT_TILE = 512
 """Tile core size (LR pixels) used by the CLI; `upscale` runs untiled unless given ``tile``."""
 
 PREDICTOR_MAX_SIDE = 1024
 """Longest side (LR pixels) the predictor sees in one pass; larger images are split into crops."""
-
-DEFAULT_MODEL_RELATIVE_PATH = Path("results/models/dasr/model.safetensors")
-"""Where the project's trained DASR checkpoint is published (relative to the repository)."""
-
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as in dasrlib.io
-_INTEGER_MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
-_OUTPUT_DTYPES = (torch.float32, torch.uint8, torch.uint16)
-
-SRNetwork = Callable[[Tensor], Tensor]
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No model was given and no trained checkpoint exists where the project publishes it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,42 +186,6 @@ def _eval_mode(model: object) -> Iterator[None]:
         module.train()
 
 
-class _Precision:
-    """Autocast for one precision mode, with the overflow fallback of issue 9.
-
-    A reduced-precision (fp16 / bf16) output that holds NaN or Inf is recomputed in float32, and
-    float32 is kept for the rest of the image; a warning names what overflowed.
-    """
-
-    def __init__(self, device: torch.device, precision: str) -> None:
-        self.device = device
-        self.precision = precision
-        self.dtype = autocast_dtype(device, precision)
-
-    def _context(self) -> contextlib.AbstractContextManager[object]:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-    def run(self, fn: SRNetwork, x: Tensor, *, what: str) -> Tensor:
-        """``fn(x)`` as float32, recomputed in float32 if the reduced precision overflowed."""
-        with self._context():
-            out = fn(x)
-        out = out.float()
-        if bool(torch.isfinite(out).all()):
-            return out
-        if self.dtype is None:
-            raise FloatingPointError(f"{what}: the network produced NaN/Inf in float32")
-        logger.warning(
-            "%s: %s output holds NaN/Inf (overflow); recomputing in float32 and keeping float32 "
-            "for the rest of this image",
-            what,
-            self.precision,
-        )
-        self.dtype = None
-        return self.run(fn, x, what=what)
-
-
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
@@ -267,11 +211,6 @@ def _as_batch(image: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # Degradation prediction and mixing
 # --------------------------------------------------------------------------------------------
-
-
-def _even_cuts(length: int, parts: int) -> list[int]:
-    """``parts + 1`` cut positions splitting ``length`` into near-equal parts."""
-    return [round(index * length / parts) for index in range(parts + 1)]
 
 
 @torch.no_grad()
@@ -300,10 +239,10 @@ def predict_vector(
         raise ValueError(f"predictor_max_side must be at least 16, got {predictor_max_side}")
     lr = _as_batch(image.rgb if isinstance(image, LoadedImage) else image)
     run_device = _pick_device(model, device)
-    guard = _Precision(run_device, precision)
+    guard = PrecisionGuard(run_device, precision)
     height, width = lr.shape[-2:]
-    rows = _even_cuts(height, math.ceil(height / predictor_max_side))
-    cols = _even_cuts(width, math.ceil(width / predictor_max_side))
+    rows = even_cuts(height, math.ceil(height / predictor_max_side))
+    cols = even_cuts(width, math.ceil(width / predictor_max_side))
     total: Tensor | None = None
     with _eval_mode(model):
         for top, bottom in zip(rows[:-1], rows[1:], strict=True):
@@ -314,16 +253,6 @@ def predict_vector(
                 total = term if total is None else total + term
     assert total is not None
     return (total / (height * width)).cpu()
-
-
-def _check_vector(v: Tensor) -> Tensor:
-    if v.ndim == 2 and v.shape[0] == 1:
-        v = v[0]
-    if v.ndim != 1:
-        raise ValueError(
-            f"v must be one degradation vector [v_dim] or [1, v_dim], got {tuple(v.shape)}"
-        )
-    return v.detach().float()
 
 
 def plan_upscale(
@@ -356,7 +285,7 @@ def plan_upscale(
             device=run_device,
             predictor_max_side=predictor_max_side,
         )
-    v = _check_vector(v)
+    v = as_vector(v)
     with torch.no_grad(), _eval_mode(model):
         a = model.expert_weights(v.to(run_device)[None])[0]
         network: SRNetwork
@@ -384,133 +313,6 @@ def _network_scale(model: object, lr: Tensor, device: torch.device) -> int:
             "not a whole-number super-resolution scale"
         )
     return int(ratio_h)
-
-
-# --------------------------------------------------------------------------------------------
-# Tiling
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Span:
-    """One tile along one axis: LR pixels [read_start, read_stop) are fed to the network; its
-    output weights cover output pixels [start, stop) (``weights`` holds them, normalised)."""
-
-    read_start: int
-    read_stop: int
-    start: int
-    stop: int
-    weights: Tensor  # [stop - start] float32
-
-
-def _spans(length: int, *, tile: int | None, overlap: int, scale: int) -> list[_Span]:
-    """Tiles along one axis and their normalised cross-fade weights (see the module docstring)."""
-    parts = 1 if tile is None else max(1, math.ceil(length / tile))
-    cuts = _even_cuts(length, parts)
-    margin = overlap + math.ceil(BLEND_WIDTH / 2)
-    half_band = scale * BLEND_WIDTH / 2  # output pixels on each side of a core boundary
-    centres = torch.arange(scale * length, dtype=torch.float64) + 0.5
-    raw = []
-    for core_start, core_stop in zip(cuts[:-1], cuts[1:], strict=True):
-        weight = torch.ones_like(centres)
-        if core_start > 0:
-            rise = (centres - (scale * core_start - half_band)) / (2 * half_band)
-            weight = weight * rise.clamp(0.0, 1.0)
-        if core_stop < length:
-            fall = ((scale * core_stop + half_band) - centres) / (2 * half_band)
-            weight = weight * fall.clamp(0.0, 1.0)
-        raw.append((core_start, core_stop, weight))
-    total = torch.stack([weight for _, _, weight in raw]).sum(dim=0)
-    spans = []
-    for core_start, core_stop, weight in raw:
-        nonzero = torch.nonzero(weight > 0).flatten()
-        start, stop = int(nonzero[0]), int(nonzero[-1]) + 1
-        spans.append(
-            _Span(
-                read_start=max(0, core_start - margin),
-                read_stop=min(length, core_stop + margin),
-                start=start,
-                stop=stop,
-                weights=(weight[start:stop] / total[start:stop]).float(),
-            )
-        )
-    return spans
-
-
-def _finalise(rows: Tensor, dtype: torch.dtype) -> Tensor:
-    """Accumulated float rows -> clamped CPU rows in ``dtype`` (integers: full range, rounded)."""
-    rows = rows.clamp(0.0, 1.0)
-    if dtype == torch.float32:
-        return rows.cpu()
-    scaled = rows.mul(_INTEGER_MAX[dtype]).round_()
-    if dtype == torch.uint8:
-        return scaled.to(torch.uint8).cpu()
-    return scaled.to(torch.int32).cpu().to(torch.uint16)  # few uint16 ops exist on CUDA
-
-
-def _to_gray(image: Tensor) -> Tensor:
-    weights = torch.tensor(_GRAY_WEIGHTS, dtype=image.dtype, device=image.device)
-    return (image * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-
-
-def _run_tiled(
-    lr: Tensor,
-    network: SRNetwork,
-    *,
-    scale: int,
-    tile: int | None,
-    overlap: int,
-    out_channels: int,
-    out_dtype: torch.dtype,
-    guard: _Precision,
-    what: str,
-) -> Tensor:
-    """Run ``network`` over tiles of ``lr`` [1, C, H, W]; return [out_channels, sH, sW] on the CPU.
-
-    Tile rows are processed top to bottom; each tile's output, times its weights, is added to a
-    float32 band of output rows on the compute device, and rows that no later tile touches are
-    finalised into the CPU output (clamped, quantised for integer dtypes).
-    """
-    height, width = lr.shape[-2:]
-    rows = _spans(height, tile=tile, overlap=overlap, scale=scale)
-    cols = _spans(width, tile=tile, overlap=overlap, scale=scale)
-    device = guard.device
-    out = torch.empty((out_channels, scale * height, scale * width), dtype=out_dtype)
-    band: Tensor | None = None
-    band_start = 0  # output row of band[:, 0]
-    col_weights = [span.weights.to(device) for span in cols]
-    for row_index, row in enumerate(rows):
-        needed = row.stop - band_start
-        fresh_rows = needed if band is None else needed - band.shape[1]
-        fresh = torch.zeros((out_channels, fresh_rows, scale * width), device=device)
-        band = fresh if band is None else torch.cat([band, fresh], dim=1)
-        row_weights = row.weights.to(device)
-        for col, col_weight in zip(cols, col_weights, strict=True):
-            piece = lr[..., row.read_start : row.read_stop, col.read_start : col.read_stop]
-            sr = guard.run(network, piece.to(device), what=what)
-            if sr.shape[:2] != piece.shape[:2] or sr.shape[-2:] != (
-                scale * piece.shape[-2],
-                scale * piece.shape[-1],
-            ):
-                raise ValueError(
-                    f"{what}: network mapped {tuple(piece.shape)} to {tuple(sr.shape)}, "
-                    f"expected scale {scale}"
-                )
-            if out_channels == 1 and sr.shape[1] == 3:
-                sr = _to_gray(sr)
-            top = row.start - scale * row.read_start
-            left = col.start - scale * col.read_start
-            sr = sr[0, :, top : top + row.stop - row.start, left : left + col.stop - col.start]
-            weight = row_weights[:, None] * col_weight[None, :]
-            band[:, row.start - band_start : row.stop - band_start, col.start : col.stop] += (
-                sr * weight
-            )
-            del sr
-        done = rows[row_index + 1].start if row_index + 1 < len(rows) else scale * height
-        out[:, band_start:done] = _finalise(band[:, : done - band_start], out_dtype)
-        band = band[:, done - band_start :].clone()
-        band_start = done
-    return out
 
 
 def _bicubic(scale: int) -> SRNetwork:
@@ -552,8 +354,8 @@ def upscale(
     ``output_dtype``: float32 (clamped to [0, 1]), uint8 or uint16 (quantised tile by tile, so no
     float32 copy of the whole output exists). The alpha plane is upscaled bicubically, clamped.
     """
-    if output_dtype not in _OUTPUT_DTYPES:
-        raise ValueError(f"output_dtype must be one of {_OUTPUT_DTYPES}, got {output_dtype}")
+    if output_dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype}")
     if tile is not None and tile < 1:
         raise ValueError(f"tile must be a positive number of LR pixels or None, got {tile}")
     if overlap < 0:
@@ -574,9 +376,9 @@ def upscale(
         device=run_device,
         predictor_max_side=predictor_max_side,
     )
-    guard = _Precision(run_device, precision)
+    guard = PrecisionGuard(run_device, precision)
     with torch.no_grad(), _eval_mode(model):
-        rgb = _run_tiled(
+        rgb = run_tiled(
             lr,
             plan.network,
             scale=plan.scale,
@@ -589,7 +391,7 @@ def upscale(
         )
         alpha = None
         if source is not None and source.alpha is not None:
-            alpha = _run_tiled(
+            alpha = run_tiled(
                 _as_batch(source.alpha)[:, :1],
                 _bicubic(plan.scale),
                 scale=plan.scale,
@@ -597,7 +399,7 @@ def upscale(
                 overlap=overlap,
                 out_channels=1,
                 out_dtype=output_dtype,
-                guard=_Precision(run_device, "fp32"),
+                guard=PrecisionGuard(run_device, "fp32"),
                 what=f"{_describe(source)} (alpha)",
             )
     if source is None:
@@ -661,201 +463,3 @@ def upscale_to_file(
         gray=result.rgb.shape[0] == 1,
     )
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Which model
-# --------------------------------------------------------------------------------------------
-
-
-def _repository_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
-def default_model_path() -> Path:
-    """The project's trained DASR checkpoint (``results/models/dasr/model.safetensors``).
-
-    Looked for under the repository this package lives in, then under the current directory.
-    Raises `ModelNotFoundError` naming where it looked and how to get a model.
-    """
-    candidates = [_repository_root() / DEFAULT_MODEL_RELATIVE_PATH]
-    cwd_candidate = Path.cwd() / DEFAULT_MODEL_RELATIVE_PATH
-    if cwd_candidate.resolve() != candidates[0].resolve():
-        candidates.append(cwd_candidate)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise ModelNotFoundError(
-        f"no DASR model given and no trained checkpoint found (looked for {looked}). Get one by "
-        "(1) training it with the library (notebooks/train.ipynb; the published checkpoint lands "
-        f"in {DEFAULT_MODEL_RELATIVE_PATH}), (2) passing a checkpoint of this project "
-        "(--model PATH / model_path=...), or (3) passing the official DASR release files "
-        "net_g and net_p (--official NET_G NET_P / official_paths=(...)), downloaded from the "
-        "authors' repository (github.com/csjliang/DASR) on a machine with network access."
-    )
-
-
-def load_sr_model(
-    model_path: str | os.PathLike[str] | None = None,
-    *,
-    official_paths: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
-    device: str | torch.device = "cpu",
-) -> nn.Module:
-    """The model to super-resolve with, on ``device``, in eval mode.
-
-    ``model_path``: a checkpoint of this project (safetensors written by
-    `dasrlib.models.save_weights`, rebuilt from its recorded architecture), or any other SR
-    checkpoint spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, ...). ``official_paths``: the
-    official DASR release files (net_g, net_p). Neither: the project's trained checkpoint
-    (`default_model_path`), else `ModelNotFoundError` saying how to get one.
-    """
-    target = resolve_device(device)
-    if model_path is not None and official_paths is not None:
-        raise ValueError("give either model_path or official_paths, not both")
-    if official_paths is not None:
-        net_g, net_p = official_paths
-        return import_official_dasr(net_g, net_p).to(target).eval()
-    path = Path(model_path) if model_path is not None else default_model_path()
-    if path.suffix == ".safetensors" and read_metadata(path)["architecture"] is not None:
-        return load_model(path, target)
-    return load_third_party(path, scale=None).to(target).eval()
-
-
-# --------------------------------------------------------------------------------------------
-# Editing the degradation vector by its physical meaning (Sec. 4.6, Fig. 5)
-# --------------------------------------------------------------------------------------------
-
-PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
-    "blur_sigma": ("blur1_sigma_x", "blur1_sigma_y"),
-    "blur_size": ("blur1_kernel_size",),
-    "blur_kernel_size": ("blur1_kernel_size",),
-    "blur_rotation": ("blur1_rotation",),
-    "noise_level": ("noise1_level",),
-    "noise_type": ("noise1_type",),
-    "noise_gray": ("noise1_gray",),
-    "jpeg_quality": ("jpeg1_quality",),
-    "resize_scale": ("resize1_scale",),
-    "resize_mode": ("resize1_mode",),
-}
-"""Short names for the parameters of the first degradation stage (``blur_sigma`` sets both
-sigmas of the first blur). Every name of `dasrlib.degradation.parameter_names` works too."""
-
-_SLOTS_OF: dict[str, tuple[int, ...]] = {
-    name: tuple(slot.index for slot in SLOTS if slot.parameter == name)
-    for name in parameter_names()
-}
-
-
-def valid_parameter_names() -> str:
-    """One line listing the editable names and the aliases, for error and help messages."""
-    aliases = ", ".join(f"{a} -> {'+'.join(t)}" for a, t in PARAMETER_ALIASES.items())
-    return f"parameters: {', '.join(parameter_names())}; aliases: {aliases}"
-
-
-def expand_edits(edits: dict[str, float | str]) -> dict[str, float | str]:
-    """Aliases resolved to parameter names; an unknown name raises, listing the valid ones."""
-    expanded: dict[str, float | str] = {}
-    for name, value in edits.items():
-        targets = PARAMETER_ALIASES.get(name, (name,))
-        for target in targets:
-            if target not in _SLOTS_OF:
-                raise ValueError(
-                    f"unknown degradation parameter {name!r}; {valid_parameter_names()}"
-                )
-            expanded[target] = value
-    return expanded
-
-
-def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
-    """``["blur_sigma=1.2", "noise1_type=gaussian"]`` -> edits for `edit_vector` (names checked)."""
-    edits: dict[str, float | str] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip() or not text.strip():
-            raise ValueError(f"{item!r}: expected NAME=VALUE, e.g. blur_sigma=1.2")
-        try:
-            value: float | str = float(text)
-        except ValueError:
-            value = text.strip()
-        edits[name.strip()] = value
-    expand_edits(edits)  # unknown names fail here, before any image is processed
-    return edits
-
-
-def edit_vector(
-    v: Tensor, edits: dict[str, float | str], *, level: Level | str = Level.SEVERE
-) -> Tensor:
-    """v [v_dim] with the slots of the edited physical parameters replaced (Sec. 4.6).
-
-    ``edits`` maps parameter names (or `PARAMETER_ALIASES`) to physical values: sigma in pixels,
-    rotation in radians, noise sigma in 0-255 (Poisson: scale), JPEG quality, resize scale; one-hot
-    parameters take an option name (``noise1_type="poisson"``) or ``"none"``. Slots of parameters
-    not edited keep their exact values, so no edit gives v back. Physical values map to [0, 1]
-    with ``level``'s ranges (`dasrlib.degradation.encode_physical`); a noise level is encoded
-    with the range of its noise type (the edited one, else the one v says).
-    """
-    edits = expand_edits(edits)
-    v = _check_vector(v).cpu()
-    out = v.clone()
-    decoded = decode_vector(v, level=level)
-    assert isinstance(decoded, dict)
-    for name, value in edits.items():
-        context: dict[str, float | str | None] = {name: value}
-        if name.endswith("_level"):
-            type_name = name.replace("_level", "_type")
-            context[type_name] = edits.get(type_name, decoded.get(type_name))
-        encoded = encode_physical(context, level=level)
-        for index in _SLOTS_OF[name]:
-            out[index] = encoded[index]
-            if SLOTS[index].kind == "continuous" and not 0.0 <= float(encoded[index]) <= 1.0:
-                noise_type = context.get(name.replace("_level", "_type"))
-                logger.warning(
-                    "%s=%s lies outside the %s range of this parameter%s (normalised value %.3g); "
-                    "the model never saw such a value in training",
-                    name,
-                    value,
-                    Level(level).value,
-                    f" for {noise_type} noise" if name.endswith("_level") else "",
-                    float(encoded[index]),
-                )
-    return out
-
-
-def _slot_named(name: str) -> Slot:
-    return next(slot for slot in SLOTS if slot.name == name)
-
-
-def fig5_edits(
-    v: Tensor, *, level: Level | str = Level.SEVERE
-) -> dict[str, dict[str, float | str]]:
-    """The four hand edits of Fig. 5 (Sec. 4.6): {panel title: `edit_vector` edits}, in the
-    order blur up, blur down, noise up, noise down.
-
-    Blur scale up / down: both sigmas of the first blur set to the top / bottom of ``level``'s
-    sigma range. Noise level up / down: the first noise level set to the top / bottom of the
-    range of the noise type v predicts (Gaussian when v predicts none, which is then set too).
-    """
-    level = Level(level)
-    decoded = decode_vector(_check_vector(v).cpu(), level=level)
-    assert isinstance(decoded, dict)
-    sigma_lo, sigma_hi = _slot_named("blur1_sigma_x").ranges[level]
-    noise_slot = _slot_named("noise1_level")
-    noise_type = decoded.get("noise1_type", "none")
-    noise_lo, noise_hi = (
-        noise_slot.poisson_ranges[level] if noise_type == "poisson" else noise_slot.ranges[level]
-    )
-    type_edit: dict[str, float | str] = {"noise1_type": "gaussian"} if noise_type == "none" else {}
-    noise_name = "poisson scale" if noise_type == "poisson" else "gaussian sigma"
-    return {
-        f"blur scale up: sigma {sigma_hi:g} px": {
-            "blur1_sigma_x": sigma_hi,
-            "blur1_sigma_y": sigma_hi,
-        },
-        f"blur scale down: sigma {sigma_lo:g} px": {
-            "blur1_sigma_x": sigma_lo,
-            "blur1_sigma_y": sigma_lo,
-        },
-        f"noise level up: {noise_name} {noise_hi:g}": {"noise1_level": noise_hi, **type_edit},
-        f"noise level down: {noise_name} {noise_lo:g}": {"noise1_level": noise_lo, **type_edit},
-    }

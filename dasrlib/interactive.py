@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
-from dasrlib.degradation import SLOTS, Level, Slot, decode_vector
+from dasrlib.degradation import SLOTS, Level, decode_vector, edit_vector, physical_range
 from dasrlib.device import resolve_device
 from dasrlib.inference import (
     ModelNotFoundError,
     default_model_path,
-    edit_vector,
     load_sr_model,
     predict_vector,
     upscale,
@@ -66,10 +65,6 @@ SLIDER_PARAMETERS: dict[str, str] = {
 
 _NOISE_TYPES = ("gaussian", "poisson", "none")
 _SLIDER_STEPS = 200  # steps across a slider's range
-
-
-def _slot(name: str) -> Slot:
-    return next(slot for slot in SLOTS if slot.name == name)
 
 
 class DegradationSliders:
@@ -149,11 +144,7 @@ class DegradationSliders:
     # -- controls ------------------------------------------------------------------------------
 
     def _range(self, name: str, noise_type: str | float) -> tuple[float, float]:
-        slot = _slot(name)
-        ranges = (
-            slot.poisson_ranges if noise_type == "poisson" and slot.poisson_ranges else slot.ranges
-        )
-        return ranges[self.level]
+        return physical_range(name, level=self.level, noise_type=str(noise_type))
 
     def _control(self, name: str, label: str) -> widgets.FloatSlider | widgets.Dropdown:
         value = self.predicted[name]

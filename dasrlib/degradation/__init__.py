@@ -3,12 +3,25 @@ GPU-batched training pairs and unsharp-mask sharpening of the ground truth.
 
 Submodules: `levels` (the level specifications), `kernels` (Gaussian / sinc kernels, per-sample
 filtering), `ops` (resize, noise, JPEG, USM), `pipeline` (`degrade`), `record` (what was drawn),
-`vector` (the 33-slot table, encode / decode), `pairs` (`TrainingPairSource`).
+`vector` (the 33-slot table, encode / decode), `edit` (v edited by physical values, Sec. 4.6),
+`pairs` (`TrainingPairSource`). Imports run one way: record -> vector -> levels; edit -> vector.
 """
 
+from .edit import (
+    PARAMETER_ALIASES,
+    as_vector,
+    edit_vector,
+    expand_edits,
+    fig5_edits,
+    parse_edits,
+    physical_range,
+    valid_parameter_names,
+)
 from .kernels import filter2d, gaussian_kernels, sinc_kernels
 from .levels import (
+    FINAL_ORDERS,
     LEVEL_SPECS,
+    NOISE_TYPES,
     RESIZE_MODES,
     BlurSpec,
     FinalSpec,
@@ -39,9 +52,12 @@ from .vector import (
 )
 
 __all__ = [
+    "FINAL_ORDERS",
     "LAYOUTS",
     "LEVEL_SPECS",
+    "NOISE_TYPES",
     "NUM_SLOTS",
+    "PARAMETER_ALIASES",
     "RESIZE_MODES",
     "SLOTS",
     "BlurSpec",
@@ -57,19 +73,26 @@ __all__ = [
     "StageSpec",
     "TrainingBatch",
     "TrainingPairSource",
+    "as_vector",
     "bicubic_downsample",
     "decode_vector",
     "degrade",
+    "edit_vector",
     "encode_physical",
     "encode_vector",
+    "expand_edits",
+    "fig5_edits",
     "filter2d",
     "gaussian_kernels",
     "jpeg_compress",
     "level_index",
     "level_spec",
     "parameter_names",
+    "parse_edits",
+    "physical_range",
     "quantize_8bit",
     "sinc_kernels",
     "slot_writers",
     "usm_sharpen",
+    "valid_parameter_names",
 ]

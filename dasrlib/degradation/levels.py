@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "FINAL_ORDERS",
     "LEVEL_SPECS",
+    "NOISE_TYPES",
     "RESIZE_MODES",
     "BlurSpec",
     "FinalSpec",
@@ -36,6 +38,10 @@ Range = tuple[float, float]
 
 #: Interpolation modes of every random resize, in the order of the 33-slot one-hot groups.
 RESIZE_MODES: tuple[str, ...] = ("area", "bilinear", "bicubic")
+#: Names of the noise types, in the order of the one-hot noise-type slots.
+NOISE_TYPES: tuple[str, ...] = ("gaussian", "poisson")
+#: Names of the two orders of the severe final step, in the order of slots 28-29.
+FINAL_ORDERS: tuple[str, ...] = ("resize_sinc_then_jpeg", "jpeg_then_resize_sinc")
 
 
 class Level(str, Enum):

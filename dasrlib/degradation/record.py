@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import Tensor
 
-from .levels import RESIZE_MODES, Level
+from .levels import FINAL_ORDERS, NOISE_TYPES, RESIZE_MODES, Level
+from .vector import encode_vector
 
 __all__ = [
     "BlurRecord",
@@ -26,12 +27,6 @@ __all__ = [
     "SincRecord",
     "StageRecord",
 ]
-
-#: Names of the two orders of the severe final step, in the order of slots 28-29.
-FINAL_ORDERS: tuple[str, ...] = ("resize_sinc_then_jpeg", "jpeg_then_resize_sinc")
-#: Names of the noise types, in the order of the one-hot noise-type slots.
-NOISE_TYPES: tuple[str, ...] = ("gaussian", "poisson")
-
 
 @dataclass(frozen=True)
 class BlurRecord:
@@ -122,8 +117,6 @@ class DegradationRecord:
 
     def vector(self, layout: str = "official") -> Tensor:
         """The 33-slot regression target v, [B, 33]; see `dasrlib.degradation.vector`."""
-        from .vector import encode_vector
-
         return encode_vector(self, layout=layout)
 
     def to_dicts(self) -> list[dict[str, Any]]:

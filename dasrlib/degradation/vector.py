@@ -38,13 +38,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .levels import LEVEL_SPECS, RESIZE_MODES, Level
-from .record import FINAL_ORDERS, NOISE_TYPES, DegradationRecord
+from .levels import FINAL_ORDERS, LEVEL_SPECS, NOISE_TYPES, RESIZE_MODES, Level
+
+if TYPE_CHECKING:  # the record encodes itself through this module (record -> vector -> levels)
+    from .record import DegradationRecord
 
 __all__ = [
     "LAYOUTS",

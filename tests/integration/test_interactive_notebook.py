@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dasrlib import inference
 from dasrlib.inference import edit_vector, upscale
 from dasrlib.interactive import DegradationSliders, choose_model, load_notebook_image, write_fig5
 from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.loading import MODEL_ROOT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +80,7 @@ def test_noise_type_switch_gives_the_level_slider_that_type_range(
 
 
 def test_random_fallback_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inference, "_repository_root", lambda: tmp_path)
+    monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     choice = choose_model()
     assert choice.random and "RANDOM-WEIGHT" in choice.note_html()

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dasrlib import inference
 from dasrlib.cli import main
 from dasrlib.inference import edit_vector, load_sr_model, predict_vector, upscale
 from dasrlib.io import read_image, write_png
 from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.loading import MODEL_ROOT_ENV
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_predict_prints_physical_values_as_json(
 def test_no_model_anywhere_is_a_clear_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(inference, "_repository_root", lambda: tmp_path)
+    monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     source = _image(tmp_path / "a.png", seed=13)
     assert _run("upscale", source, "-o", tmp_path / "out") == 2

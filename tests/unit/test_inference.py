@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dasrlib import inference
 from dasrlib.degradation import SLOTS, decode_vector
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
@@ -26,6 +25,7 @@ from dasrlib.inference import (
 )
 from dasrlib.io import LoadedImage, read_image, write_png
 from dasrlib.models import DASR, SRResNet
+from dasrlib.models.loading import MODEL_ROOT_ENV
 
 NUM_BLOCK = 2
 RADIUS = 2 * NUM_BLOCK + 3  # receptive-field radius of the tiny expert, LR pixels
@@ -246,7 +246,7 @@ def test_fp16_overflow_falls_back_to_fp32_with_a_warning(caplog: pytest.LogCaptu
     net = _OverflowsInHalf().eval()
     image = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(8)) + 0.5
     reference = upscale(image.clamp(0, 1), net, precision="fp32")
-    with caplog.at_level(logging.WARNING, logger="dasrlib.inference"):
+    with caplog.at_level(logging.WARNING, logger="dasrlib.tiling"):
         out = upscale(image.clamp(0, 1), net, precision="fp16", tile=4, overlap=1)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, reference, atol=1e-5)
@@ -306,7 +306,7 @@ def test_fig5_edits_move_blur_and_noise_to_the_range_ends(model: DASR) -> None:
 def test_missing_default_model_says_where_it_looked_and_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inference, "_repository_root", lambda: tmp_path)
+    monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotFoundError) as error:
         default_model_path()

@@ -1,0 +1,188 @@
+"""Editing the degradation vector by its physical meaning (Sec. 4.6, Fig. 5).
+
+A user (the ``--set`` option of ``dasr upscale``, the sliders of `dasrlib.interactive`, the Fig. 5
+panels) names physical parameters of the first degradation stage; `edit_vector` re-encodes only
+their slots and leaves every other slot of v exactly as it was. `physical_range` is the one place
+that says which physical range a parameter's slot maps to [0, 1] (the Poisson range for a Poisson
+noise level).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from .levels import Level
+from .vector import SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
+
+__all__ = [
+    "PARAMETER_ALIASES",
+    "as_vector",
+    "edit_vector",
+    "expand_edits",
+    "fig5_edits",
+    "parse_edits",
+    "physical_range",
+    "valid_parameter_names",
+]
+
+logger = logging.getLogger(__name__)
+
+PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
+    "blur_sigma": ("blur1_sigma_x", "blur1_sigma_y"),
+    "blur_size": ("blur1_kernel_size",),
+    "blur_kernel_size": ("blur1_kernel_size",),
+    "blur_rotation": ("blur1_rotation",),
+    "noise_level": ("noise1_level",),
+    "noise_type": ("noise1_type",),
+    "noise_gray": ("noise1_gray",),
+    "jpeg_quality": ("jpeg1_quality",),
+    "resize_scale": ("resize1_scale",),
+    "resize_mode": ("resize1_mode",),
+}
+"""Short names for the parameters of the first degradation stage (``blur_sigma`` sets both
+sigmas of the first blur). Every name of `dasrlib.degradation.parameter_names` works too."""
+
+_SLOTS_OF: dict[str, tuple[int, ...]] = {
+    name: tuple(slot.index for slot in SLOTS if slot.parameter == name)
+    for name in parameter_names()
+}
+
+
+def as_vector(v: Tensor) -> Tensor:
+    """One degradation vector [v_dim] (from [v_dim] or [1, v_dim]), detached float32."""
+    if v.ndim == 2 and v.shape[0] == 1:
+        v = v[0]
+    if v.ndim != 1:
+        raise ValueError(
+            f"v must be one degradation vector [v_dim] or [1, v_dim], got {tuple(v.shape)}"
+        )
+    return v.detach().float()
+
+
+def _continuous_slot(name: str) -> Slot:
+    for slot in SLOTS:
+        if slot.name == name and slot.kind == "continuous":
+            return slot
+    known = [slot.name for slot in SLOTS if slot.kind == "continuous"]
+    raise ValueError(f"{name!r} is not a continuous degradation parameter; known: {known}")
+
+
+def physical_range(name: str, *, level: Level | str, noise_type: str | None = None) -> Range:
+    """The physical (low, high) of continuous parameter `name` at `level` that maps to [0, 1].
+
+    A noise level uses the Poisson scale range when `noise_type` is ``"poisson"``, the Gaussian
+    sigma range (0-255) otherwise.
+    """
+    slot = _continuous_slot(name)
+    ranges = slot.poisson_ranges if noise_type == "poisson" and slot.poisson_ranges else slot.ranges
+    return ranges[Level(level)]
+
+
+def valid_parameter_names() -> str:
+    """One line listing the editable names and the aliases, for error and help messages."""
+    aliases = ", ".join(f"{a} -> {'+'.join(t)}" for a, t in PARAMETER_ALIASES.items())
+    return f"parameters: {', '.join(parameter_names())}; aliases: {aliases}"
+
+
+def expand_edits(edits: dict[str, float | str]) -> dict[str, float | str]:
+    """Aliases resolved to parameter names; an unknown name raises, listing the valid ones."""
+    expanded: dict[str, float | str] = {}
+    for name, value in edits.items():
+        targets = PARAMETER_ALIASES.get(name, (name,))
+        for target in targets:
+            if target not in _SLOTS_OF:
+                raise ValueError(
+                    f"unknown degradation parameter {name!r}; {valid_parameter_names()}"
+                )
+            expanded[target] = value
+    return expanded
+
+
+def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
+    """``["blur_sigma=1.2", "noise1_type=gaussian"]`` -> edits for `edit_vector` (names checked)."""
+    edits: dict[str, float | str] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ValueError(f"{item!r}: expected NAME=VALUE, e.g. blur_sigma=1.2")
+        try:
+            value: float | str = float(text)
+        except ValueError:
+            value = text.strip()
+        edits[name.strip()] = value
+    expand_edits(edits)  # unknown names fail here, before any image is processed
+    return edits
+
+
+def edit_vector(
+    v: Tensor, edits: dict[str, float | str], *, level: Level | str = Level.SEVERE
+) -> Tensor:
+    """v [v_dim] with the slots of the edited physical parameters replaced (Sec. 4.6).
+
+    ``edits`` maps parameter names (or `PARAMETER_ALIASES`) to physical values: sigma in pixels,
+    rotation in radians, noise sigma in 0-255 (Poisson: scale), JPEG quality, resize scale; one-hot
+    parameters take an option name (``noise1_type="poisson"``) or ``"none"``. Slots of parameters
+    not edited keep their exact values, so no edit gives v back. Physical values map to [0, 1]
+    with ``level``'s ranges (`dasrlib.degradation.encode_physical`); a noise level is encoded
+    with the range of its noise type (the edited one, else the one v says).
+    """
+    edits = expand_edits(edits)
+    v = as_vector(v).cpu()
+    out = v.clone()
+    decoded = decode_vector(v, level=level)
+    assert isinstance(decoded, dict)
+    for name, value in edits.items():
+        context: dict[str, float | str | None] = {name: value}
+        if name.endswith("_level"):
+            type_name = name.replace("_level", "_type")
+            context[type_name] = edits.get(type_name, decoded.get(type_name))
+        encoded = encode_physical(context, level=level)
+        for index in _SLOTS_OF[name]:
+            out[index] = encoded[index]
+            if SLOTS[index].kind == "continuous" and not 0.0 <= float(encoded[index]) <= 1.0:
+                noise_type = context.get(name.replace("_level", "_type"))
+                logger.warning(
+                    "%s=%s lies outside the %s range of this parameter%s (normalised value %.3g); "
+                    "the model never saw such a value in training",
+                    name,
+                    value,
+                    Level(level).value,
+                    f" for {noise_type} noise" if name.endswith("_level") else "",
+                    float(encoded[index]),
+                )
+    return out
+
+
+def fig5_edits(
+    v: Tensor, *, level: Level | str = Level.SEVERE
+) -> dict[str, dict[str, float | str]]:
+    """The four hand edits of Fig. 5 (Sec. 4.6): {panel title: `edit_vector` edits}, in the
+    order blur up, blur down, noise up, noise down.
+
+    Blur scale up / down: both sigmas of the first blur set to the top / bottom of ``level``'s
+    sigma range. Noise level up / down: the first noise level set to the top / bottom of the
+    range of the noise type v predicts (Gaussian when v predicts none, which is then set too).
+    """
+    level = Level(level)
+    decoded = decode_vector(as_vector(v).cpu(), level=level)
+    assert isinstance(decoded, dict)
+    sigma_lo, sigma_hi = physical_range("blur1_sigma_x", level=level)
+    noise_type = str(decoded.get("noise1_type", "none"))
+    noise_lo, noise_hi = physical_range("noise1_level", level=level, noise_type=noise_type)
+    type_edit: dict[str, float | str] = {"noise1_type": "gaussian"} if noise_type == "none" else {}
+    noise_name = "poisson scale" if noise_type == "poisson" else "gaussian sigma"
+    return {
+        f"blur scale up: sigma {sigma_hi:g} px": {
+            "blur1_sigma_x": sigma_hi,
+            "blur1_sigma_y": sigma_hi,
+        },
+        f"blur scale down: sigma {sigma_lo:g} px": {
+            "blur1_sigma_x": sigma_lo,
+            "blur1_sigma_y": sigma_lo,
+        },
+        f"noise level up: {noise_name} {noise_hi:g}": {"noise1_level": noise_hi, **type_edit},
+        f"noise level down: {noise_name} {noise_lo:g}": {"noise1_level": noise_lo, **type_edit},
+    }
