@@ -11,6 +11,12 @@ key's name), coerces values to the annotated types (YAML's ``1e-4`` arrives as a
 become tuples; nested mappings become nested configs) and returns the instance. `to_dict`,
 `config_hash` and `describe` turn a config into plain data, a short stable hash and a table of
 documented defaults.
+
+A nested config field marked with `flat_section` (``field(..., metadata=flat_section("help"))``)
+is a typed section in memory whose keys live at the parent's level in files: `to_dict` writes
+them there, and `load_config` takes them there, as a mapping under the section's name, or as a
+dotted override (``"optimiser.lr"``). A file format stays flat while the code reads
+``config.optimiser.lr``; the section names and the flat names of one class must not collide.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "ConfigError",
     "config_hash",
     "describe",
+    "flat_section",
     "load_config",
     "save_config",
     "to_dict",
@@ -45,6 +52,31 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and the class."""
+
+
+def flat_section(help: str) -> dict[str, Any]:  # noqa: A002 - the metadata key is "help"
+    """Field metadata of a nested config section whose keys are stored at the parent's level."""
+    return {"help": help, "flat": True}
+
+
+def _is_flat(f: dataclasses.Field[Any]) -> bool:
+    return bool(f.metadata.get("flat"))
+
+
+def _flat_sections(cls: type) -> dict[str, tuple[str, type]]:
+    """{flat key: (section field name, section class)} of `cls`'s flat sections."""
+    hints = typing.get_type_hints(cls)
+    owners: dict[str, tuple[str, type]] = {}
+    plain = {f.name for f in dataclasses.fields(cls) if not _is_flat(f)}
+    for f in dataclasses.fields(cls):
+        if not _is_flat(f):
+            continue
+        section = hints[f.name]
+        for sub in dataclasses.fields(section):
+            if sub.name in owners or sub.name in plain:
+                raise TypeError(f"{cls.__name__}: flat key {sub.name!r} appears twice")
+            owners[sub.name] = (f.name, section)
+    return owners
 
 
 def load_config(
@@ -72,7 +104,11 @@ def load_config(
         raise TypeError(
             f"config source must be a mapping, a path or a {cls.__name__}, got {type(source)}"
         )
+    flat = _flat_sections(cls)
     for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if key in flat and flat[key][0] == section:  # "optimiser.lr" of a flat section: "lr"
+            dotted = key
         _set_dotted(data, dotted, value, cls)
     return _build(cls, data, cls.__name__)
 
@@ -117,14 +153,18 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    flat = _flat_sections(cls)
+    if flat:
+        data = _gather_flat(data, fields, flat, where)
     unknown = [key for key in data if key not in fields]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        known = [name for name in fields if not _is_flat(fields[name])] + list(flat)
+        close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
             f"unknown key {key!r} for {cls.__name__} (at {where}){hint} "
-            f"Known keys: {', '.join(fields)}"
+            f"Known keys: {', '.join(known)}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -139,6 +179,36 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _gather_flat(
+    data: Mapping[str, Any],
+    fields: dict[str, dataclasses.Field[Any]],
+    flat: dict[str, tuple[str, type]],
+    where: str,
+) -> dict[str, Any]:
+    """`data` with each flat section's keys (flat, or a mapping under its name) under its name.
+
+    A flat key wins over the same key in a section mapping (it is the more specific setting).
+    """
+    gathered: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key in fields and _is_flat(fields[key]):
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = to_dict(value)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.{key}: expected a mapping of fields, got {value!r}")
+            for sub, sub_value in value.items():
+                sections.setdefault(key, {}).setdefault(sub, sub_value)
+        elif key in flat:
+            sections.setdefault(flat[key][0], {})[key] = value
+        else:
+            gathered[key] = value
+    for key, value in data.items():  # flat keys override a section mapping's
+        if key in flat:
+            sections[flat[key][0]][key] = value
+    return {**gathered, **sections}
 
 
 def _type_name(tp: Any) -> str:
@@ -263,7 +333,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        plain: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = _plain(getattr(value, f.name))
+            if _is_flat(f):
+                plain.update(item)
+            else:
+                plain[f.name] = item
+        return plain
     if isinstance(value, enum.Enum):
         return _plain(value.value)
     if isinstance(value, Path):
@@ -309,7 +386,7 @@ def _describe_rows(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
         tp = hints[f.name]
         name = prefix + f.name
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            rows.extend(_describe_rows(tp, prefix=name + "."))
+            rows.extend(_describe_rows(tp, prefix=prefix if _is_flat(f) else name + "."))
             continue
         if f.default is not dataclasses.MISSING:
             default = f"`{_show(f.default)}`"

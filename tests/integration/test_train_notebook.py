@@ -34,12 +34,29 @@ def test_param_files_set_every_notebook_parameter(name) -> None:
     assert isinstance(config, TrainConfig)
 
 
+def test_notebook_passes_every_parameter_to_the_config() -> None:
+    """A parameter the notebook forgot to pass on would be silently ignored: none is."""
+    notebook = json.loads(NOTEBOOK.read_text())
+    source = "".join(
+        "".join(c["source"])
+        for c in notebook["cells"]
+        if c["cell_type"] == "code" and "config_from_parameters" in "".join(c["source"])
+    )
+    passed = {name for name in notebook_parameters() if f'"{name}": {name},' in source}
+    assert passed == set(notebook_parameters())
+
+
 def test_paper_schedule() -> None:
     config = config_from_parameters(yaml.safe_load((PARAMS / "paper.yaml").read_text()))
-    assert (config.iterations, config.batch_size, config.patch_size) == (500_000, 24, 256)
-    assert (config.num_experts, config.lr, config.ema_decay) == (5, 1e-4, 0.999)
-    weights = (config.pixel_weight, config.regression_weight)
-    assert weights + (config.perceptual_weight, config.adversarial_weight) == (1, 1, 1, 0.1)
+    schedule, data, loss = config.schedule, config.data, config.loss
+    assert (schedule.iterations, data.batch_size, data.patch_size) == (500_000, 24, 256)
+    assert (config.model.num_experts, config.optimiser.lr, config.optimiser.ema_decay) == (
+        5,
+        1e-4,
+        0.999,
+    )
+    weights = (loss.pixel_weight, loss.regression_weight)
+    assert weights + (loss.perceptual_weight, loss.adversarial_weight) == (1, 1, 1, 0.1)
 
 
 @pytest.mark.notebook

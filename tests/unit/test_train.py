@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,8 +20,8 @@ from dasrlib.train import (
     CheckpointNotFound,
     NonFiniteLossError,
     TrainConfig,
-    _Dist,
-    _Trainer,
+    Trainer,
+    config_from_parameters,
     load_checkpoint,
     stage_configs,
     train,
@@ -49,7 +48,7 @@ TINY = dict(
 
 
 def tiny_config(tmp_path, **changes) -> TrainConfig:
-    return TrainConfig(**{**TINY, "out_dir": str(tmp_path), "name": "run", **changes})
+    return config_from_parameters({**TINY, "out_dir": str(tmp_path), "name": "run", **changes})
 
 
 def tiny_batch(seed: int = 0) -> TrainingBatch:
@@ -60,8 +59,8 @@ def tiny_batch(seed: int = 0) -> TrainingBatch:
     return TrainingBatch(lr=lr, hr=hr, hr_usm=hr, v=v, level=torch.zeros(2, dtype=torch.long))
 
 
-def make_trainer(config: TrainConfig) -> _Trainer:
-    return _Trainer(config, deadline=None, dist_ctx=_Dist(), device=torch.device("cpu"))
+def make_trainer(config: TrainConfig) -> Trainer:
+    return Trainer(config, device=torch.device("cpu"))
 
 
 def generator_grad(config: TrainConfig) -> torch.Tensor:
@@ -85,7 +84,7 @@ def test_each_loss_term_changes_the_gradient(tmp_path, term) -> None:
     weights = {w: 1.0 if w in (term, other) else 0.0 for w in WEIGHTS}
     base = tiny_config(tmp_path, stage="dasr", **weights)
     with_term = generator_grad(base)
-    without = generator_grad(dataclasses.replace(base, **{term: 0.0}))
+    without = generator_grad(base.replace(**{term: 0.0}))
     assert with_term.shape == without.shape
     assert (with_term - without).abs().max() > 1e-7
 
@@ -106,16 +105,22 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
     with pytest.raises(ConfigError, match="iteratons"):
         load_config(TrainConfig, {"iteratons": 5})
     with pytest.raises(ValueError, match="patch_size"):
-        TrainConfig(patch_size=30)
+        config_from_parameters({"patch_size": 30})
     with pytest.raises(ValueError, match="pretrain_iterations"):
-        TrainConfig(stage="both")
-    assert TrainConfig().betas == (0.9, 0.99) and TrainConfig().adversarial_weight == 0.1
+        config_from_parameters({"stage": "both"})
+    defaults = TrainConfig()
+    assert defaults.optimiser.betas == (0.9, 0.99) and defaults.loss.adversarial_weight == 0.1
 
 
 def test_stage_both_runs_pretrain_then_dasr_from_it() -> None:
-    pre, dasr = stage_configs(TrainConfig(stage="both", name="x", pretrain_iterations=7))
-    assert (pre.stage, pre.name, pre.iterations) == ("pretrain", "x_pretrain", 7)
-    assert (dasr.stage, dasr.name, dasr.init_from) == ("dasr", "x", "results/runs/x_pretrain")
+    both = config_from_parameters({"stage": "both", "name": "x", "pretrain_iterations": 7})
+    pre, dasr = stage_configs(both)
+    assert (pre.stage, pre.run.name, pre.schedule.iterations) == ("pretrain", "x_pretrain", 7)
+    assert (dasr.stage, dasr.run.name, dasr.model.init_from) == (
+        "dasr",
+        "x",
+        "results/runs/x_pretrain",
+    )
 
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,10 +140,10 @@ def test_resume_is_exact(tmp_path) -> None:
         val_levels=("bicubic",),
         perceptual_weight=0.0,  # frozen VGG: nothing to resume, and slow on a CPU
     )
-    straight = train(dataclasses.replace(config, name="straight"))
-    train(dataclasses.replace(config, name="resumed", iterations=k))
+    straight = train(config.replace(name="straight"))
+    train(config.replace(name="resumed", iterations=k))
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["iteration"] == k
-    resumed = train(dataclasses.replace(config, name="resumed"))
+    resumed = train(config.replace(name="resumed"))
     a, _ = load_checkpoint(straight / "checkpoints")
     b, state = load_checkpoint(resumed / "checkpoints")
     assert state["iteration"] == 2 * k and set(a) == set(b)
@@ -158,11 +163,11 @@ def test_resume_refuses_a_changed_config_but_allows_more_iterations(tmp_path) ->
     config = tiny_config(tmp_path, stage="pretrain", iterations=1, val_images=0)
     train(config)
     with pytest.raises(ConfigError, match="lr"):
-        train(dataclasses.replace(config, lr=3e-4))
-    run = train(dataclasses.replace(config, iterations=2, log_every=2))
+        train(config.replace(lr=3e-4))
+    run = train(config.replace(iterations=2, log_every=2))
     assert json.loads((run / "run.json").read_text())["iteration"] == 2
     # resume="never" starts over (and removes the old checkpoints and logs).
-    run = train(dataclasses.replace(config, lr=3e-4, resume="never"))
+    run = train(config.replace(lr=3e-4, resume="never"))
     assert pd.read_csv(run / "metrics.csv")["iteration"].tolist() == [1]
     assert load_checkpoint(run / "checkpoints")[1]["config"]["lr"] == 3e-4
     assert not (run / "checkpoints" / "previous.state.json").exists()
@@ -220,7 +225,7 @@ def test_checkpoint_pair_survives_a_kill_at_any_point(tmp_path, monkeypatch, kil
         calls["n"] += 1
         real_replace(src, dst)
 
-    monkeypatch.setattr("dasrlib.train.os.replace", replace_then_die)
+    monkeypatch.setattr(os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         save_pair(folder, 3)
     tensors, state = load_checkpoint(folder)
@@ -254,9 +259,9 @@ def test_truncated_checkpoint_state_is_skipped_with_a_warning(tmp_path, caplog) 
     assert str(latest) in caplog.text
 
 
-def test_time_limit_between_log_rows_keeps_the_last_losses(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("dasrlib.train._stop_now", lambda trainer: trainer.iteration == 3)
-    run = train(tiny_config(tmp_path, stage="pretrain", iterations=10, log_every=2))
+def test_time_limit_between_log_rows_keeps_the_last_losses(tmp_path) -> None:
+    config = tiny_config(tmp_path, stage="pretrain", iterations=10, log_every=2)
+    run = train(config, stop=lambda iteration: iteration == 3)
     assert json.loads((run / "run.json").read_text())["status"] == "time_limit"
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics["iteration"].tolist() == [2, 3]

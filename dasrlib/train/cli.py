@@ -1,0 +1,58 @@
+"""``python -m dasrlib.train --params notebooks/params/demo.yaml [--set key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dasrlib.config import ConfigError, to_dict
+from dasrlib.train.config import config_from_parameters
+from dasrlib.train.loop import train
+from dasrlib.train.validation import validation_summary
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the config of a parameter file (+ ``--set`` overrides, flat or dotted names), train."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dasrlib.train",
+        description="Train SRResNet / DASR (what notebooks/train.ipynb runs).",
+    )
+    parser.add_argument("--params", type=Path, help="a notebook parameter file (YAML)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override one field"
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    args = parser.parse_args(argv)
+    parameters: dict[str, Any] = {}
+    if args.params is not None:
+        parameters = yaml.safe_load(args.params.read_text(encoding="utf-8")) or {}
+    sets = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        sets[key.strip()] = yaml.safe_load(value)
+    try:
+        config = config_from_parameters(parameters, overrides=sets)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_dir = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {run_dir}")
+        if (run_dir / "val.csv").is_file():
+            print(validation_summary(run_dir).to_string(index=False))
+    return 0

@@ -1,0 +1,140 @@
+"""The deterministic training-data stream: batches as a function of (seed, rank, iteration).
+
+Exact resume (Sec. 4.1 schedule, DESIGN 1). The only randomness after initialisation is the data
+stream, and it is made a deterministic function of (seed, rank, iteration): iterations are grouped
+into blocks of `data_block_iters`; each block starts a fresh patch sampler generator and a fresh
+`TrainingPairSource` (its 192-sample queue refilled) seeded from (seed, rank, block). Resuming at
+iteration k rebuilds block k // data_block_iters and draws k % data_block_iters batches to reach
+the same position, so no queue or generator state has to be stored, and k steps + resume + k
+steps equal 2k steps bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from dasrlib.data import ImageList, PatchSampler
+from dasrlib.degradation import TrainingBatch, TrainingPairSource
+
+__all__ = ["DataStream", "derive_seed", "seeded_generator"]
+
+logger = logging.getLogger(__name__)
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed from `seed` and labels (stable across processes, machines and versions)."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A `torch.Generator` on `device` seeded with `seed`."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class DataStream:
+    """Training batches as a deterministic function of (seed, rank, iteration); see the module doc.
+
+    `batch(i)` returns the batch of iteration i; consecutive calls cost one synthesis each, a jump
+    rebuilds the block of i and draws up to `block_iters - 1` batches to reach it. On CUDA with
+    `prefetch`, `prefetch(i)` synthesises batch i on a side stream (its host-side draws then wait
+    for that stream only, not for the training step queued on the main stream), and `batch(i)`
+    hands it to the current stream (`wait_stream` + `record_stream`); the batches are the same.
+    """
+
+    def __init__(
+        self,
+        images: ImageList | Sequence[Tensor],
+        *,
+        patch_size: int,
+        batch_size: int,
+        level_probs: Sequence[float],
+        queue_size: int,
+        block_iters: int,
+        seed: int,
+        rank: int,
+        device: torch.device,
+        scale: int,
+        usm: bool,
+        prefetch: bool = False,
+    ) -> None:
+        self.seed, self.rank, self.block_iters = seed, rank, block_iters
+        self.batch_size, self.level_probs, self.device = batch_size, tuple(level_probs), device
+        self.scale, self.usm = scale, usm
+        self.queue_size = queue_size if queue_size % batch_size == 0 else 0
+        if queue_size and not self.queue_size:
+            raise ValueError(f"queue_size {queue_size} is not a multiple of the batch {batch_size}")
+        # Patch positions are drawn on the CPU (no device sync); degradations on `device`.
+        self._patch_generator = torch.Generator()
+        self._pair_generator = torch.Generator(device=device)
+        self.sampler = PatchSampler(
+            images,
+            patch_size=patch_size,
+            generator=self._patch_generator,
+            device=device,
+            scale=scale,
+        )
+        self._source: TrainingPairSource | None = None
+        self._next = -1
+        self._stream: torch.cuda.Stream | None = None
+        self._ready: tuple[int, TrainingBatch] | None = None
+        if prefetch and device.type == "cuda":
+            self._stream = torch.cuda.Stream(device=device)
+            # The images were uploaded on the current stream: the side stream starts after that.
+            self._stream.wait_stream(torch.cuda.current_stream(device))
+
+    def _start_block(self, block: int) -> None:
+        self._patch_generator.manual_seed(derive_seed(self.seed, "patches", self.rank, block))
+        self._pair_generator.manual_seed(derive_seed(self.seed, "pairs", self.rank, block))
+        self._source = TrainingPairSource(
+            self.sampler,
+            batch_size=self.batch_size,
+            level_probs=self.level_probs,
+            queue_size=self.queue_size,
+            generator=self._pair_generator,
+            device=self.device,
+            scale=self.scale,
+            usm=self.usm,
+            degrade_sharpened=self.usm,
+        )
+
+    def _synthesise(self, iteration: int) -> TrainingBatch:
+        block, offset = divmod(iteration, self.block_iters)
+        if iteration != self._next or offset == 0:
+            self._start_block(block)
+            if offset:
+                logger.info(
+                    "data stream: drawing %d batches to reach iteration %d", offset, iteration
+                )
+            assert self._source is not None
+            for _ in range(offset):
+                self._source.next_batch()
+        assert self._source is not None
+        self._next = iteration + 1
+        return self._source.next_batch()
+
+    def prefetch(self, iteration: int) -> None:
+        """Start synthesising the batch of `iteration` (CUDA side stream; no-op elsewhere)."""
+        if self._stream is None or (self._ready is not None and self._ready[0] == iteration):
+            return
+        with torch.cuda.stream(self._stream):
+            self._ready = (iteration, self._synthesise(iteration))
+
+    def batch(self, iteration: int) -> TrainingBatch:
+        """The training batch of `iteration` (0-based), ready for the current stream."""
+        if self._stream is None:
+            return self._synthesise(iteration)
+        self.prefetch(iteration)
+        assert self._ready is not None
+        batch = self._ready[1]
+        self._ready = None
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self._stream)
+        for tensor in (batch.lr, batch.hr, batch.hr_usm, batch.v, batch.level):
+            tensor.record_stream(current)  # freed memory is not reused before this stream is done
+        return batch
