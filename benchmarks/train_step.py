@@ -18,7 +18,6 @@ which costs the same as ImageNet weights).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import logging
 import sys
@@ -35,7 +34,7 @@ from common import RESULTS_DIR, environment, summarize, sync, write_json  # noqa
 from dasrlib.degradation import TrainingBatch  # noqa: E402
 from dasrlib.device import resolve_device  # noqa: E402
 from dasrlib.models.mixed import PER_SAMPLE_IMPLS  # noqa: E402
-from dasrlib.train import DataStream, TrainConfig, _Dist, _Trainer  # noqa: E402
+from dasrlib.train import DataStream, TrainConfig, Trainer, config_from_parameters  # noqa: E402
 
 logger = logging.getLogger("train_step")
 
@@ -53,13 +52,13 @@ class FixedBatches:
         """Nothing to prepare: the batches exist."""
 
 
-def make_trainer(config: TrainConfig, device: torch.device) -> _Trainer:
-    return _Trainer(config, deadline=None, dist_ctx=_Dist(), device=device)
+def make_trainer(config: TrainConfig, device: torch.device) -> Trainer:
+    return Trainer(config, device=device)
 
 
 def synthesise(config: TrainConfig, device: torch.device, count: int) -> tuple[list, float]:
     """`count` real training batches from the data stream; returns them and batches/s."""
-    trainer = make_trainer(dataclasses.replace(config, stage="pretrain"), device)
+    trainer = make_trainer(config.replace(stage="pretrain"), device)
     trainer.prepare_data()
     stream: DataStream = trainer.data
     stream.batch(0)  # fills the queue
@@ -71,7 +70,7 @@ def synthesise(config: TrainConfig, device: torch.device, count: int) -> tuple[l
 
 
 def time_steps(
-    trainers: dict[str, _Trainer], *, warmup: int, repeats: int, device: torch.device
+    trainers: dict[str, Trainer], *, warmup: int, repeats: int, device: torch.device
 ) -> dict[str, list[float]]:
     """Milliseconds per step of each trainer, interleaved round by round."""
     for trainer in trainers.values():
@@ -126,22 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     device = resolve_device(args.device)
-    base = TrainConfig(
-        name="bench",
-        out_dir="/tmp/dasr_bench_runs",
-        batch_size=args.batch,
-        patch_size=4 * args.lr_size,
-        num_feat=args.num_feat,
-        num_block=args.num_block,
-        num_experts=args.experts,
-        data_root=args.data_root,
-        queue_size=args.queue_size,
-        precision=args.precision,
-        allow_random_vgg_for_tests=True,
-        val_images=0,
-        progress=False,
-        resume="never",
-        ema_decay=0.999,
+    base = config_from_parameters(
+        dict(
+            name="bench",
+            out_dir="/tmp/dasr_bench_runs",
+            batch_size=args.batch,
+            patch_size=4 * args.lr_size,
+            num_feat=args.num_feat,
+            num_block=args.num_block,
+            num_experts=args.experts,
+            data_root=args.data_root,
+            queue_size=args.queue_size,
+            precision=args.precision,
+            allow_random_vgg_for_tests=True,
+            val_images=0,
+            progress=False,
+            resume="never",
+            ema_decay=0.999,
+        )
     )
     if args.channels_last == "both":
         layouts: list[bool | None] = [False, True]
@@ -155,12 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     for objective, channels_last in itertools.product(args.objectives.split(","), layouts):
         weights = {"perceptual_weight": 0.0, "adversarial_weight": 0.0} if objective == "l1" else {}
         common = dict(channels_last=channels_last, **weights)
-        trainers = {
-            "srresnet": make_trainer(dataclasses.replace(base, stage="baseline", **common), device)
-        }
+        trainers = {"srresnet": make_trainer(base.replace(stage="baseline", **common), device)}
         for impl in args.impls.split(","):
             trainers[f"dasr_{impl}"] = make_trainer(
-                dataclasses.replace(base, stage="dasr", per_sample_impl=impl, **common), device
+                base.replace(stage="dasr", per_sample_impl=impl, **common), device
             )
         for trainer in trainers.values():
             trainer.data = FixedBatches(batches)
@@ -192,16 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.compile:
-        config = dataclasses.replace(
-            base, perceptual_weight=0.0, adversarial_weight=0.0, compile=True
-        )
+        config = base.replace(perceptual_weight=0.0, adversarial_weight=0.0, compile=True)
         trainers = {
-            "srresnet_compiled": make_trainer(
-                dataclasses.replace(config, stage="baseline"), device
-            ),
-            "dasr_grouped_compiled": make_trainer(
-                dataclasses.replace(config, stage="dasr"), device
-            ),
+            "srresnet_compiled": make_trainer(config.replace(stage="baseline"), device),
+            "dasr_grouped_compiled": make_trainer(config.replace(stage="dasr"), device),
         }
         for name, trainer in trainers.items():
             trainer.data = FixedBatches(batches)
@@ -228,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.end_to_end > 0:
         prefetch_modes = {"both": [True, False], "on": [True], "off": [False]}[args.prefetch]
         for stage, prefetch in itertools.product(("baseline", "dasr"), prefetch_modes):
-            config = dataclasses.replace(
-                base,
+            config = base.replace(
                 stage=stage,
                 perceptual_weight=0.0,
                 adversarial_weight=0.0,
