@@ -28,27 +28,41 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from dasrlib.data import list_image_files
+from dasrlib.data import (
+    DatasetNotFoundError,
+    EmbeddedPhotos,
+    default_data_root,
+    find_dataset_root,
+    list_image_files,
+)
 from dasrlib.degradation import Level, degrade
 from dasrlib.device import resolve_device
-from dasrlib.io import atomic_write_text, read_image, write_png
+from dasrlib.io import atomic_write, atomic_write_text, read_image, write_png
+from dasrlib.results import project_path
 
 __all__ = [
     "ALL_LEVELS",
     "MANIFEST_NAME",
+    "PreparedTestsets",
     "build_testsets",
+    "dataset_name",
     "image_seed",
     "load_testset",
     "main",
+    "prepare_testsets",
     "read_testset_manifest",
+    "resolve_eval_hr_root",
+    "testset_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,6 +245,184 @@ def load_testset(
             read_image(hr_path).rgb,
             None if v is None else torch.tensor(v, dtype=torch.float32),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing the test sets of a table run: which HR images, build or reuse
+# ---------------------------------------------------------------------------------------------
+
+
+def _source_images(
+    hr_root: str | os.PathLike[str] | None,
+) -> tuple[Path | None, list[Path], list[str]]:
+    """(folder or None for the embedded photos, files, names) of the HR source."""
+    if hr_root is not None:
+        folder = project_path(hr_root)
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"HR folder {str(folder)!r} does not exist")
+        files = list_image_files(folder)
+        return folder, files, [f.stem for f in files]
+    data_root = project_path(default_data_root())
+    try:
+        folder = find_dataset_root(data_root, "div2k_valid")
+    except DatasetNotFoundError as err:
+        logger.info("DIV2K validation not found (%s); using the embedded photos", err)
+    else:
+        logger.info("using the DIV2K validation images in %s", folder)
+        files = list_image_files(folder)
+        return folder, files, [f.stem for f in files]
+    photos = EmbeddedPhotos()
+    return None, list(photos.paths), list(photos.names)
+
+
+def resolve_eval_hr_root(
+    hr_root: str | os.PathLike[str] | None,
+    *,
+    staging_dir: str | os.PathLike[str],
+    max_images: int | None = None,
+    crop: int | None = None,
+) -> Path:
+    """The HR folder to build test sets from.
+
+    `hr_root`: any folder (relative paths from the repository root); None: the DIV2K validation
+    images (``DIV2K_valid_HR`` under `dasrlib.data.default_data_root()`) when present, otherwise
+    the embedded photos. A folder without `crop` is used as is. The embedded photos (which live
+    in several packages) and centre crops (`crop` pixels square, for quick smoke runs; the paper
+    uses whole images) are written to `staging_dir`, whose other image files are removed so the
+    folder holds exactly this selection (its first `max_images`).
+    """
+    folder, files, names = _source_images(hr_root)
+    if folder is not None and crop is None:
+        return folder
+    description = "the embedded photos" if folder is None else str(folder)
+    if not files:
+        raise DatasetNotFoundError(f"no images found in {description}")
+    if max_images is not None:
+        files, names = files[:max_images], names[:max_images]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"HR images in {description} share the names {twice}; rename them")
+    staging = project_path(staging_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    written = set()
+    for path, name in zip(files, names, strict=True):
+        if crop is None:
+            target = staging / f"{name}{path.suffix.lower()}"
+            with atomic_write(target) as tmp:
+                shutil.copyfile(path, tmp)
+        else:
+            rgb = read_image(path).rgb
+            h, w = rgb.shape[-2:]
+            side_h, side_w = min(crop, h), min(crop, w)
+            top, left = (h - side_h) // 2, (w - side_w) // 2
+            target = staging / f"{name}.png"
+            write_png(target, rgb[:, top : top + side_h, left : left + side_w])
+        written.add(target.name)
+    stale = [f for f in list_image_files(staging) if f.name not in written]
+    for old in stale:
+        old.unlink()
+    how = "copied" if crop is None else f"centre-cropped to {crop} px"
+    logger.info(
+        "%d HR images from %s %s into %s%s",
+        len(written),
+        description,
+        how,
+        staging,
+        f" ({len(stale)} stale files removed)" if stale else "",
+    )
+    return staging
+
+
+@dataclass(frozen=True)
+class PreparedTestsets:
+    """Where the test sets are and whether they were built now or reused; `message` says which."""
+
+    path: Path
+    reused: bool
+    message: str
+
+
+def _selected_images(hr_root: Path, max_images: int | None) -> list[tuple[str, str]]:
+    files = list_image_files(hr_root)
+    if max_images is not None:
+        files = files[:max_images]
+    return [(f.stem, _sha256(f)) for f in files]
+
+
+def prepare_testsets(
+    hr_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str],
+    seed: int,
+    max_images: int | None,
+    device: torch.device | str = "cpu",
+) -> PreparedTestsets:
+    """Build the seeded test sets, or reuse `out_dir`'s if its manifest matches exactly.
+
+    Reused only when the manifest has the same seed, build device type, every requested level,
+    and the same images (names and sha256 of the source files, in order); otherwise rebuilt.
+    Either way `message` says what happened and why (never a silent skip).
+    """
+    hr_root, out_dir = project_path(hr_root), project_path(out_dir)
+    device = torch.device(device)
+    wanted = _selected_images(hr_root, max_images)
+    if not wanted:
+        raise DatasetNotFoundError(f"no images found under {str(hr_root)!r}")
+    reason = "no manifest"
+    if (out_dir / MANIFEST_NAME).is_file():
+        try:
+            manifest = read_testset_manifest(out_dir)
+        except ValueError as err:
+            manifest, reason = None, f"unreadable manifest ({err})"
+        if manifest is not None:
+            have = [(i["name"], i["source_sha256"]) for i in manifest.get("images", [])]
+            built_on = torch.device(manifest.get("device", "cpu")).type
+            if manifest.get("seed") != seed:
+                reason = f"seed {manifest.get('seed')} != {seed}"
+            elif built_on != device.type:
+                reason = f"built on {built_on}, requested {device.type}"
+            elif not set(levels) <= set(manifest.get("levels", [])):
+                reason = f"levels {manifest.get('levels')} lack some of {list(levels)}"
+            elif have != wanted:
+                reason = f"images differ ({len(have)} in the manifest, {len(wanted)} requested)"
+            else:
+                message = (
+                    f"reusing the test sets in {out_dir}: the manifest matches seed {seed}, "
+                    f"levels {list(levels)} and the {len(wanted)} images of {hr_root}"
+                )
+                logger.info(message)
+                return PreparedTestsets(out_dir, True, message)
+    build_testsets(hr_root, out_dir, levels=levels, seed=seed, device=device, max_images=max_images)
+    message = (
+        f"built the test sets in {out_dir} ({reason} before): seed {seed}, levels {list(levels)}, "
+        f"{len(wanted)} images of {hr_root}, on {device.type}"
+    )
+    logger.info(message)
+    return PreparedTestsets(out_dir, False, message)
+
+
+def testset_summary(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a results sidecar records about the test sets: source, seed, levels, manifest hash."""
+    testset_dir = Path(testset_dir)
+    manifest = read_testset_manifest(testset_dir)
+    return {
+        "dir": str(testset_dir),
+        "dataset": manifest.get("dataset"),
+        "hr_root": manifest.get("hr_root"),
+        "seed": manifest.get("seed"),
+        "levels": manifest.get("levels"),
+        "n_images": len(manifest.get("images", [])),
+        "built_on": manifest.get("device"),
+        "manifest_sha256": _sha256(testset_dir / MANIFEST_NAME),
+    }
+
+
+def dataset_name(testset_dir: str | os.PathLike[str]) -> str:
+    """The test sets' source name (the manifest's ``dataset``, else the folder name)."""
+    testset_dir = Path(testset_dir)
+    manifest = read_testset_manifest(testset_dir)
+    return str(manifest.get("dataset") or testset_dir.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,13 +26,11 @@ sidecar (budget, variants, each run's folder, initialisation and wall time, test
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,26 +39,22 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from dasrlib.config import load_config, to_dict
+from dasrlib.config import to_dict
 from dasrlib.data import EmbeddedPhotos, list_image_files
 from dasrlib.device import resolve_device
-from dasrlib.evaluate import (
-    LEVELS,
-    METRIC_LPIPS,
-    METRIC_PSNR,
-    PAPER_TABLE2,
-    PAPER_TABLE2_EFFICIENCY,
-    Method,
-    evaluate,
-    testset_summary,
-)
+from dasrlib.evaluate import evaluate
+from dasrlib.experiments import runs
+from dasrlib.experiments.cost import GMACS_SIZE, height_width, measure_cost
 from dasrlib.io import read_image
+from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
-from dasrlib.profiling import count_gmacs, profile_model
+from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
+from dasrlib.profiling import count_gmacs
 from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata, write_results
-from dasrlib.train import TrainConfig, train
+from dasrlib.testsets import testset_summary
+from dasrlib.train import TrainConfig, config_from_parameters
 from dasrlib.viz import fig4_grid
 
 __all__ = [
@@ -98,9 +92,6 @@ expert), median latency, peak GPU memory."""
 
 EFFICIENCY_DATASET = "efficiency"
 """The ``dataset`` of cost rows (as in Table 2's results)."""
-
-GMACS_SIZE = 256
-"""GMACs are counted at a GMACS_SIZE x GMACS_SIZE LR input, as in the paper."""
 
 # The DASR fields a variant may set, with the DASR defaults they take when it does not.
 _VARIANT_FIELDS: tuple[str, ...] = ("num_experts", "backbone", "weighting", "mixing")
@@ -204,7 +195,25 @@ def budget_config(
         "resume": resume,
         **overrides,
     }
-    return load_config(TrainConfig, values)
+    return config_from_parameters(values)
+
+
+def _pretraining(backbone: str) -> runs.Pretraining:
+    if backbone not in _PRETRAIN_BACKBONE:
+        raise ValueError(
+            f"unknown backbone {backbone!r}; expected one of {list(_PRETRAIN_BACKBONE)}"
+        )
+    return runs.Pretraining(role=f"pretrain_{backbone}", backbone=_PRETRAIN_BACKBONE[backbone])
+
+
+def _network(variant: Ablation) -> runs.NetworkRun:
+    """A variant as a run of `dasrlib.experiments.runs`: stage dasr, its options, its
+    backbone's pretraining."""
+    return runs.NetworkRun(
+        role=variant.name,
+        fields={"stage": "dasr", **variant.options},
+        pretraining=_pretraining(variant.options["backbone"]),
+    )
 
 
 def pretrain_config(
@@ -212,21 +221,14 @@ def pretrain_config(
 ) -> TrainConfig:
     """The pixel-loss pretraining of one expert topology (Sec. 4.1) that its variants start from.
 
-    `backbone` is a DASR expert topology ("srresnet" or "edsr_m").
+    `backbone` is a DASR expert topology ("srresnet" or "edsr_m"); the run is
+    ``<run_prefix>_pretrain_<backbone>``.
     """
-    if backbone not in _PRETRAIN_BACKBONE:
-        raise ValueError(
-            f"unknown backbone {backbone!r}; expected one of {list(_PRETRAIN_BACKBONE)}"
-        )
-    if iterations <= 0:
-        raise ValueError(f"pretrain iterations must be positive, got {iterations}")
-    return dataclasses.replace(
+    return runs.pretrain_config(
         budget,
-        name=f"{run_prefix}_pretrain_{backbone}",
-        stage="pretrain",
-        backbone=_PRETRAIN_BACKBONE[backbone],
+        _pretraining(backbone),
         iterations=iterations,
-        init_from=None,
+        naming=runs.RunNaming(prefix=run_prefix),
     )
 
 
@@ -234,12 +236,8 @@ def variant_config(
     budget: TrainConfig, variant: Ablation, *, init_from: str | None, run_prefix: str
 ) -> TrainConfig:
     """The DASR training run of one variant: the shared budget plus the variant's options."""
-    return dataclasses.replace(
-        budget,
-        name=f"{run_prefix}_{variant.name}",
-        stage="dasr",
-        init_from=init_from,
-        **variant.options,
+    return runs.network_config(
+        budget, _network(variant), init_from=init_from, naming=runs.RunNaming(prefix=run_prefix)
     )
 
 
@@ -254,7 +252,7 @@ def _selected(variants: Sequence[str]) -> list[Ablation]:
 
 
 def train_ablations(
-    budget: TrainConfig,
+    budget: TrainConfig | Mapping[str, Any],
     *,
     variants: Sequence[str] = ABLATION_NAMES,
     pretrain_iterations: int,
@@ -265,31 +263,16 @@ def train_ablations(
     With `pretrain_iterations` > 0, each expert topology the variants use is first pretrained
     once with the pixel loss and every variant on it starts from that network (the paper's
     initialisation). With 0, variants start from random experts (logged: known to diverge at
-    the paper's scale).
+    the paper's scale). Runs are planned and reused by `dasrlib.experiments.runs`.
     """
     chosen = _selected(variants)
-    init_runs: dict[str, str | None] = {}
-    for backbone in dict.fromkeys(a.options["backbone"] for a in chosen):
-        if pretrain_iterations > 0:
-            config = pretrain_config(
-                budget, backbone, iterations=pretrain_iterations, run_prefix=run_prefix
-            )
-            logger.info("pretraining %s for %d iterations", backbone, pretrain_iterations)
-            init_runs[backbone] = train(config).as_posix()
-        else:
-            logger.warning("pretrain_iterations=0: %s variants start from random experts", backbone)
-            init_runs[backbone] = None
-    run_dirs: dict[str, Path] = {}
-    for variant in chosen:
-        config = variant_config(
-            budget,
-            variant,
-            init_from=init_runs[variant.options["backbone"]],
-            run_prefix=run_prefix,
-        )
-        logger.info("training %s %s (%s)", variant.panel, variant.name, variant.options)
-        run_dirs[variant.name] = train(config)
-    return run_dirs
+    plan = runs.plan_runs(
+        budget,
+        {variant.name: _network(variant) for variant in chosen},
+        pretrain_iterations=pretrain_iterations,
+        naming=runs.RunNaming(prefix=run_prefix),
+    )
+    return {name: run.run_dir for name, run in runs.run_planned(plan).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,14 +296,6 @@ def _is_paper_size(model: torch.nn.Module) -> bool:
     return all(options.get(k) == v for k, v in paper.items())
 
 
-def _height_width(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    if len(size) != 2:
-        raise ValueError(f"a size is an int or (height, width), got {size!r}")
-    return int(size[0]), int(size[1])
-
-
 def cost_rows(
     variant: Ablation,
     model: DASR,
@@ -342,27 +317,24 @@ def cost_rows(
     `latency_size` LR input (side or (height, width); `dasrlib.profiling.profile_model`).
     `paper_value` holds Table 2's DASR entry where it applies: DASR at the paper's size.
     """
-    gmacs = count_gmacs(model, size=GMACS_SIZE, on_meta=True)
     with torch.device("meta"):
         expert_gmacs = count_gmacs(model.plain_expert(), size=GMACS_SIZE, on_meta=True)
-    height, width = _height_width(latency_size)
-    profile = profile_model(
+    cost = measure_cost(
         model,
-        size=(height, width),
+        latency_size=latency_size,
         device=device,
-        precision=precision,
         repeats=repeats,
         warmup=warmup,
-        latency=True,
+        precision=precision,
         generator=torch.Generator().manual_seed(seed),
     )
-    peak = profile["peak_mem_mb"]
+    height, width = cost.height, cost.width
     measured = {
-        "params_m": float(profile["params_m"]),
-        "gmacs": gmacs,
-        "gmacs_vs_expert": gmacs / expert_gmacs,
-        "latency_ms": float(profile["latency_ms"]),
-        "peak_mem_mb": math.nan if peak is None else float(peak),
+        "params_m": cost.params_m,
+        "gmacs": cost.gmacs_256,
+        "gmacs_vs_expert": cost.gmacs_256 / expert_gmacs,
+        "latency_ms": cost.latency_ms,
+        "peak_mem_mb": cost.peak_mem_mb,
     }
     paper: dict[str, float] = {}
     if _is_paper_size(model):
@@ -372,8 +344,7 @@ def cost_rows(
             "gmacs": table["DASR"]["gmacs"],
             "gmacs_vs_expert": table["DASR"]["gmacs"] / table["SRResNet"]["gmacs"],
         }
-    where = profile.get("device_name") or str(profile["device"])
-    timed = f"LR {height}x{width} on {where} ({precision})"
+    timed = f"LR {height}x{width} on {cost.where} ({precision})"
     counted = f"{GMACS_SIZE}x{GMACS_SIZE}"
     levels = {
         "params_m": "",
@@ -389,8 +360,8 @@ def cost_rows(
         f"({expert_gmacs:.3g} GMACs)",
         "latency_ms": f"median of {repeats} runs after {warmup} warm-up, {timed}",
         "peak_mem_mb": f"peak allocated CUDA memory, {timed}"
-        if peak is not None
-        else f"n/a: peak memory is measured on CUDA only (ran on {profile['device']})",
+        if not math.isnan(cost.peak_mem_mb)
+        else f"n/a: peak memory is measured on CUDA only (ran on {cost.device})",
     }
     return [
         {
@@ -406,16 +377,6 @@ def cost_rows(
         }
         for metric in COST_METRICS
     ]
-
-
-def _upscaler(model: DASR) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """`dasrlib.evaluate`'s upscaler contract for a DASR in memory: lr -> (sr, v_hat)."""
-
-    def run(lr: Tensor) -> tuple[Tensor, Tensor]:
-        output = model(lr)
-        return output.sr.float().clamp(0.0, 1.0), output.v_hat
-
-    return run
 
 
 def _quality_rows(
@@ -439,7 +400,7 @@ def _quality_rows(
         device=device,
         lpips=lpips,
         paper=PAPER_TABLE2,
-        upscaler=_upscaler(model),
+        upscaler=network_upscaler(model),
     )
     means = frame[
         (frame["aggregate"] == "mean") & frame["metric"].isin([METRIC_PSNR, METRIC_LPIPS])
@@ -450,14 +411,14 @@ def _quality_rows(
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
-    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    record = runs.RunRecord.read(run_dir)
     return {
         "run_dir": str(run_dir),
-        "status": record.get("status"),
-        "iteration": record.get("iteration"),
-        "wall_time_s": record.get("wall_time_s"),
-        "it_per_s": record.get("it_per_s_this_call"),
-        "init_from": record.get("config", {}).get("init_from"),
+        "status": record.status,
+        "iteration": record.iteration,
+        "wall_time_s": record.wall_time_s,
+        "it_per_s": record.it_per_s_this_call,
+        "init_from": record.init_from,
     }
 
 
@@ -497,17 +458,18 @@ def run_ablations(
     """Train, evaluate and profile every variant with one budget; write `csv_path` + sidecar.
 
     Training runs on `device` (it replaces ``budget.device``), as do evaluation on the test sets
-    in `testset_dir` (built by `dasrlib.evaluate.prepare_testsets`) and the latency runs at a
+    in `testset_dir` (built by `dasrlib.testsets.prepare_testsets`) and the latency runs at a
     `latency_size` LR input (default: the size of most DIV2K validation LR images; `cost_rows`).
     Rows follow `variants`; per variant the mean PSNR-Y and LPIPS of each test set, then the
     cost rows. LPIPS rows are NaN with the reason in ``note`` when `lpips` is `LPIPSUnavailable`.
     """
     device = resolve_device(device)
-    budget = dataclasses.replace(budget, device=str(device))
+    values = {**to_dict(budget), "device": str(device)}
+    seed = int(values["seed"])
     testset_dir = project_path(testset_dir)
     chosen = _selected(variants)
     run_dirs = train_ablations(
-        budget,
+        values,
         variants=[a.name for a in chosen],
         pretrain_iterations=pretrain_iterations,
         run_prefix=run_prefix,
@@ -527,7 +489,7 @@ def run_ablations(
             repeats=latency_repeats,
             warmup=latency_warmup,
             precision=precision,
-            seed=budget.seed,
+            seed=seed,
         )
         frames += [quality, pd.DataFrame(costs)]
         logger.info("%s %s: evaluated and profiled", variant.panel, variant.name)
@@ -535,7 +497,7 @@ def run_ablations(
     rows = rows.loc[:, [*RESULT_COLUMNS, "panel", "note"]]
     rows["note"] = rows["note"].fillna("")
     config = {
-        "budget": to_dict(budget),
+        "budget": values,
         "pretrain_iterations": pretrain_iterations,
         "variants": {a.name: {"panel": a.panel, "caption": a.caption, **a.options} for a in chosen},
         "runs": {name: _run_summary(path) for name, path in run_dirs.items()},
@@ -546,16 +508,14 @@ def run_ablations(
         else (None if lpips is None else str(lpips.alexnet_path)),
         "profile": {
             "gmacs_size": GMACS_SIZE,
-            "latency_size": list(_height_width(latency_size)),
+            "latency_size": list(height_width(latency_size)),
             "repeats": latency_repeats,
             "warmup": latency_warmup,
             "precision": precision,
         },
     }
     csv_path = project_path(csv_path)
-    write_results(
-        rows, csv_path, metadata=run_metadata(config=config, seed=budget.seed, device=device)
-    )
+    write_results(rows, csv_path, metadata=run_metadata(config=config, seed=seed, device=device))
     return AblationResult(rows=rows, csv_path=csv_path, run_dirs=run_dirs)
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dasrlib.ablations import ABLATION_NAMES, ABLATIONS, COST_METRICS
-from dasrlib.evaluate import METRIC_LPIPS, METRIC_PSNR
+from dasrlib.experiments.ablations import ABLATION_NAMES, ABLATIONS, COST_METRICS
 from dasrlib.io import read_image
+from dasrlib.paper import METRIC_LPIPS, METRIC_PSNR
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 LEVELS = ["bicubic", "weak", "standard", "severe"]

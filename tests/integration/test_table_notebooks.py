@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from dasrlib import evaluate as ev
+from dasrlib import paper
+from dasrlib.experiments import table2
 from dasrlib.io import write_png
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME
-from dasrlib.models.baselines import build_model
+from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -56,7 +57,7 @@ def _check_quality_rows(rows: pd.DataFrame, methods: list[str]) -> None:
     means = rows[(rows["aggregate"] == "mean") & (rows["dataset"] != "efficiency")]
     for method in methods:
         for level in LEVELS:
-            for metric in (ev.METRIC_PSNR, ev.METRIC_LPIPS):
+            for metric in (paper.METRIC_PSNR, paper.METRIC_LPIPS):
                 cell = means[
                     (means["method"] == method)
                     & (means["level"] == level)
@@ -80,7 +81,7 @@ def alexnet_cache(tmp_path, monkeypatch) -> None:
 
 def test_table1_notebook(tmp_path, alexnet_cache) -> None:
     hr = _images(tmp_path / "hr", 2, (40, 48), seed=0)
-    dasr = build_model("dasr", num_experts=2, num_feat=8, num_block=1, generator=torch.Generator())
+    dasr = DASR(num_experts=2, num_feat=8, num_block=1, generator=torch.Generator())
     weights = save_weights(dasr, tmp_path / "dasr.safetensors")
     methods = {"Bicubic": "bicubic", "RRDB": None, "BSRGAN": None, "DASR": str(weights)}
     out = tmp_path / "out"
@@ -102,10 +103,12 @@ def test_table1_notebook(tmp_path, alexnet_cache) -> None:
     means = rows[rows["aggregate"] == "mean"]
     provided = means[means["method"].isin(["Bicubic", "DASR"])]
     assert (
-        provided[provided["metric"].isin([ev.METRIC_PSNR, ev.METRIC_LPIPS])]["value"].notna().all()
+        provided[provided["metric"].isin([paper.METRIC_PSNR, paper.METRIC_LPIPS])]["value"]
+        .notna()
+        .all()
     )
     assert (provided["n_images"] == 2).all()
-    assert set(means[means["method"] == "DASR"]["metric"]) >= {ev.METRIC_V_MAE}
+    assert set(means[means["method"] == "DASR"]["metric"]) >= {paper.METRIC_V_MAE}
     missing = means[means["method"].isin(["RRDB", "BSRGAN"])]
     assert (missing["note"] == "not provided").all() and missing["value"].isna().all()
     side = json.loads((out / "table1.json").read_text())
@@ -146,7 +149,7 @@ def test_table2_notebook(tmp_path) -> None:
     _check_quality_rows(rows, methods)
     cost = rows[rows["dataset"] == "efficiency"]
     for method in methods:
-        for metric, _, _ in ev.EFFICIENCY_METRICS:
+        for metric, _, _ in table2.EFFICIENCY_METRICS:
             for name in (metric, f"{metric}_vs_srresnet"):
                 assert len(cost[(cost["method"] == method) & (cost["metric"] == name)]) == 1
     params = cost[cost["metric"] == "params_m"].set_index("method")["value"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dasrlib import ablations, viz
-from dasrlib.ablations import (
+from dasrlib import viz
+from dasrlib.config import ConfigError, to_dict
+from dasrlib.experiments import ablations
+from dasrlib.experiments.ablations import (
     ABLATION_NAMES,
     ABLATIONS,
     COST_METRICS,
@@ -24,10 +25,8 @@ from dasrlib.ablations import (
     pretrain_config,
     variant_config,
 )
-from dasrlib.config import ConfigError, to_dict
 from dasrlib.io import read_image
 from dasrlib.models import DASR
-from dasrlib.models.baselines import build_model
 from dasrlib.models.dasr import DASR_VARIANTS
 from dasrlib.profiling import count_parameters
 
@@ -95,7 +94,7 @@ def test_each_variant_builds_trains_one_step_and_reports_its_cost(variant, gener
 
 
 def _paper_size_costs(name: str) -> dict[str, dict]:
-    model = build_model(name, generator=torch.Generator().manual_seed(0)).eval()
+    model = DASR(**DASR_VARIANTS[name], generator=torch.Generator().manual_seed(0)).eval()
     rows = cost_rows(
         ablation(name), model, latency_size=8, device=torch.device("cpu"), repeats=1, warmup=0
     )
@@ -136,11 +135,11 @@ def test_every_variant_shares_the_budget_and_differs_only_in_its_options(tmp_pat
     per_variant = {"name", "stage", "init_from", *DEFAULTS}
     shared = None
     for variant in ABLATIONS:
-        config = variant_config(budget, variant, init_from="runs/x", run_prefix="abl")
-        assert config.name == f"abl_{variant.name}"
-        assert config.stage == "dasr" and config.init_from == "runs/x"
-        assert {k: getattr(config, k) for k in DEFAULTS} == variant.options
-        rest = {k: v for k, v in to_dict(config).items() if k not in per_variant}
+        config = to_dict(variant_config(budget, variant, init_from="runs/x", run_prefix="abl"))
+        assert config["name"] == f"abl_{variant.name}"
+        assert config["stage"] == "dasr" and config["init_from"] == "runs/x"
+        assert {k: config[k] for k in DEFAULTS} == variant.options
+        rest = {k: v for k, v in config.items() if k not in per_variant}
         shared = rest if shared is None else shared
         assert rest == shared
     assert shared["iterations"] == 3 and shared["seed"] == 5 and shared["perceptual_weight"] == 0
@@ -148,16 +147,15 @@ def test_every_variant_shares_the_budget_and_differs_only_in_its_options(tmp_pat
 
 def test_pretraining_trains_the_plain_backbone_of_each_topology(tmp_path):
     budget = _budget(tmp_path)
-    edsr = pretrain_config(budget, "edsr_m", iterations=7, run_prefix="abl")
-    assert (edsr.stage, edsr.backbone, edsr.iterations, edsr.name) == (
+    edsr = to_dict(pretrain_config(budget, "edsr_m", iterations=7, run_prefix="abl"))
+    assert (edsr["stage"], edsr["backbone"], edsr["iterations"], edsr["name"]) == (
         "pretrain",
         "edsr",
         7,
         "abl_pretrain_edsr_m",
     )
-    assert pretrain_config(budget, "srresnet", iterations=1, run_prefix="abl").backbone == (
-        "srresnet"
-    )
+    srresnet = to_dict(pretrain_config(budget, "srresnet", iterations=1, run_prefix="abl"))
+    assert srresnet["backbone"] == "srresnet"
     with pytest.raises(ValueError, match="rrdb"):
         pretrain_config(budget, "rrdb", iterations=1, run_prefix="abl")
 
@@ -224,7 +222,7 @@ def test_run_ablations_writes_quality_and_cost_rows_for_each_variant(tmp_path, m
         queue_size=0,
         progress=False,
     )
-    budget = dataclasses.replace(budget, iterations=2)
+    budget = budget.replace(iterations=2)
     result = ablations.run_ablations(
         budget,
         testset_dir=tmp_path / "sets",

@@ -13,9 +13,15 @@ import torch.nn.functional as F
 import torchvision
 
 from dasrlib import evaluate as ev
+from dasrlib import paper, testsets
+from dasrlib.config import to_dict
+from dasrlib.experiments import runs, table1, table2
+from dasrlib.experiments.runs import run_path
 from dasrlib.io import write_png
+from dasrlib.methods import Method, MethodKind, method_from_spec
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME, LPIPSUnavailable, load_lpips, psnr_y
-from dasrlib.models.baselines import build_model
+from dasrlib.models import DASR
+from dasrlib.models.baselines import build_rrdb
 from dasrlib.models.checkpoints import save_weights
 from dasrlib.results import RESULT_COLUMNS
 from dasrlib.testsets import load_testset
@@ -38,7 +44,7 @@ def hr_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def testset_dir(hr_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sets")
-    status = ev.prepare_testsets(hr_dir, out, levels=LEVELS, seed=0, max_images=None)
+    status = testsets.prepare_testsets(hr_dir, out, levels=LEVELS, seed=0, max_images=None)
     assert not status.reused and "built" in status.message
     return out
 
@@ -48,22 +54,22 @@ def _means(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_paper_tables_are_complete() -> None:
-    for table in (ev.PAPER_TABLE1, ev.PAPER_TABLE2):
+    for table in (paper.PAPER_TABLE1, paper.PAPER_TABLE2):
         for method, levels in table.items():
             assert set(levels) == set(LEVELS), method
             for psnr, lpips_value in levels.values():
                 assert 20 < psnr < 32 and 0 < lpips_value < 1
-    assert ev.paper_value(ev.PAPER_TABLE1, "DASR", "severe", ev.METRIC_PSNR) == 23.93
-    assert ev.paper_value(ev.PAPER_TABLE2, "RRDB", "weak", ev.METRIC_LPIPS) == 0.1569
-    assert math.isnan(ev.paper_value(ev.PAPER_TABLE1, "Bicubic", "weak", ev.METRIC_PSNR))
-    assert set(ev.PAPER_TABLE2_EFFICIENCY) == set(ev.PAPER_TABLE2)
+    assert paper.paper_value(paper.PAPER_TABLE1, "DASR", "severe", paper.METRIC_PSNR) == 23.93
+    assert paper.paper_value(paper.PAPER_TABLE2, "RRDB", "weak", paper.METRIC_LPIPS) == 0.1569
+    assert math.isnan(paper.paper_value(paper.PAPER_TABLE1, "Bicubic", "weak", paper.METRIC_PSNR))
+    assert set(paper.PAPER_TABLE2_EFFICIENCY) == set(paper.PAPER_TABLE2)
 
 
 def test_bicubic_rows_match_direct_computation(testset_dir, tmp_path) -> None:
     lpips = LPIPSUnavailable("weights not found at /nowhere/alexnet.pth")
     out_csv = tmp_path / "bicubic.csv"
     frame = ev.evaluate(
-        ev.Method.bicubic(), testset_dir, levels=LEVELS, device="cpu", lpips=lpips, out_csv=out_csv
+        Method.bicubic(), testset_dir, levels=LEVELS, device="cpu", lpips=lpips, out_csv=out_csv
     )
     assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     assert frame["n_images"].notna().all()
@@ -73,12 +79,12 @@ def test_bicubic_rows_match_direct_computation(testset_dir, tmp_path) -> None:
     assert set(per_image["image"]) == set(NAMES)
     means = _means(frame)
     for level in LEVELS:
-        for metric in (ev.METRIC_PSNR, ev.METRIC_SSIM):
+        for metric in (paper.METRIC_PSNR, paper.METRIC_SSIM):
             row = means[(means["level"] == level) & (means["metric"] == metric)]
             assert len(row) == 1 and int(row["n_images"].iloc[0]) == 2
             images = per_image[(per_image["level"] == level) & (per_image["metric"] == metric)]
             assert row["value"].iloc[0] == pytest.approx(images["value"].mean())
-        lp = means[(means["level"] == level) & (means["metric"] == ev.METRIC_LPIPS)]
+        lp = means[(means["level"] == level) & (means["metric"] == paper.METRIC_LPIPS)]
         assert len(lp) == 1 and math.isnan(lp["value"].iloc[0]) and lp["n_images"].iloc[0] == 0
         assert lp["note"].iloc[0] == "n/a: weights not found at /nowhere/alexnet.pth"
     # An independent recomputation of one cell.
@@ -86,7 +92,7 @@ def test_bicubic_rows_match_direct_computation(testset_dir, tmp_path) -> None:
     sr = F.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
     row = per_image[
         (per_image["level"] == "weak")
-        & (per_image["metric"] == ev.METRIC_PSNR)
+        & (per_image["metric"] == paper.METRIC_PSNR)
         & (per_image["image"] == name)
     ]
     assert row["value"].iloc[0] == pytest.approx(psnr_y(sr, hr), abs=1e-9)
@@ -108,30 +114,30 @@ def test_dasr_checkpoint_records_v_mae_and_lpips(testset_dir, tmp_path, monkeypa
         torchvision.models.alexnet(weights=None).state_dict(), cache / ALEXNET_CHECKPOINT_NAME
     )
     lpips = load_lpips(device="cpu")
-    model = build_model("dasr", num_experts=2, num_feat=8, num_block=1, generator=torch.Generator())
+    model = DASR(num_experts=2, num_feat=8, num_block=1, generator=torch.Generator())
     path = save_weights(model, tmp_path / "dasr.safetensors")
-    method = ev.Method.checkpoint(name="DASR (ours)", path=path, paper_name="DASR")
+    method = Method.checkpoint(name="DASR (ours)", path=path, paper_name="DASR")
     frame = ev.evaluate(
         method,
         testset_dir,
         levels=("weak", "severe"),
         device="cpu",
         lpips=lpips,
-        paper=ev.PAPER_TABLE1,
+        paper=paper.PAPER_TABLE1,
     )
     means = _means(frame)
     assert set(means["metric"]) == {
-        ev.METRIC_PSNR,
-        ev.METRIC_SSIM,
-        ev.METRIC_LPIPS,
-        ev.METRIC_V_MAE,
+        paper.METRIC_PSNR,
+        paper.METRIC_SSIM,
+        paper.METRIC_LPIPS,
+        paper.METRIC_V_MAE,
     }
     assert (means["n_images"] == 2).all()
-    v_mae = means[means["metric"] == ev.METRIC_V_MAE]["value"]
+    v_mae = means[means["metric"] == paper.METRIC_V_MAE]["value"]
     assert ((v_mae >= 0) & (v_mae <= 1)).all()
-    lp = means[means["metric"] == ev.METRIC_LPIPS]["value"]
+    lp = means[means["metric"] == paper.METRIC_LPIPS]["value"]
     assert (lp > 0).all() and lp.notna().all()
-    severe_psnr = means[(means["level"] == "severe") & (means["metric"] == ev.METRIC_PSNR)]
+    severe_psnr = means[(means["level"] == "severe") & (means["metric"] == paper.METRIC_PSNR)]
     assert severe_psnr["paper_value"].iloc[0] == 23.93
     # Per-image rows carry no paper value (the paper reports means only).
     assert frame[frame["aggregate"] == "image"]["paper_value"].isna().all()
@@ -143,7 +149,7 @@ def test_size_mismatch_and_failures_name_the_image(testset_dir) -> None:
 
     with pytest.raises(ev.EvaluationError, match=r"img_a.*\(bicubic\).*HR is"):
         ev.evaluate(
-            ev.Method.bicubic(), testset_dir, levels=("bicubic",), device="cpu", upscaler=too_small
+            Method.bicubic(), testset_dir, levels=("bicubic",), device="cpu", upscaler=too_small
         )
 
     def nan_output(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -151,42 +157,40 @@ def test_size_mismatch_and_failures_name_the_image(testset_dir) -> None:
 
     with pytest.raises(ev.EvaluationError, match=r"non-finite values for image 'img_a' \(severe\)"):
         ev.evaluate(
-            ev.Method.bicubic(), testset_dir, levels=("severe",), device="cpu", upscaler=nan_output
+            Method.bicubic(), testset_dir, levels=("severe",), device="cpu", upscaler=nan_output
         )
 
     def broken(lr: torch.Tensor) -> tuple[torch.Tensor, None]:
         raise RuntimeError("out of memory")
 
     with pytest.raises(ev.EvaluationError, match=r"img_a.*weak.*out of memory"):
-        ev.evaluate(
-            ev.Method.bicubic(), testset_dir, levels=("weak",), device="cpu", upscaler=broken
-        )
+        ev.evaluate(Method.bicubic(), testset_dir, levels=("weak",), device="cpu", upscaler=broken)
 
 
 def test_missing_weights_raise_with_path(testset_dir, tmp_path) -> None:
-    method = ev.Method.third_party(name="BSRGAN", path=tmp_path / "BSRGAN.pth")
+    method = Method.third_party(name="BSRGAN", path=tmp_path / "BSRGAN.pth")
     with pytest.raises(FileNotFoundError, match="BSRGAN.pth"):
         ev.evaluate(method, testset_dir, levels=("weak",), device="cpu")
 
 
 def test_method_specs() -> None:
-    third = ev.TABLE1_THIRD_PARTY
-    assert ev.method_from_spec("RRDB", None, third_party=third) is None
-    assert ev.method_from_spec("Bicubic", "bicubic").kind is ev.MethodKind.BICUBIC
-    rrdb = ev.method_from_spec("RRDB", "w/rrdb.pth", third_party=third, paper=ev.PAPER_TABLE1)
-    assert rrdb.kind is ev.MethodKind.THIRD_PARTY and rrdb.paper_name == "RRDB"
-    ours = ev.method_from_spec("DASR", "run/model.safetensors", third_party=third)
-    assert ours.kind is ev.MethodKind.CHECKPOINT
-    official = ev.method_from_spec("DASR", {"net_g": "g.pth", "net_p": "p.pth"}, third_party=third)
-    assert official.kind is ev.MethodKind.OFFICIAL_DASR and len(official.weights) == 2
+    third = table1.TABLE1_THIRD_PARTY
+    assert method_from_spec("RRDB", None, third_party=third) is None
+    assert method_from_spec("Bicubic", "bicubic").kind is MethodKind.BICUBIC
+    rrdb = method_from_spec("RRDB", "w/rrdb.pth", third_party=third, paper=paper.PAPER_TABLE1)
+    assert rrdb.kind is MethodKind.THIRD_PARTY and rrdb.paper_name == "RRDB"
+    ours = method_from_spec("DASR", "run/model.safetensors", third_party=third)
+    assert ours.kind is MethodKind.CHECKPOINT
+    official = method_from_spec("DASR", {"net_g": "g.pth", "net_p": "p.pth"}, third_party=third)
+    assert official.kind is MethodKind.OFFICIAL_DASR and len(official.weights) == 2
     with pytest.raises(ValueError, match="net_p"):
-        ev.method_from_spec("DASR", {"net_g": "g.pth"})
+        method_from_spec("DASR", {"net_g": "g.pth"})
 
 
 def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
     absent = tmp_path / "weights" / "BSRGAN.pth"
     methods = {"Bicubic": "bicubic", "RRDB": None, "BSRGAN": str(absent), "DASR": None}
-    result = ev.table1(
+    result = table1.table1(
         methods, testset_dir, levels=LEVELS, device="cpu", lpips=None, out_dir=tmp_path
     )
     assert list(result.tables["PSNR-Y (dB) and LPIPS"].columns) == list(methods)
@@ -197,15 +201,15 @@ def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
     rrdb = result.tables["PSNR-Y (dB) and LPIPS"]["RRDB"]
     assert rrdb.str.startswith("not provided; paper").all()
     assert (
-        result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-III", ev.METRIC_PSNR), "RRDB"]
+        result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-III", paper.METRIC_PSNR), "RRDB"]
         == "not provided; paper 23.91"
     )
     assert (
         result.tables["PSNR-Y (dB) and LPIPS"]
-        .loc[("Bicubic", ev.METRIC_PSNR), "Bicubic"]
+        .loc[("Bicubic", paper.METRIC_PSNR), "Bicubic"]
         .endswith("(n=2)")
     )
-    bsrgan = result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-I", ev.METRIC_PSNR), "BSRGAN"]
+    bsrgan = result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-I", paper.METRIC_PSNR), "BSRGAN"]
     assert bsrgan == f"not provided: no file at {absent}; paper 26.78"
     written = pd.read_csv(result.csv_path)
     assert set(written["method"]) == set(methods)
@@ -215,39 +219,44 @@ def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
 
 
 def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:
-    first = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
+    first = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
     assert not first.reused and "no manifest" in first.message
-    same = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
+    same = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=None)
     assert same.reused and "reusing" in same.message and "seed 0" in same.message
-    more = ev.prepare_testsets(
+    more = testsets.prepare_testsets(
         hr_dir, tmp_path, levels=("weak", "bicubic"), seed=0, max_images=None
     )
     assert not more.reused and "levels" in more.message
-    fewer = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=1)
+    fewer = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=0, max_images=1)
     assert not fewer.reused and "images differ" in fewer.message
-    other = ev.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
+    other = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
     assert not other.reused and "seed 0 != 1" in other.message
 
 
 def test_table2_configs_share_the_budget() -> None:
     budget = {"iterations": 3, "batch_size": 2, "patch_size": 32, "out_dir": "runs", "seed": 1}
-    configs = ev.table2_configs(budget, dasr_pretrain_iterations=2)
+    configs = table2.table2_configs(budget, dasr_pretrain_iterations=2)
     assert list(configs) == ["SRResNet", "EDSR", "RRDB", "SwinIR", "DASR"]
     for method, stages in configs.items():
-        last = stages[-1]
-        assert (last.iterations, last.batch_size, last.patch_size, last.seed) == (3, 2, 32, 1)
-        assert last.name.startswith(f"table2_{method.lower()}_")
-        assert last.backbone == ev.TABLE2_TRAINING[method]["backbone"]
-    pretrain, dasr = configs["DASR"]
-    assert pretrain.stage == "pretrain" and pretrain.iterations == 2
-    assert dasr.stage == "dasr" and dasr.init_from == f"runs/{pretrain.name}"
+        last = to_dict(stages[-1])
+        assert (last["iterations"], last["batch_size"], last["patch_size"], last["seed"]) == (
+            3,
+            2,
+            32,
+            1,
+        )
+        assert last["name"].startswith(f"table2_{method.lower()}_")
+        assert last["backbone"] == table2.TABLE2_TRAINING[method]["backbone"]
+    pretrain, dasr = (to_dict(config) for config in configs["DASR"])
+    assert pretrain["stage"] == "pretrain" and pretrain["iterations"] == 2
+    assert dasr["stage"] == "dasr" and dasr["init_from"] == f"runs/{pretrain['name']}"
     # Another budget gets other run folders; more iterations continue the same one.
-    other = ev.table2_configs({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
-    assert other["SRResNet"][0].name != configs["SRResNet"][0].name
-    longer = ev.table2_configs({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
-    assert longer["SRResNet"][0].name == configs["SRResNet"][0].name
+    other = table2.table2_configs({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
+    assert run_path(other["SRResNet"][0]) != run_path(configs["SRResNet"][0])
+    longer = table2.table2_configs({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
+    assert run_path(longer["SRResNet"][0]) == run_path(configs["SRResNet"][0])
     with pytest.raises(ValueError, match="backbone"):
-        ev.table2_configs({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
+        table2.table2_configs({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
 
 
 @pytest.mark.slow
@@ -267,17 +276,17 @@ def test_train_or_load_reuses_a_finished_run_with_the_same_hash(hr_dir, tmp_path
         "queue_size": 2,
         "progress": False,
     }
-    (config,) = ev.table2_configs(budget, methods=["SRResNet"], dasr_pretrain_iterations=1)[
+    (config,) = table2.table2_configs(budget, methods=["SRResNet"], dasr_pretrain_iterations=1)[
         "SRResNet"
     ]
-    first = ev.train_or_load(config)
+    first = runs.train_or_load(config)
     assert not first.reused and "no run yet" in first.message and first.weights.is_file()
-    again = ev.train_or_load(config)
+    again = runs.train_or_load(config)
     assert again.reused and again.run_dir == first.run_dir and "loaded" in again.message
-    (longer,) = ev.table2_configs(
+    (longer,) = table2.table2_configs(
         {**budget, "iterations": 2}, methods=["SRResNet"], dasr_pretrain_iterations=1
     )["SRResNet"]
-    more = ev.train_or_load(longer)
+    more = runs.train_or_load(longer)
     assert not more.reused and "config hash" in more.message
     assert "1 iterations this call, 2 in all" in more.message
 
@@ -311,18 +320,18 @@ def _official_files(
 
 def test_third_party_and_official_checkpoints(testset_dir, tmp_path) -> None:
     gen = torch.Generator().manual_seed(0)
-    rrdb = build_model("rrdb", num_feat=8, num_block=1)
+    rrdb = build_rrdb(num_feat=8, num_block=1)
     torch.save(rrdb.state_dict(), tmp_path / "RRDB_PSNR_x4.pth")
     net_g, net_p = _official_files(tmp_path, gen)
     methods = {
-        "RRDB": ev.Method.third_party(name="RRDB", path=tmp_path / "RRDB_PSNR_x4.pth"),
-        "DASR": ev.Method.official_dasr(net_g=net_g, net_p=net_p),
+        "RRDB": Method.third_party(name="RRDB", path=tmp_path / "RRDB_PSNR_x4.pth"),
+        "DASR": Method.official_dasr(net_g=net_g, net_p=net_p),
     }
     for name, method in methods.items():
         frame = ev.evaluate(method, testset_dir, levels=("weak",), device="cpu")
         means = _means(frame)
-        metrics = {ev.METRIC_PSNR, ev.METRIC_SSIM} | (
-            {ev.METRIC_V_MAE} if name == "DASR" else set()
+        metrics = {paper.METRIC_PSNR, paper.METRIC_SSIM} | (
+            {paper.METRIC_V_MAE} if name == "DASR" else set()
         )
         assert set(means["metric"]) == metrics
         assert (means["n_images"] == 2).all() and means["value"].notna().all()

@@ -1,0 +1,282 @@
+"""Training runs of the experiments: pretrain -> DASR -> baseline, one naming and one reuse rule.
+
+Table 2 and the Fig. 4 ablations train several networks with one shared budget (flat
+`TrainConfig` fields). Each network is a `NetworkRun`: the fields it sets (stage, backbone, DASR
+options) and, for DASR, the plain backbone pretrained with the pixel loss that its experts start
+from (Sec. 4.1). `plan_runs` turns a budget and the networks into their stage configs, with
+
+- one naming rule (`RunNaming`): ``<prefix>_<role>``, plus ``_<first 8 hex digits of
+  dasrlib.train.resume_hash>`` when ``hashed`` (Table 2), so a run with other data, model or loss
+  settings never resumes or overwrites another, while more iterations continue the same run;
+- one pretraining per distinct pretrain config, shared by every network that starts from it.
+
+`run_planned` runs them with one reuse rule (`train_or_load`): a run whose ``run.json`` says it
+finished with the same config hash and that has its ``model.safetensors`` is loaded; anything else
+is trained (resuming from its checkpoint when ``resume="auto"``); ``resume="never"`` always
+trains again. `RunRecord` is ``run.json`` read back as a typed record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dasrlib.config import config_hash, to_dict
+from dasrlib.results import project_path
+from dasrlib.train import TrainConfig, config_from_parameters, resume_hash, train
+
+__all__ = [
+    "NetworkRun",
+    "Pretraining",
+    "RunNaming",
+    "RunRecord",
+    "TrainedRun",
+    "network_config",
+    "plan_runs",
+    "pretrain_config",
+    "run_path",
+    "run_planned",
+    "train_or_load",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
+EXPORTED_MODEL = "model.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# The run record and the reuse rule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """``run.json`` of a run folder (written by `dasrlib.train`): status, progress, config."""
+
+    status: str | None
+    iteration: int | None
+    iterations_this_call: int | None
+    wall_time_s: float | None
+    it_per_s_this_call: float | None
+    config_hash: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def init_from(self) -> str | None:
+        """The run folder the network was initialised from (None: random initialisation)."""
+        value = self.config.get("init_from")
+        return None if value is None else str(value)
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike[str]) -> RunRecord:
+        """Read ``<run_dir>/run.json``; ValueError naming the file when it is not a run record."""
+        path = Path(run_dir) / RUN_RECORD
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        config = data.get("config")
+        return cls(
+            status=data.get("status"),
+            iteration=data.get("iteration"),
+            iterations_this_call=data.get("iterations_this_call"),
+            wall_time_s=data.get("wall_time_s"),
+            it_per_s_this_call=data.get("it_per_s_this_call"),
+            config_hash=data.get("config_hash"),
+            config=dict(config) if isinstance(config, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A trained network: its run folder, and whether it was trained now or loaded."""
+
+    name: str
+    run_dir: Path
+    reused: bool
+    message: str
+
+    @property
+    def weights(self) -> Path:
+        """The exported EMA generator (`dasrlib.models.load_model` reads it)."""
+        return self.run_dir / EXPORTED_MODEL
+
+
+def _settings(config: TrainConfig) -> dict[str, Any]:
+    """The flat fields of `config` (the layout of run.json); the one place they are read."""
+    return to_dict(config)
+
+
+def run_path(config: TrainConfig) -> str:
+    """``<out_dir>/<name>`` of `config`, as written (relative paths stay relative)."""
+    settings = _settings(config)
+    return f"{settings['out_dir']}/{settings['name']}"
+
+
+def train_or_load(config: TrainConfig) -> TrainedRun:
+    """Train `config`, or load its run when `run.json` says it finished with the same config hash.
+
+    Anything else (no run, another hash, an unfinished run, ``resume="never"``) calls `train`,
+    which resumes from the run's checkpoint when there is one and ``resume="auto"``. `message`
+    says which happened and why.
+    """
+    settings = _settings(config)
+    name = str(settings["name"])
+    run_dir = project_path(run_path(config))
+    wanted = config_hash(config)
+    reason = "no run yet"
+    if settings["resume"] == "never":
+        reason = "resume='never'"
+    elif (run_dir / RUN_RECORD).is_file():
+        record = RunRecord.read(run_dir)
+        if record.config_hash != wanted:
+            reason = f"run.json has config hash {record.config_hash}, wanted {wanted}"
+        elif record.status != "finished":
+            reason = f"the run's status is {record.status!r}"
+        elif not (run_dir / EXPORTED_MODEL).is_file():
+            reason = f"{EXPORTED_MODEL} is missing"
+        else:
+            message = f"{name}: loaded (finished run with config hash {wanted})"
+            logger.info(message)
+            return TrainedRun(name, run_dir, True, message)
+    started = time.monotonic()
+    trained_dir = project_path(train(config))
+    record = RunRecord.read(trained_dir)
+    message = (
+        f"{name}: trained ({reason}): {record.iterations_this_call} iterations "
+        f"this call, {record.iteration} in all, {time.monotonic() - started:.1f} s"
+    )
+    logger.info(message)
+    return TrainedRun(name, trained_dir, False, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: pretrain -> DASR -> baseline with one naming rule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunNaming:
+    """Run names ``<prefix>_<role>``; with `hashed`, ``_<resume hash[:8]>`` is appended."""
+
+    prefix: str
+    hashed: bool = False
+
+    def name(self, role: str, values: Mapping[str, Any]) -> str:
+        """The run name of the config with flat fields `values` playing `role`."""
+        base = f"{self.prefix}_{role}"
+        if not self.hashed:
+            return base
+        return f"{base}_{resume_hash(config_from_parameters({**values, 'name': base}))[:8]}"
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """The pixel-loss pretraining (Sec. 4.1) of the plain `backbone` a DASR's experts copy."""
+
+    role: str
+    backbone: str
+
+
+@dataclass(frozen=True)
+class NetworkRun:
+    """One network of an experiment: its run-name `role`, the `TrainConfig` fields it sets
+    (stage, backbone, DASR options) and the `pretraining` its experts start from, if any."""
+
+    role: str
+    fields: Mapping[str, Any]
+    pretraining: Pretraining | None = None
+
+
+def _budget_values(budget: Mapping[str, Any] | TrainConfig) -> dict[str, Any]:
+    """Every flat field of the budget (a `TrainConfig` or flat fields, validated here)."""
+    if isinstance(budget, Mapping):
+        budget = config_from_parameters(dict(budget))
+    return _settings(budget)
+
+
+def pretrain_config(
+    budget: Mapping[str, Any] | TrainConfig,
+    pretraining: Pretraining,
+    *,
+    iterations: int,
+    naming: RunNaming,
+) -> TrainConfig:
+    """The pretraining run: the budget with stage ``pretrain``, its backbone and `iterations`."""
+    if iterations <= 0:
+        raise ValueError(f"pretrain iterations must be positive, got {iterations}")
+    values = {
+        **_budget_values(budget),
+        "stage": "pretrain",
+        "backbone": pretraining.backbone,
+        "iterations": iterations,
+        "init_from": None,
+    }
+    return config_from_parameters({**values, "name": naming.name(pretraining.role, values)})
+
+
+def network_config(
+    budget: Mapping[str, Any] | TrainConfig,
+    network: NetworkRun,
+    *,
+    init_from: str | None,
+    naming: RunNaming,
+) -> TrainConfig:
+    """The run of `network`: the budget plus the network's fields, started from `init_from`."""
+    values = {**_budget_values(budget), **network.fields, "init_from": init_from}
+    return config_from_parameters({**values, "name": naming.name(network.role, values)})
+
+
+def plan_runs(
+    budget: Mapping[str, Any] | TrainConfig,
+    networks: Mapping[str, NetworkRun],
+    *,
+    pretrain_iterations: int,
+    naming: RunNaming,
+) -> dict[str, list[TrainConfig]]:
+    """Per network (in order), its stage configs: its pretraining (when it has one and
+    `pretrain_iterations` > 0), then its own run initialised from that pretraining's folder.
+
+    Networks with the same pretraining get equal pretrain configs (one run, `run_planned`).
+    With `pretrain_iterations` = 0 a DASR starts from random experts (logged: known to diverge
+    at the paper's scale).
+    """
+    plan: dict[str, list[TrainConfig]] = {}
+    for key, network in networks.items():
+        stages: list[TrainConfig] = []
+        init_from = None
+        if network.pretraining is not None:
+            if pretrain_iterations > 0:
+                first = pretrain_config(
+                    budget, network.pretraining, iterations=pretrain_iterations, naming=naming
+                )
+                stages.append(first)
+                init_from = run_path(first)
+            else:
+                logger.warning("pretrain_iterations=0: %s starts from random experts", key)
+        stages.append(network_config(budget, network, init_from=init_from, naming=naming))
+        plan[key] = stages
+    return plan
+
+
+def run_planned(plan: Mapping[str, Sequence[TrainConfig]]) -> dict[str, TrainedRun]:
+    """Train or load (`train_or_load`) every stage of `plan` in order, each distinct run once;
+    returns each network's last run. Every run's message is logged."""
+    done: dict[str, TrainedRun] = {}
+    runs: dict[str, TrainedRun] = {}
+    for key, stages in plan.items():
+        for config in stages:
+            path = run_path(config)
+            if path not in done:
+                done[path] = train_or_load(config)
+            runs[key] = done[path]
+    return runs

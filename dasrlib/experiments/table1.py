@@ -1,0 +1,80 @@
+"""Table 1 (Sec. 4.2): published real-world SR methods and DASR on the seeded test sets.
+
+`table1` evaluates each column's weights (`dasrlib.methods.method_from_spec`: the published
+methods are read through spandrel, "DASR" is ours or the official release) with
+`dasrlib.evaluate.evaluate_methods`; a column without weights keeps its rows, marked "not
+provided". It writes ``table1.{csv,json,md}``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dasrlib.evaluate import (
+    QUALITY_METRICS,
+    QUALITY_NOTE,
+    TableResult,
+    comparison_table,
+    evaluate_methods,
+    lpips_description,
+    write_table,
+)
+from dasrlib.methods import MethodSpec, method_from_spec
+from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
+from dasrlib.paper import LEVELS, PAPER_TABLE1
+from dasrlib.results import run_metadata
+from dasrlib.testsets import read_testset_manifest, testset_summary
+
+__all__ = ["TABLE1_THIRD_PARTY", "table1"]
+
+TABLE1_THIRD_PARTY: frozenset[str] = frozenset(PAPER_TABLE1) - {"DASR"}
+"""Table 1 columns whose weights are published checkpoints read through spandrel."""
+
+
+def table1(
+    methods: Mapping[str, MethodSpec],
+    testset_dir: str | os.PathLike[str],
+    *,
+    levels: Sequence[str] = LEVELS,
+    device: torch.device | str,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+    out_dir: str | os.PathLike[str],
+    config: Mapping[str, Any] | None = None,
+) -> TableResult:
+    """Table 1: published methods and DASR on the test sets; writes `out_dir/table1.{csv,json,md}`.
+
+    `methods` maps a column name to a `MethodSpec`; names of Table 1's published methods are
+    read through spandrel, "DASR" is ours (a path) or the official release (net_g + net_p).
+    """
+    resolved = {
+        name: method_from_spec(name, spec, third_party=TABLE1_THIRD_PARTY, paper=PAPER_TABLE1)
+        for name, spec in methods.items()
+    }
+    rows = evaluate_methods(
+        resolved, testset_dir, levels=levels, device=device, lpips=lpips, paper=PAPER_TABLE1
+    )
+    table = comparison_table(rows, metrics=QUALITY_METRICS, levels=levels, methods=list(methods))
+    metadata = run_metadata(
+        config={
+            **dict(config or {}),
+            "methods": {name: None if m is None else m.record() for name, m in resolved.items()},
+            "testsets": testset_summary(testset_dir),
+            "levels": list(levels),
+            "lpips": lpips_description(lpips),
+        },
+        seed=read_testset_manifest(testset_dir).get("seed"),
+        device=device,
+    )
+    return write_table(
+        rows,
+        {"PSNR-Y (dB) and LPIPS": table},
+        Path(out_dir) / "table1.csv",
+        title="Table 1: real-world SR methods on the synthetic test sets",
+        notes=[QUALITY_NOTE],
+        metadata=metadata,
+    )
