@@ -25,20 +25,24 @@ import torch
 from tqdm import tqdm
 
 from dasrlib.data import IMAGE_EXTENSIONS
-from dasrlib.degradation import Level, decode_vector, parameter_names
+from dasrlib.degradation import (
+    PARAMETER_ALIASES,
+    Level,
+    decode_vector,
+    edit_vector,
+    parameter_names,
+    parse_edits,
+)
 from dasrlib.device import resolve_device
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
-    PARAMETER_ALIASES,
-    edit_vector,
     is_dasr,
-    load_sr_model,
-    parse_edits,
     predict_vector,
     upscale_to_file,
 )
 from dasrlib.io import ImageReadError, read_image
+from dasrlib.models.loading import load_sr_model
 
 __all__ = ["main"]
 

@@ -28,6 +28,7 @@ __all__ = [
     "StageRecord",
 ]
 
+
 @dataclass(frozen=True)
 class BlurRecord:
     """Gaussian blur: [B] applied, isotropic, kernel_size (odd int), sigmas (px), rotation (rad)."""

@@ -1,4 +1,4 @@
-"""Table 2 baselines and the one constructor by name, `build_model`.
+"""Table 2 baselines (RRDB, SwinIR) and `build_model`, which rebuilds a recorded architecture.
 
 RRDB (the ESRGAN generator) and SwinIR come from spandrel's architecture code; SRResNet, EDSR,
 the predictor, DASR and the discriminator are this package's. Every SR model built here maps
@@ -10,6 +10,7 @@ checkpoints can record how to rebuild it (`dasrlib.models.checkpoints.load_model
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 from torch import nn
 
@@ -83,27 +84,29 @@ def build_swinir(
     return model
 
 
-def build_model(name: str, **options: object) -> nn.Module:
-    """Build a model by name with keyword options of its constructor (unknown options raise).
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
+    "srresnet": SRResNet,
+    "edsr": EDSR,
+    "rrdb": build_rrdb,
+    "swinir": build_swinir,
+    "predictor": DegradationPredictor,
+    "discriminator": UNetDiscriminatorSN,
+}
 
-    Names: ``srresnet``, ``edsr`` (EDSR-M), ``rrdb``, ``swinir``, ``predictor``,
-    ``discriminator``, ``dasr`` and the Fig. 4 variants of `DASR_VARIANTS` (``dasr_n3``,
-    ``dasr_n9``, ``dasr_sigmoid``, ``dasr_moe``, ``dasr_mapping``, ``dasr_dcd``,
-    ``dasr_edsr_m``), whose options override the variant's.
+
+def build_model(name: str, **options: object) -> nn.Module:
+    """Rebuild a model from its recorded name and keyword options (unknown options raise).
+
+    This is how a checkpoint's ``architecture`` metadata and the profiling CLI's ``--model``
+    become a network; code that knows what it builds calls the class (`SRResNet`, `DASR`, ...)
+    or `build_rrdb` / `build_swinir` directly. Names: ``srresnet``, ``edsr`` (EDSR-M), ``rrdb``,
+    ``swinir``, ``predictor``, ``discriminator``, ``dasr`` and the Fig. 4 variants of
+    `DASR_VARIANTS` (``dasr_n3``, ``dasr_n9``, ``dasr_sigmoid``, ``dasr_moe``, ``dasr_mapping``,
+    ``dasr_dcd``, ``dasr_edsr_m``), whose options override the variant's.
     """
-    if name == "srresnet":
-        return SRResNet(**options)  # type: ignore[arg-type]
-    if name == "edsr":
-        return EDSR(**options)  # type: ignore[arg-type]
-    if name == "rrdb":
-        return build_rrdb(**options)  # type: ignore[arg-type]
-    if name == "swinir":
-        return build_swinir(**options)  # type: ignore[arg-type]
-    if name == "predictor":
-        return DegradationPredictor(**options)  # type: ignore[arg-type]
-    if name == "discriminator":
-        return UNetDiscriminatorSN(**options)  # type: ignore[arg-type]
+    if name in _CONSTRUCTORS:
+        return _CONSTRUCTORS[name](**options)
     if name in DASR_VARIANTS:
-        return DASR(**{**DASR_VARIANTS[name], **options})  # type: ignore[arg-type]
+        return DASR(**{**DASR_VARIANTS[name], **options})
     known = ", ".join([*MODEL_NAMES, *(v for v in DASR_VARIANTS if v != "dasr")])
     raise ValueError(f"unknown model {name!r}; expected one of: {known}")
