@@ -12,7 +12,15 @@ from typing import Literal
 
 import pytest
 
-from dasrlib.config import ConfigError, config_hash, describe, load_config, save_config, to_dict
+from dasrlib.config import (
+    ConfigError,
+    config_hash,
+    describe,
+    flat_section,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 class Kind(str, enum.Enum):
@@ -137,3 +145,35 @@ def test_defaults_documented() -> None:
     assert "| `sizes` | tuple[int, ...] | `(64, 128)` | patch sizes |" in table
     lines = table.splitlines()
     assert len(lines) == 2 + 9  # header, rule, one row per leaf field
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatRunConfig:
+    name: str = field(default="a", metadata={"help": "run name"})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata=flat_section("optimiser"))
+
+
+def test_flat_section_is_nested_in_memory_and_flat_in_files(tmp_path: Path) -> None:
+    config = load_config(FlatRunConfig, {"name": "b", "lr": "3e-4"})
+    assert config.optim.lr == 3e-4 and config.optim.betas == (0.9, 0.99)
+    assert to_dict(config) == {"name": "b", "lr": 3e-4, "betas": [0.9, 0.99]}
+    # A mapping under the section's name, and a dotted override, reach the same field.
+    assert load_config(FlatRunConfig, {"name": "b", "optim": {"lr": 3e-4}}) == config
+    assert load_config(FlatRunConfig, {"name": "b"}, overrides={"optim.lr": 3e-4}) == config
+    # A flat override beats the value the instance carries (to_dict writes it flat).
+    assert load_config(FlatRunConfig, config, overrides={"optim.lr": 1.0}).optim.lr == 1.0
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(FlatRunConfig, tmp_path / "c.yaml") == config
+    assert "| `lr` | float | `0.0001` | Adam learning rate |" in describe(FlatRunConfig)
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr'.*did you mean 'lr'"):
+        load_config(FlatRunConfig, {"lrr": 1.0})
+
+
+def test_flat_section_key_collision_is_a_definition_error() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Clash:
+        lr: float = 1.0
+        optim: OptimConfig = field(default_factory=OptimConfig, metadata=flat_section("o"))
+
+    with pytest.raises(TypeError, match="'lr' appears twice"):
+        load_config(Clash, {})

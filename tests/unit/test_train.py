@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from dasrlib import losses
-from dasrlib.config import ConfigError, load_config
+from dasrlib.config import ConfigError, config_hash, load_config, to_dict
 from dasrlib.degradation import TrainingBatch
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR
@@ -23,6 +23,8 @@ from dasrlib.train import (
     Trainer,
     config_from_parameters,
     load_checkpoint,
+    read_run_config,
+    resume_hash,
     stage_configs,
     train,
     write_checkpoint,
@@ -110,6 +112,45 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
         config_from_parameters({"stage": "both"})
     defaults = TrainConfig()
     assert defaults.optimiser.betas == (0.9, 0.99) and defaults.loss.adversarial_weight == 0.1
+
+
+def test_config_only_checks_run_when_the_config_is_built() -> None:
+    with pytest.raises(ConfigError, match="no loss term"):
+        config_from_parameters({"stage": "pretrain", "pixel_weight": 0.0})
+    with pytest.raises(ConfigError, match="no loss term"):  # the dasr part of "both"
+        config_from_parameters(
+            {"stage": "both", "pretrain_iterations": 1, **{w: 0.0 for w in WEIGHTS}}
+        )
+    with pytest.raises(ConfigError, match="patch_size % 8"):
+        config_from_parameters({"stage": "baseline", "patch_size": 36})
+    assert config_from_parameters({"stage": "pretrain", "patch_size": 36}).data.patch_size == 36
+
+
+def test_hashes_of_existing_runs_are_unchanged() -> None:
+    """Run folders written with the single-section config keep their config and resume hashes."""
+    assert config_hash(TrainConfig()) == "0ba0896fb111" == resume_hash(TrainConfig())
+    config = config_from_parameters(
+        {"stage": "baseline", "backbone": "rrdb", "lr": 2e-4, "name": "x", "iterations": 7}
+    )
+    assert (config_hash(config), resume_hash(config)) == ("9b08f5b2bc3b", "00df1a73b199")
+    # Only the schedule and run sections are free on resume.
+    assert resume_hash(config.replace(device="cpu", iterations=9, log_every=3)) == "00df1a73b199"
+    assert resume_hash(config.replace(val_images=2)) != "00df1a73b199"
+
+
+def test_flat_names_and_sections_build_the_same_config() -> None:
+    flat = config_from_parameters({"num_feat": 8, "lr": 3e-4, "name": "n"})
+    nested = config_from_parameters(
+        {"model": {"num_feat": 8}, "optimiser": {"lr": 3e-4}, "run": {"name": "n"}}
+    )
+    dotted = config_from_parameters(
+        {}, overrides={"model.num_feat": 8, "optimiser.lr": 3e-4, "run.name": "n"}
+    )
+    assert flat == nested == dotted
+    assert (flat.model.num_feat, flat.optimiser.lr, flat.run.name) == (8, 3e-4, "n")
+    assert to_dict(flat)["num_feat"] == 8  # files keep the flat names
+    with pytest.raises(ConfigError, match="unknown key 'num_feats'"):
+        config_from_parameters({"overrides": {"num_feats": 8}})
 
 
 def test_stage_both_runs_pretrain_then_dasr_from_it() -> None:
@@ -276,6 +317,7 @@ def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "time_limit" and record["iteration"] < 10_000
     assert record["config_hash"] and record["metadata"]["versions"]["torch"]
+    assert record["config"]["num_feat"] == 4 and read_run_config(run) == config  # flat on disk
     tensors, state = load_checkpoint(run / "checkpoints")
     assert state["iteration"] == record["iteration"]
     model = load_model(run / "model.safetensors")
