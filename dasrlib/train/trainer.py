@@ -79,6 +79,8 @@ class Trainer:
             raise ValueError("a Trainer runs one stage; stage='both' runs through train()")
         dist_ctx = dist_ctx or DistContext()
         self.config = config
+        self.config_hash = config_hash(config)  # recorded in every file the run writes
+        self.resume_hash = resume_hash(config)
         self.dist = dist_ctx
         self.device = device
         self.run_dir = project_path(config.run.out_dir) / config.run.name
@@ -336,8 +338,8 @@ class Trainer:
             "iteration": self.iteration,
             "stage": config.stage,
             "config": to_dict(config),
-            "config_hash": config_hash(config),
-            "resume_hash": resume_hash(config),
+            "config_hash": self.config_hash,
+            "resume_hash": self.resume_hash,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
             "optimizer_g": opt_g_meta,
@@ -422,7 +424,7 @@ class Trainer:
             metadata={
                 "iteration": self.iteration,
                 "stage": self.config.stage,
-                "config_hash": config_hash(self.config),
+                "config_hash": self.config_hash,
                 "ema_decay": self.config.optimiser.ema_decay,
             },
         )
@@ -437,8 +439,8 @@ class Trainer:
             "status": status,
             "iteration": self.iteration,
             "config": to_dict(config),
-            "config_hash": config_hash(config),
-            "resume_hash": resume_hash(config),
+            "config_hash": self.config_hash,
+            "resume_hash": self.resume_hash,
             "world_size": self.dist.world_size,
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "channels_last": self.channels_last,
