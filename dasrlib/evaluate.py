@@ -239,7 +239,7 @@ def evaluate(
             "method": {"name": method.name, **method.record()},
             "testsets": testset_summary(testset_dir),
             "levels": list(levels),
-            "lpips": None if lpips is None else str(getattr(lpips, "alexnet_path", lpips)),
+            "lpips": lpips_description(lpips),
         }
         write_results(frame, out_csv, metadata=run_metadata(config=config, device=device))
     return frame

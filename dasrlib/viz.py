@@ -247,7 +247,8 @@ def fig4_grid(
         lr: LR image [3, h, w] (or [1, 3, h, w]) in [0, 1].
         outputs: {variant name: SR [3, sh, sw] in [0, 1]}, all of one size, s an integer factor.
         out_png: output path (written atomically).
-        titles: panel titles by variant name (``dasrlib.ablations.FIG4_TITLES``); default: names.
+        titles: panel titles by variant name
+            (``dasrlib.experiments.ablations.FIG4_TITLES``); default: names.
 
     Returns:
         The path written.

@@ -42,7 +42,7 @@ from torch import Tensor
 from dasrlib.config import to_dict
 from dasrlib.data import EmbeddedPhotos, list_image_files
 from dasrlib.device import resolve_device
-from dasrlib.evaluate import evaluate
+from dasrlib.evaluate import evaluate, lpips_description
 from dasrlib.experiments import runs
 from dasrlib.experiments.cost import GMACS_SIZE, height_width, measure_cost
 from dasrlib.io import read_image
@@ -503,9 +503,7 @@ def run_ablations(
         "runs": {name: _run_summary(path) for name, path in run_dirs.items()},
         "testsets": testset_summary(testset_dir),
         "levels": list(levels),
-        "lpips": str(lpips)
-        if isinstance(lpips, LPIPSUnavailable)
-        else (None if lpips is None else str(lpips.alexnet_path)),
+        "lpips": lpips_description(lpips),
         "profile": {
             "gmacs_size": GMACS_SIZE,
             "latency_size": list(height_width(latency_size)),
