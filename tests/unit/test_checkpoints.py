@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dasrlib.models import DASR, SRResNet
+from dasrlib.models import DASR, SRResNet, UNetDiscriminatorSN
 from dasrlib.models.baselines import build_model
 from dasrlib.models.checkpoints import (
     CheckpointError,
@@ -27,7 +27,7 @@ TINY_DASR = {"num_experts": 3, "num_feat": 8, "num_block": 2, "predictor_feat": 
 
 
 def test_safetensors_round_trip_rebuilds_the_model(tmp_path, generator):
-    model = build_model("dasr_dcd", **TINY_DASR, generator=generator).eval()
+    model = DASR(mixing="dcd", **TINY_DASR, generator=generator).eval()
     with torch.no_grad():
         model.experts.phi_map.normal_(generator=generator)
     path = save_weights(model, tmp_path / "nested" / "dasr.safetensors", metadata={"step": 7})
@@ -51,7 +51,7 @@ def test_save_weights_casts_to_the_requested_dtype(tmp_path, generator):
 
 def test_discriminator_round_trip_keeps_spectral_norm_state(tmp_path, generator):
     torch.manual_seed(0)
-    model = build_model("discriminator", num_feat=8)
+    model = UNetDiscriminatorSN(num_feat=8)
     path = save_weights(model, tmp_path / "d.safetensors")
     assert "conv1.weight_orig" in read_state_dict(path)
     loaded = load_model(path)

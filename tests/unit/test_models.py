@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dasrlib.models import DASR, EDSR, DASRInference, DegradationPredictor, SRResNet
-from dasrlib.models.baselines import build_model
+from dasrlib.models.baselines import build_model, build_swinir
 from dasrlib.models.dasr import DASR_VARIANTS
 from dasrlib.models.discriminator import UNetDiscriminatorSN
 from dasrlib.profiling import count_gmacs, count_parameters
@@ -154,7 +154,7 @@ def test_discriminator_with_a_generator_ignores_the_global_rng():
 
 
 def test_swinir_pads_sizes_that_are_not_window_multiples(generator):
-    model = build_model("swinir", **TINY_OPTIONS["swinir"]).eval()
+    model = build_swinir(**TINY_OPTIONS["swinir"]).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 10, 13, generator=generator)).shape == (1, 3, 40, 52)
 
