@@ -15,7 +15,9 @@ The variants are configurations of the one `DASR` class: their model options are
 The shared budget (`budget_config`): the same data, seed, iterations, batch, patch size and loss
 weights for every variant, and the same initialisation: one backbone network pretrained with the
 pixel loss for `pretrain_iterations` (Sec. 4.1), copied into the experts of every variant on that
-backbone (one pretraining for SRResNet, one for EDSR-M).
+backbone (one pretraining for SRResNet, one for EDSR-M). The runs are planned, named
+(``<run_prefix>_<variant>``, ``<run_prefix>_pretrain_<backbone>``) and reused by the runner of
+`dasrlib.experiments.runs`, as Table 2's are.
 
 `run_ablations` writes ``ablations.csv`` in long format (STYLE point 8) with a ``panel`` column:
 per variant, metric ``psnr_y_db`` and ``lpips_alex`` of each test set (the mean over its
