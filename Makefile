@@ -1,10 +1,11 @@
-# The README's commands. `make demo` runs the main job, `make test` the whole test suite.
+# The README's commands. `make demo` runs the main job, `make test` the whole test suite,
+# `make lab` opens the notebooks in JupyterLab, `make app` the slider app alone (Voila).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test lint lab app clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+
+# JupyterLab on the notebooks, on this machine only (127.0.0.1; the URL printed carries a token).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+
+# The slider notebook as a page of sliders and images (code hidden), served by Voila on 127.0.0.1.
+app: $(STAMP)
+	$(VENV)/bin/voila notebooks/interactive.ipynb --Voila.ip=127.0.0.1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dasrlib tests benchmarks
