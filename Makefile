@@ -24,7 +24,8 @@ test: $(STAMP)
 
 # JupyterLab on the notebooks, on this machine only (127.0.0.1; the URL printed carries a token).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The slider notebook as a page of sliders and images (code hidden), served by Voila on 127.0.0.1.
 app: $(STAMP)
