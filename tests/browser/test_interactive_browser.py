@@ -84,10 +84,20 @@ def _wait(condition: Callable[[], Any], timeout: float, what: str, poll: float =
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process`` and everything it started (its own process group)."""
+def _stop(process: subprocess.Popen[bytes], url: str, token: str) -> None:
+    """Shut the server down with its kernels (they run in process groups of their own), then
+    terminate ``process``'s group if it still runs."""
     if process.poll() is not None:
         return
+    request = urllib.request.Request(
+        f"{url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+    )
+    try:
+        urllib.request.urlopen(request, timeout=5).close()
+        process.wait(timeout=15)
+        return
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
@@ -200,7 +210,7 @@ def lab(lab_root: Path, browser_tools: tuple[str, str]) -> Iterator[str]:
         _wait(ready, STARTUP_S, "JupyterLab to answer")
         yield f"{url}/lab/tree/{{path}}?token={token}"
     finally:
-        _stop(process)
+        _stop(process, url, token)
         log.close()
 
 
