@@ -6,8 +6,14 @@ degradation stage: blur kernel size, sigma_x, sigma_y and rotation; noise level 
 quality; resize scale. Changing a control re-encodes only that parameter's slots
 (`dasrlib.inference.edit_vector`; all other slots keep the predicted values), super-resolves the
 image with the edited v and redraws LR (nearest), automatic SR and edited SR side by side with a
-zoomed crop. "Reset" restores the prediction. Everything a notebook shows is reachable from
-Python, so tests drive the widgets the way a user would (set ``.value``, the observers fire).
+zoomed crop, each at its native pixel size. "Reset" restores the prediction. Everything a
+notebook shows is reachable from Python, so tests drive the widgets the way a user would (set
+``.value``, the observers fire); tests/browser drives them in a real browser.
+
+`fig5_sweep` / `fig5_check` turn Fig. 5 into a measurement: the high-frequency energy of the
+output as the blur or the noise setting sweeps its range (the paper: blur up -> sharper, noise
+up -> smoother). `choose_model` picks the notebook's model (published, else newest local run,
+else a flagged random-weight DASR).
 """
 
 from __future__ import annotations
@@ -695,7 +701,12 @@ def fig5_check(
         if choice.random and not allow_random:
             logger.warning("Fig. 5 sweep not written to %s: the model has random weights", out_png)
         else:
-            fig5_sweep_figure(sweeps, project_path(out_png), title=choice.source)
+            title = choice.source
+            if choice.local_run:
+                title = f"local run {choice.source} (not a published model)"
+            elif choice.random:
+                title = f"RANDOM-WEIGHT model ({choice.source[:60]}...)"
+            fig5_sweep_figure(sweeps, project_path(out_png), title=title)
     return summary
 
 
