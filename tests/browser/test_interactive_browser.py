@@ -3,8 +3,9 @@
 Starts JupyterLab on 127.0.0.1 (random free port, a token) on a parameterised copy of
 ``notebooks/interactive.ipynb`` that loads a small seeded DASR whose experts differ, opens it in
 headless Chromium through selenium, runs every cell, moves one slider with the keyboard and
-checks in the page that the edited image changed. Also checks what issue-level polish promises:
-the notebook does not turn "modified" on opening, and the panels are drawn at native pixel size.
+checks in the page that the edited image changed. Also checks that the committed notebooks do
+not turn "modified" on opening, that the panels are drawn at their native pixel size and that
+the Reset button's label fits.
 A screenshot after the slider move goes to ``results/figures/interactive_browser.png``.
 Skips (with the reason) where selenium, Chromium or chromedriver is missing.
 """
@@ -154,7 +155,7 @@ def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(lab_root: Path, browser_tools: tuple[str, str]) -> Iterator[str]:
+def lab(browser_tools: tuple[str, str], lab_root: Path) -> Iterator[str]:
     """JupyterLab on 127.0.0.1 serving ``lab_root``; yields its URL with the token."""
     port, token = _free_port(), secrets.token_hex(16)
     state = lab_root.parent / f"{lab_root.name}_state"
