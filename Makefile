@@ -1,4 +1,5 @@
-# The README's commands. `make demo` runs the main job, `make test` the whole test suite.
+# The README's commands. `make demo` runs the main job, `make test` the whole test suite,
+# `make lab` opens the notebooks in JupyterLab, `make app` the slider app alone (Voila).
 # Every install is pinned by requirements-lock.txt (exact versions of every package, generated
 # from pyproject.toml); `make lock` refreshes it after a dependency change.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ LOCK := requirements-lock.txt
 PIP_VERSION := 26.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint lock clean-venv
+.PHONY: install demo test lint lab app lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+
+# JupyterLab on the notebooks, on this machine only (127.0.0.1; the URL printed carries a token).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The slider notebook as a page of sliders and images (code hidden), served by Voila on 127.0.0.1.
+app: $(STAMP)
+	$(VENV)/bin/voila notebooks/interactive.ipynb --Voila.ip=127.0.0.1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dasrlib tests benchmarks
