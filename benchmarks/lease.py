@@ -152,7 +152,7 @@ def _inference_args(conf: dict[str, Any], device: torch.device) -> argparse.Name
             "--predictor-feat",
             str(conf["predictor_feat"]),
             "--compile-mode",
-            "max-autotune-no-cudagraphs",
+            conf["compile_mode"],
         ]
     )
 
@@ -367,6 +367,7 @@ def synthesis_section(report: dict[str, Any], conf: dict[str, Any], device: torc
         consumed=consumed,
     )
     report["synthesis_ratio"] = {key: rows[key]["ratio_to_training"] for key in SYNTHESIS_KEYS}
+    report["synthesis_profile"] = severe_profile(conf, device)
     report["synthesis"] = {
         "rows": rows,
         "consumed_samples_per_s": consumed,
@@ -374,6 +375,48 @@ def synthesis_section(report: dict[str, Any], conf: dict[str, Any], device: torc
         "batch": conf["synth_batch"],
         "hr_size": conf["synth_hr"],
     }
+
+
+def severe_profile(conf: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """One severe batch under torch.profiler: top-level aten ops (the host's dispatch work),
+    device kernels launched, and the top ops by device (GPU) or CPU time."""
+    from dasrlib.degradation import Level, degrade
+
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        generator = torch.Generator(device=device).manual_seed(0)
+        hr = torch.rand(
+            conf["synth_batch"],
+            3,
+            conf["synth_hr"],
+            conf["synth_hr"],
+            generator=generator,
+            device=device,
+        )
+        degrade(hr, Level.SEVERE, generator=generator)
+        sync(device)
+        activities = [ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        with profile(activities=activities) as prof:
+            degrade(hr, Level.SEVERE, generator=generator)
+            sync(device)
+        events = list(prof.events())
+        top_level = [
+            e
+            for e in events
+            if e.name.startswith("aten::")
+            and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+        ]
+        kernels = [e for e in events if str(e.device_type).endswith("CUDA")]
+        return {
+            "aten_ops": len(top_level),
+            "device_kernels": len(kernels),
+            "table": inference_bench._profile_table(prof, device),
+        }
+    except Exception as error:
+        return {"error": error_text(error)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +440,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     budget = Budget(args.budget_s)
-    conf = settings(args, device)
+    conf = {**settings(args, device), "compile_mode": args.compile_mode}
     out = args.out or default_out(device)
     modes = {**LATENCY_MODES, "graph": _graph_mode(device)}
     if args.modes is not None:
@@ -438,6 +481,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logger.warning("%s: %s (%.0f s left)", name, SKIPPED, budget.remaining())
             continue
         _run_section(report, name, section, budget)
+        summarise(report)
         write_json(out, report)
     if "compile" not in args.sections:
         pass
@@ -533,6 +577,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SECTIONS,
         help=f"comma list of {','.join(SECTIONS)} (default all; the fixed keys of the others "
         "stay 'skipped')",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        help="torch.compile mode of the compiled latency mode (max-autotune compiles for "
+        "minutes: more than a lease's budget)",
     )
     parser.add_argument(
         "--modes",
