@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     error_text,
     summarize,
     sync,
+    use_cpu_clock,
     write_json,
 )
 from torch import Tensor, nn  # noqa: E402
@@ -197,13 +198,13 @@ def latency_section(
             record = {"error": error_text(error)}
         record["mode_name"] = mode_name
         details["modes"][key] = record
-        variants = record.get("variants", {})
-        dasr, base = variants.get("dasr", {}), variants.get("srresnet", {})
+        records = record.get("variants", {})
+        dasr, base = records.get("dasr", {}), records.get("srresnet", {})
         if "median_ms" in dasr and "median_ms" in base:
             report["latency_ratio"][key] = dasr["median_ms"] / base["median_ms"]
             report["latency_ms"][key] = {"srresnet": base["median_ms"], "dasr": dasr["median_ms"]}
-            if "median_ms" in variants.get("dasr_front", {}):
-                report["latency_ms"][key]["dasr_front"] = variants["dasr_front"]["median_ms"]
+            if "median_ms" in records.get("dasr_front", {}):
+                report["latency_ms"][key]["dasr_front"] = records["dasr_front"]["median_ms"]
         inference_bench._release(device)
 
 
@@ -281,6 +282,9 @@ def upscale_section(report: dict[str, Any], conf: dict[str, Any], device: torch.
         "breakdown": {name: breakdown[name] for name in UPSCALE_STAGES},
         "sum_of_stages": sum(breakdown.values()),
         "ratio_to_network": total / measured["network"],
+        # The complete DASR path (P + A + mixing + expert, `FastDASR`) in the same precision,
+        # from the latency section: upscale's overhead over the best the network path does.
+        "ratio_to_dasr_path": _ratio_to_path(report, total, amp),
         "precision": precision,
         "autocast": None if amp is None else str(amp),
         "input": {"height": height, "width": width, "tile": None, "output_dtype": "float32"},
@@ -294,6 +298,12 @@ def upscale_section(report: dict[str, Any], conf: dict[str, Any], device: torch.
         "probes_ms": {k: measured[k] for k in ("nearest_network", "nearest_upscale")},
     }
     report["upscale_profile"] = _profile(lambda: upscale(lr, model, precision=precision), device)
+
+
+def _ratio_to_path(report: dict[str, Any], total: float, amp: torch.dtype | None) -> float | None:
+    key = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp)
+    path = report["latency_ms"].get(key, {}).get("dasr")
+    return None if path is None else total / path
 
 
 def _profile(fn: Callable[[], object], device: torch.device) -> list[str] | dict[str, str]:
@@ -446,6 +456,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True
     budget = Budget(args.budget_s)
     conf = {**settings(args, device), "compile_mode": args.compile_mode}
+    use_cpu_clock(args.cpu_clock)
+    conf["cpu_clock"] = args.cpu_clock
     out = args.out or default_out(device)
     modes = {**LATENCY_MODES, "graph": _graph_mode(device)}
     if args.modes is not None:
@@ -622,6 +634,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "minutes: more than a lease's budget)",
     )
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cpu-clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="CPU latency clock (process: CPU time, robust to other load; use one thread)",
+    )
     parser.add_argument(
         "--modes",
         type=lambda text: tuple(text.split(",")),
