@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     error_text,
     summarize,
     sync,
+    time_call_ms,
     use_cpu_clock,
     write_json,
 )
@@ -223,13 +224,16 @@ class NearestSR(nn.Module):
 def _median_ms(
     fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int
 ) -> float:
-    """Median wall-clock ms of ``fn`` (host clock around a synchronised call: `upscale` returns
-    host tensors, so its own end is a sync)."""
+    """Median ms of ``fn``: on a GPU the host clock around a synchronised call (`upscale`
+    returns host tensors, so its own end is a sync); on a CPU `time_call_ms`'s clock."""
     for _ in range(warmup):
         fn()
     sync(device)
     runs = []
     for _ in range(repeats):
+        if device.type != "cuda":
+            runs.append(time_call_ms(fn, device))
+            continue
         sync(device)
         begin = time.perf_counter()
         fn()
