@@ -643,6 +643,16 @@ def fetch_div2k(
     }
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dasrlib.data fetch div2k [--root data/] [--split train valid] ...``."""
     parser = argparse.ArgumentParser(prog="python -m dasrlib.data", description=__doc__)
@@ -651,10 +661,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch.add_argument("dataset", choices=["div2k"])
     fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root")
     fetch.add_argument("--split", nargs="+", default=["train", "valid"], choices=["train", "valid"])
-    fetch.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    fetch.add_argument(
+        "--timeout", type=_positive_seconds, default=10.0, help="network timeout in seconds"
+    )
     fetch.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip files")
     fetch.add_argument("--force", action="store_true", help="download even if already present")
     args = parser.parse_args(argv)
+    if args.root.exists() and not args.root.is_dir():
+        parser.error(f"--root {str(args.root)!r} is a file, not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         folders = fetch_div2k(
@@ -667,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the data root cannot be written
+        where = exc.filename if exc.filename is not None else args.root
+        print(f"error: cannot write under {str(where)!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     for split, folder in folders.items():
         print(f"DIV2K {split}: {_count_images(folder)} images in {folder}")
