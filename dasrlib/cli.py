@@ -44,7 +44,12 @@ from dasrlib.inference import (
     predict_vector,
     upscale_to_file,
 )
-from dasrlib.io import ImageReadError, is_upscale_output, read_image
+from dasrlib.io import (
+    ImageReadError,
+    is_upscale_output,
+    read_image,
+    remove_stale_temporaries,
+)
 
 __all__ = ["main"]
 
@@ -164,6 +169,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     scale = int(getattr(model, "scale", 4))
     suffix = args.suffix if args.suffix is not None else f"_x{scale}"
     out_dir = Path(args.output)
+    remove_stale_temporaries(out_dir)  # what a killed earlier run left (0-byte .*.tmp files)
     input_set = {p.resolve() for p in inputs}
     claimed: dict[Path, Path] = {}
     written = 0

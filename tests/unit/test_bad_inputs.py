@@ -475,3 +475,15 @@ def test_stale_temporaries_of_a_killed_run_are_removed_at_start(tmp_path: Path) 
     assert train.main(["--params", str(params), "--set", "iterations=2"]) == 0
     assert not any(path.exists() for path in stale)
     assert alive.exists()
+
+
+def test_upscale_removes_temporaries_a_killed_run_left(checkpoint: Path, tmp_path: Path) -> None:
+    source = _image(tmp_path / "a.png", seed=7)
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stale = out / f".a_x4.png.{int(child.stdout)}.atomic-k1.tmp"
+    stale.write_bytes(b"")
+    assert dasr(["upscale", str(source), "-o", str(out), "--model", str(checkpoint)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_x4.png"]
