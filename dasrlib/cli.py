@@ -22,6 +22,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,6 +151,16 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.overlap < 0:
         print(f"dasr upscale: error: --overlap must be >= 0, got {args.overlap}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.suffix is not None and ("/" in args.suffix or os.sep in args.suffix):
+        print(
+            f"dasr upscale: error: --suffix {args.suffix!r} holds a path separator; it is "
+            "appended to each file name",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        print(f"dasr upscale: error: -o {args.output!r} is a file, not a folder", file=sys.stderr)
         return EXIT_USAGE
     try:
         edits = parse_edits(args.set)

@@ -487,3 +487,18 @@ def test_upscale_removes_temporaries_a_killed_run_left(checkpoint: Path, tmp_pat
     stale.write_bytes(b"")
     assert dasr(["upscale", str(source), "-o", str(out), "--model", str(checkpoint)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a_x4.png"]
+
+
+@pytest.mark.parametrize("option", [["--suffix", "/../../x"], ["-o", "a.png"]])
+def test_output_options_that_would_write_elsewhere_are_usage_errors(
+    option: list[str], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _image(tmp_path / "a.png", seed=8)
+    before = source.read_bytes()
+    output = ["-o", str(tmp_path / "out")] if option[0] == "--suffix" else ["-o", str(source)]
+    extra = option if option[0] == "--suffix" else []
+    assert dasr(["upscale", str(source), *output, *extra, "--model", str(checkpoint)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert ("--suffix" in line) if extra else (str(source) in line and "not a folder" in line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert source.read_bytes() == before
