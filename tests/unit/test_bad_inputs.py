@@ -502,3 +502,26 @@ def test_output_options_that_would_write_elsewhere_are_usage_errors(
     assert ("--suffix" in line) if extra else (str(source) in line and "not a folder" in line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
     assert source.read_bytes() == before
+
+
+def test_export_bad_inputs(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dasrlib.export import main as export
+
+    source = _image(tmp_path / "a.png", seed=9)
+    with pytest.raises(SystemExit) as info:  # --out is a file: usage
+        export(["--model", str(checkpoint), "--out", str(source)])
+    assert info.value.code == 2 and "not a folder" in capsys.readouterr().err
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray((rng.random((14, 18, 3)) * 255).astype(np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "onnx"
+    argv = ["--model", str(checkpoint), "--out", str(out), "--image", str(tmp_path / "anim.gif")]
+    assert export(argv) == 1  # the input image failed
+    (line,) = _errors(capsys.readouterr().err)
+    assert "anim.gif" in line and "2 frames" in line
+    argv = ["--model", str(checkpoint), "--out", str(out), "--image", str(source)]
+    assert export([*argv, "--set", "noise_level=nan"]) == 2
+    assert "noise_level=nan" in capsys.readouterr().err
+    assert not out.exists()
