@@ -54,7 +54,7 @@ from dasrlib.degradation import (
     parameter_names,
 )
 from dasrlib.device import autocast_dtype, module_device, resolve_device
-from dasrlib.io import LoadedImage, read_image, write_png
+from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.checkpoints import (
     import_official_dasr,
     load_model,
@@ -670,6 +670,7 @@ def upscale_to_file(
         alpha=result.alpha,
         bit_depth=result.bit_depth,
         gray=result.rgb.shape[0] == 1,
+        text=UPSCALE_OUTPUT_TEXT,
     )
     return result
 
@@ -789,6 +790,8 @@ def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
             value: float | str = float(text)
         except ValueError:
             value = text.strip()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{item!r}: the value must be a finite number")
         edits[name.strip()] = value
     expand_edits(edits)  # unknown names fail here, before any image is processed
     return edits

@@ -66,14 +66,33 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from dasrlib import losses
-from dasrlib.config import ConfigError, config_hash, load_config, to_dict
-from dasrlib.data import ImageList, PatchSampler, open_hr_images, split_holdout
+from dasrlib.config import (
+    ConfigError,
+    check_train_ranges,
+    config_hash,
+    load_config,
+    read_config_file,
+    to_dict,
+)
+from dasrlib.data import (
+    TRAINING_INPUT_ERRORS,
+    ImageList,
+    PatchSampler,
+    UnusableDataError,
+    open_hr_images,
+    split_holdout,
+)
 from dasrlib.degradation import TrainingBatch, TrainingPairSource, degrade
-from dasrlib.device import autocast_dtype, resolve_device
-from dasrlib.io import atomic_write, atomic_write_text
+from dasrlib.device import DeviceUnavailableError, autocast_dtype, resolve_device
+from dasrlib.io import atomic_write, atomic_write_text, remove_stale_temporaries
 from dasrlib.metrics import psnr_y
 from dasrlib.models.baselines import build_model
-from dasrlib.models.checkpoints import load_model, read_state_dict, save_weights
+from dasrlib.models.checkpoints import (
+    CheckpointError,
+    load_model,
+    read_state_dict,
+    save_weights,
+)
 from dasrlib.models.dasr import DASR, DASROutput
 from dasrlib.results import project_path, run_metadata
 
@@ -233,6 +252,7 @@ class TrainConfig:
             raise ValueError("val_images must be >= 0 and val_crop >= 8 * scale")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ValueError(f"time_limit_minutes must be positive, got {self.time_limit_minutes}")
+        check_train_ranges(self)
 
 
 RESUME_FREE_FIELDS = frozenset(
@@ -402,7 +422,7 @@ def _holdout(config: TrainConfig, images: ImageList) -> tuple[ImageList, ImageLi
     if config.val_images == 0:
         return images, None
     if config.val_images >= len(images):
-        raise ValueError(
+        raise UnusableDataError(
             f"val_images={config.val_images} leaves no training image out of {len(images)} in "
             f"{config.data_root or 'the embedded photos'}"
         )
@@ -1226,6 +1246,8 @@ def _run_stage(
     config: TrainConfig, *, deadline: float | None, dist_ctx: _Dist, device: torch.device
 ) -> Path:
     trainer = _Trainer(config, deadline=deadline, dist_ctx=dist_ctx, device=device)
+    if dist_ctx.is_main:  # temporaries a killed run left (0-byte metrics.csv, model, ...)
+        remove_stale_temporaries(trainer.run_dir)
     trainer.restore()
     trainer.prepare_data()
     start_iteration = trainer.iteration
@@ -1468,9 +1490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
     args = parser.parse_args(argv)
-    parameters: dict[str, Any] = {}
-    if args.params is not None:
-        parameters = yaml.safe_load(args.params.read_text(encoding="utf-8")) or {}
     sets = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -1478,15 +1497,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         sets[key.strip()] = yaml.safe_load(value)
     try:
+        parameters = {} if args.params is None else read_config_file(args.params)
         config = config_from_parameters(parameters, overrides=sets)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        resolve_device(config.device)
+    except (ConfigError, DeviceUnavailableError) as error:
+        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
         return 2
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_dir = train(config)
+    try:
+        run_dir = train(config)
+    except (*TRAINING_INPUT_ERRORS, CheckpointError) as error:
+        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
         if (run_dir / "val.csv").is_file():
