@@ -101,7 +101,8 @@ class LeaseSettings:
     eval_levels: tuple[str, ...] = EVAL_LEVELS
     eval_max_images: int | None = None  # first N images of each set (dry run); None: all
     testset_seed: int = 0  # the project's test-set seed
-    testset_threads: int = 4  # CPU threads of each background test-set builder
+    testset_threads: int = 4  # CPU threads of the background test-set builder
+    eval_workers: int = 12  # processes sharing the evaluation (1: in this process)
 
     def __post_init__(self) -> None:
         if not 0 < self.budget_s < 590:
@@ -374,43 +375,37 @@ class _Lease:
 # ---------------------------------------------------------------------------------------------
 
 
-def _start_testsets(lease: _Lease) -> list[tuple[str, subprocess.Popen, Path]]:
+def _start_testsets(lease: _Lease) -> tuple[subprocess.Popen, dict[str, Path]]:
+    """One background process that builds the seeded test sets of every evaluation set in turn
+    (on the CPU, like ``python -m dasrlib.testsets build`` everywhere in the project)."""
     s = lease.settings
-    jobs = []
+    outs = {}
     for name in s.eval_sets:
         hr = lease.carry / "eval" / name
         if not hr.is_dir():
             raise FileNotFoundError(f"evaluation images {hr} are not in the carried folder")
-        out = lease.work / "testsets" / name
-        command = [
-            sys.executable,
-            "-m",
-            "dasrlib.testsets",
-            "build",
-            "--hr",
-            str(hr),
-            "--out",
-            str(out),
-            "--levels",
-            ",".join(s.eval_levels),
-            "--seed",
-            str(s.testset_seed),
-            "--device",
-            "cpu",
-        ]
-        if s.eval_max_images is not None:
-            command += ["--max-images", str(s.eval_max_images)]
-        log = open(lease.logs_dir / f"testsets_{name}.log", "w", encoding="utf-8")  # noqa: SIM115
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=lease._env(threads=s.testset_threads),
-            cwd=str(lease.work),
-        )
-        log.close()
-        jobs.append((name, process, out))
-    return jobs
+        outs[name] = lease.work / "testsets" / name
+    jobs = [{"hr": str(lease.carry / "eval" / name), "out": str(out)} for name, out in outs.items()]
+    script = (
+        "import json, logging, sys\n"
+        "from dasrlib.testsets import build_testsets\n"
+        "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')\n"
+        "jobs, levels, seed, n = json.loads(sys.argv[1])\n"
+        "for job in jobs:\n"
+        "    build_testsets(job['hr'], job['out'], levels=levels, seed=seed, device='cpu',\n"
+        "                   max_images=n)\n"
+    )
+    arguments = json.dumps([jobs, list(s.eval_levels), s.testset_seed, s.eval_max_images])
+    log = open(lease.logs_dir / "testsets.log", "w", encoding="utf-8")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, arguments],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=lease._env(threads=s.testset_threads),
+        cwd=str(lease.work),
+    )
+    log.close()
+    return process, outs
 
 
 def _choose_variant(lease: _Lease, runs: Sequence[_Run]) -> tuple[_Run, list[dict[str, Any]]]:
@@ -625,52 +620,96 @@ def _run_records(lease: _Lease, runs: Sequence[_Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def _evaluate(lease: _Lease, jobs, models: dict[str, Path | None]) -> tuple[Any, list[str]]:
-    """Mean rows of bicubic, SRResNet and DASR on every built test set (GPU); per-image rows go
-    to the logs. A set whose builder failed or a method past the deadline is reported, not
-    averaged in."""
-    import pandas as pd
+def _evaluate_task(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """One (method, dataset, level) of the evaluation; runs in a worker process."""
     import torch
 
     from dasrlib.evaluate import Method, evaluate
     from dasrlib.metrics import LPIPSUnavailable, load_lpips
 
-    s = lease.settings
-    skipped: list[str] = []
-    device = torch.device(s.device)
+    torch.set_num_threads(task["threads"])
+    device = torch.device(task["device"])
     if importlib.util.find_spec("lpips") is None:
         lpips = LPIPSUnavailable("the lpips package is not installed on the device")
     else:
         lpips = load_lpips(device=device)
-    methods = [Method.bicubic(name="bicubic")]
-    for name, path in models.items():
-        if path is not None:
-            methods.append(Method.checkpoint(name=name, path=path))
-    frames = []
+    if task["weights"] is None:
+        method = Method.bicubic(name=task["method"])
+    else:
+        method = Method.checkpoint(name=task["method"], path=task["weights"])
+    frame = evaluate(method, task["testset"], levels=[task["level"]], device=device, lpips=lpips)
+    return frame.to_dict("records")
+
+
+def _evaluate(
+    lease: _Lease,
+    jobs: tuple[subprocess.Popen, dict[str, Path]],
+    models: dict[str, Path | None],
+) -> tuple[Any, list[str]]:
+    """Mean rows of bicubic, SRResNet and DASR on every built test set and level; per-image rows
+    go to the logs. `eval_workers` processes share the (method, dataset, level) tasks (the
+    metrics run on the CPU). A set whose build failed or a task past the deadline is reported,
+    never averaged in."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import pandas as pd
+
+    s = lease.settings
+    skipped: list[str] = []
     eval_end = s.budget_s - s.pack_reserve_s
-    for dataset, process, out in jobs:
-        try:
-            code = process.wait(timeout=max(eval_end - lease.elapsed(), 1.0))
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            process.wait(timeout=30)
-            code = "timeout"
-        if code != 0:
-            skipped.append(f"{dataset}: test-set build failed ({code}); see its log")
+    process, outs = jobs
+    try:
+        code = process.wait(timeout=max(eval_end - lease.elapsed(), 1.0))
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait(timeout=30)
+        code = "timeout"
+    if code != 0:
+        skipped.append(f"test-set build ended with {code}; see logs/testsets.log")
+    tasks = []
+    methods = {"bicubic": None, **{k: str(v) for k, v in models.items() if v is not None}}
+    for dataset, out in sorted(outs.items(), key=lambda item: item[0] != "B100"):
+        if not (out / "manifest.json").is_file():
+            skipped.append(f"{dataset}: no test sets were built")
             continue
-        for method in methods:
+        shutil.copyfile(out / "manifest.json", lease.logs_dir / f"testset_{dataset}_manifest.json")
+        for name, weights in methods.items():
+            for level in s.eval_levels:
+                tasks.append(
+                    {
+                        "method": name,
+                        "weights": weights,
+                        "testset": str(out),
+                        "level": level,
+                        "device": s.device,
+                        "threads": 1 if s.eval_workers > 1 else max(os.cpu_count() or 1, 1),
+                    }
+                )
+    records: list[dict[str, Any]] = []
+    if s.eval_workers <= 1:
+        for task in tasks:
             if lease.elapsed() > eval_end:
-                skipped.append(f"{dataset}/{method.name}: past the evaluation deadline")
+                skipped.append(f"{task['method']} {task['testset']} {task['level']}: past deadline")
                 continue
-            frames.append(evaluate(method, out, levels=s.eval_levels, device=device, lpips=lpips))
-    if not frames:
+            records += _evaluate_task(task)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=s.eval_workers, mp_context=context) as pool:
+            futures = {pool.submit(_evaluate_task, task): task for task in tasks}
+            try:
+                for future in as_completed(futures, timeout=max(eval_end - lease.elapsed(), 1)):
+                    records += future.result()
+            except TimeoutError:
+                for future, task in futures.items():
+                    if not future.done():
+                        future.cancel()
+                        skipped.append(f"{task['method']} {task['testset']} {task['level']}")
+                pool.shutdown(wait=False, cancel_futures=True)
+    if not records:
         return pd.DataFrame(), skipped
-    rows = pd.concat(frames, ignore_index=True)
+    rows = pd.DataFrame(records)
     rows.to_csv(lease.logs_dir / "eval_per_image.csv", index=False)
-    for _, _, out in jobs:
-        manifest = out / "manifest.json"
-        if manifest.is_file():
-            shutil.copyfile(manifest, lease.logs_dir / f"testset_{out.name}_manifest.json")
     means = rows[rows["aggregate"] == "mean"]
     columns = ["method", "dataset", "level", "metric", "value", "n_images", "note"]
     return means.loc[:, columns].reset_index(drop=True), skipped

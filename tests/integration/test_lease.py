@@ -40,6 +40,7 @@ TINY = [
     "max_iterations=3",
     "eval_max_images=1",
     "testset_threads=1",
+    "eval_workers=1",
     "train.batch_size=2",
     "train.patch_size=32",
     "train.num_feat=8",
@@ -219,7 +220,8 @@ def test_two_leases_end_to_end(tmp_path: Path, shared: tuple[Path, Path]) -> Non
             }
             assert len(lease["variant_comparison"]) == 2
         else:
-            assert {r["name"] for r in lease["runs"]} == {f"dasr_{state['dasr']['variant']}", "baseline"}
+            kept = f"dasr_{state['dasr']['variant']}"
+            assert {r["name"] for r in lease["runs"]} == {kept, "baseline"}
             runs = {r["role"]: r for r in lease["runs"]}
             assert runs["dasr"]["start_iteration"] == iterations[0]  # the count continues
             assert set(pd.read_csv(results / "gap_summary.csv")["grew"]) <= {"yes", "no"}
