@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dasrlib.lease import CALL_LIMIT_S, CARRY_DIR, MIB
 
-DEVICE_COMMAND = "bash scripts/lease.sh 2>&1 | tail -n 60"
+DEVICE_COMMAND = "bash scripts/lease.sh"
 """What the lead passes to the device tool (``$OUT`` is set there)."""
 
 

@@ -17,6 +17,7 @@ lease's record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -80,23 +81,28 @@ def encode_lossless(source: Path, target_stem: Path) -> Path:
     return target
 
 
-def _encode_job(args: tuple[str, str, str]) -> dict[str, Any]:
-    source, stem, rel = args
-    path = encode_lossless(Path(source), Path(stem))
-    return {"source": rel, "file": path.as_posix(), "bytes": path.stat().st_size}
+def _encode_job(args: tuple[str, str, str, str | None]) -> dict[str, Any]:
+    source, stem, key, cached = args
+    path = Path(cached) if cached is not None else encode_lossless(Path(source), Path(stem))
+    return {
+        "key": key,
+        "file": path.as_posix(),
+        "bytes": path.stat().st_size,
+        "reused": cached is not None,
+    }
 
 
 def _encode_many(
-    jobs: Sequence[tuple[Path, Path, str]], *, workers: int, budget: int | None
+    jobs: Sequence[tuple[Path, Path, str, Path | None]], *, workers: int, budget: int | None
 ) -> list[dict[str, Any]]:
-    """Encode in order; with `budget`, stop before the first file that would pass it."""
+    """Encode (or reuse the cached file of) each job in order; with `budget`, stop before the
+    first file that would pass it."""
     done: list[dict[str, Any]] = []
     total = 0
-    args = [(str(s), str(t), rel) for s, t, rel in jobs]
+    args = [(str(s), str(t), key, None if c is None else str(c)) for s, t, key, c in jobs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for result in pool.map(_encode_job, args, chunksize=1):
             if budget is not None and total + result["bytes"] > budget:
-                Path(result["file"]).unlink()
                 break
             total += result["bytes"]
             done.append(result)
@@ -106,14 +112,20 @@ def _encode_many(
     return done
 
 
+def _cached(carry: Path, old: dict[str, Any], key: str, source_sha: str) -> Path | None:
+    """The file a previous prepare wrote for the same source bytes, if it is still intact."""
+    entry = old.get(key)
+    if entry is None or entry.get("source_sha256") != source_sha:
+        return None
+    path = carry / entry["file"]
+    if not path.is_file() or _sha256(path) != entry.get("file_sha256"):
+        return None
+    return path
+
+
 def carry_size(folder: Path) -> int:
     """Bytes of every file under `folder`."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _clear(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
 
 
 def prepare_carry(
@@ -135,31 +147,51 @@ def prepare_carry(
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist")
     carry.mkdir(parents=True, exist_ok=True)
-    for part in ("train", "eval", "models"):
-        _clear(carry / part)
+    old_manifest = carry / "manifest.json"
+    old: dict[str, Any] = {}
+    if old_manifest.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            old = json.loads(old_manifest.read_text(encoding="utf-8"))["sources"]
+    if (carry / "models").exists():
+        shutil.rmtree(carry / "models")
 
+    def job(path: Path, target_stem: Path, key: str) -> tuple[Path, Path, str, Path | None]:
+        source_sha[key] = _sha256(path)
+        return path, target_stem, key, _cached(carry, old, key, source_sha[key])
+
+    source_sha: dict[str, str] = {}
     sources = list_image_files(train_root)
     if not sources:
         raise FileNotFoundError(f"no images under {train_root}")
     rels = [p.relative_to(train_root).as_posix() for p in sources]
     order = sorted(range(len(sources)), key=lambda i: hashlib.sha256(rels[i].encode()).hexdigest())
-    jobs = [(sources[i], carry / "train" / Path(rels[i]).with_suffix(""), rels[i]) for i in order]
+    jobs = [
+        job(sources[i], carry / "train" / Path(rels[i]).with_suffix(""), f"train/{rels[i]}")
+        for i in order
+    ]
     train = _encode_many(jobs, workers=workers, budget=int(train_budget_mib * MIB))
-    kept = {Path(item["file"]).resolve() for item in train}
-    for extra in [p for p in (carry / "train").rglob("*") if p.is_file()]:
-        if extra.resolve() not in kept:  # encoded after the budget was reached
-            extra.unlink()
     if not train:
         raise ValueError(f"no training image fits {train_budget_mib} MiB")
-    subset = sorted(item["source"] for item in train)
+    subset = sorted(item["key"].removeprefix("train/") for item in train)
     logger.info("training subset: %d of %d images", len(train), len(sources))
 
     eval_jobs = []
     for name in eval_sets:
         for path in list_image_files(eval_root / name):
-            rel = f"{name}/{path.relative_to(eval_root / name).as_posix()}"
-            eval_jobs.append((path, carry / "eval" / name / path.stem, rel))
+            rel = path.relative_to(eval_root / name).as_posix()
+            eval_jobs.append(job(path, carry / "eval" / name / path.stem, f"eval/{name}/{rel}"))
     evaluation = _encode_many(eval_jobs, workers=workers, budget=None)
+    kept = {Path(item["file"]).resolve() for item in (*train, *evaluation)}
+    for part in ("train", "eval"):  # files of other subsets or encoded past the budget
+        for extra in [p for p in (carry / part).rglob("*") if p.is_file()]:
+            if extra.resolve() not in kept:
+                extra.unlink()
+    reused = sum(item["reused"] for item in (*train, *evaluation))
+    logger.info(
+        "%d images encoded, %d reused from the last prepare (same source sha256)",
+        len(train) + len(evaluation) - reused,
+        reused,
+    )
 
     models = []
     history = models_dir / "history.json"
@@ -193,10 +225,19 @@ def prepare_carry(
         "n_train_sources": len(sources),
         "train_subset": subset,
         "train_subset_sha256": hashlib.sha256("\n".join(subset).encode()).hexdigest(),
+        "sources": {
+            item["key"]: {
+                "source_sha256": source_sha[item["key"]],
+                "file": Path(item["file"]).resolve().relative_to(carry.resolve()).as_posix(),
+                "file_sha256": _sha256(Path(item["file"])),
+            }
+            for item in (*train, *evaluation)
+        },
         "n_eval_images": {
-            n: sum(1 for e in evaluation if e["source"].startswith(n + "/")) for n in eval_sets
+            n: sum(1 for e in evaluation if e["key"].startswith(f"eval/{n}/")) for n in eval_sets
         },
         "models": models,
+        "n_reused": reused,
         "files": [
             {
                 "file": p.relative_to(carry).as_posix(),

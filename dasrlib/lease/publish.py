@@ -166,7 +166,27 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _lease_note(lease: dict[str, Any], gaps: pd.DataFrame) -> str:
+def _side_by_side_note(lease: dict[str, Any], solo_sr: float | None) -> str | None:
+    """Whether the side-by-side group did more work per second than its runs one after the other:
+    the sum over processes of rate / solo rate (above 1: side by side is faster)."""
+    ratio = lease.get("settings", {}).get("dasr_to_srresnet", 0.73)
+    for group in lease.get("timing", {}).get("groups", []):
+        if group.get("n_base") != 1 or not group.get("it_per_s") or not solo_sr:
+            continue
+        solo_dasr = solo_sr * ratio
+        work = group["n_dasr"] * group["it_per_s"] / solo_dasr
+        work += (group.get("baseline_it_per_s") or 0.0) / solo_sr
+        verdict = "faster" if work > 1 else "slower"
+        return (
+            f"side by side ({group['n_dasr']} DASR + 1 SRResNet): {group['it_per_s']:.1f} it/s per "
+            f"DASR, {group.get('baseline_it_per_s') or 0:.1f} it/s SRResNet; work rate "
+            f"{work:.2f} x one-after-the-other (solo SRResNet {solo_sr:.1f} it/s, solo DASR taken "
+            f"as {ratio} of it): {verdict}"
+        )
+    return None
+
+
+def _lease_note(lease: dict[str, Any], gaps: pd.DataFrame, solo_sr: float | None) -> str:
     state = lease.get("state_after", {})
     lines = [f"### Lease {lease['lease']} ({lease.get('time_utc', '?')})", ""]
     gpu = lease.get("environment", {}).get("gpu", lease.get("settings", {}).get("device"))
@@ -188,6 +208,9 @@ def _lease_note(lease: dict[str, Any], gaps: pd.DataFrame) -> str:
         )
     for text in lease.get("notes", []):
         lines.append(f"- {text.splitlines()[0]}")
+    side = _side_by_side_note(lease, solo_sr)
+    if side:
+        lines.append(f"- {side}")
     psnr = gaps[gaps["metric"] == "psnr_y_db"]
     if len(psnr):
         lines += ["", "DASR minus SRResNet, PSNR-Y (dB):", ""]
@@ -338,7 +361,10 @@ def publish_lease(returned: Path, results: Path) -> dict[str, Any]:
         _extract_curves(archive, lease, curves)
         _curves_png(curves, results / "curves.png")
 
-    lease["note"] = _lease_note(lease, gaps)
+    solo_sr = None
+    for record in [lease, *reversed(history["leases"])]:
+        solo_sr = solo_sr or record.get("timing", {}).get("srresnet_solo_it_per_s")
+    lease["note"] = _lease_note(lease, gaps, solo_sr)
     lease["gap_summary"] = gaps.to_dict("records")
     history["leases"].append(lease)
     history["state"] = lease["state_after"]

@@ -234,6 +234,7 @@ class _Lease:
             else {"leases": [], "state": {}}
         )
         self.state: dict[str, Any] = json.loads(json.dumps(self.history.get("state", {})))
+        self.timing: dict[str, Any] = {"groups": []}  # this lease's measurements
 
     # -- clock ----------------------------------------------------------------------------
 
@@ -291,6 +292,24 @@ class _Lease:
         run.calls.append({"iterations_target": iterations, "time_limit_min": limit_min, **extra})
         logger.info("started %s -> iteration %d (%.1f min)", run.name, iterations, limit_min)
 
+    def retry_uncompiled(self, runs: Sequence[_Run], *, iterations: int, until_s: float) -> None:
+        """Start again, without torch.compile, the runs that failed before exporting anything
+        (a compiler problem on the device must not cost the lease)."""
+        failed = [
+            r
+            for r in runs
+            if r.calls
+            and r.calls[-1].get("exit_code") not in (0, None)
+            and self.weights_of(r) is None
+            and self.settings.train.get("compile")
+        ]
+        if not failed or until_s - self.elapsed() < self.settings.catch_up_min_s:
+            return
+        self.note(f"retrying {[r.name for r in failed]} without torch.compile")
+        for run in failed:
+            self.start_training(run, iterations=iterations, until_s=until_s, compile=False)
+        self.wait(failed, hard_end_s=until_s + 90)
+
     def wait(self, runs: Sequence[_Run], *, hard_end_s: float) -> None:
         """Wait for `runs`; a process still alive at `hard_end_s` is terminated (logged)."""
         for run in runs:
@@ -347,11 +366,11 @@ class _Lease:
                         return float(group["it_per_s"]), float(group["startup_s"])
         s = self.settings
         solo_sr, startup = s.srresnet_it_per_s, s.startup_s
-        for lease in reversed(self.history.get("leases", [])):
+        for lease in [{"timing": self.timing}, *reversed(self.history.get("leases", []))]:
             timing = lease.get("timing", {})
             if timing.get("srresnet_solo_it_per_s"):
                 solo_sr = float(timing["srresnet_solo_it_per_s"])
-                startup = float(timing.get("startup_s", startup))
+                startup = max(float(timing.get("startup_s") or 0.0), startup)
                 break
         solo_dasr = solo_sr * s.dasr_to_srresnet
         seconds = n_dasr / solo_dasr + n_base / solo_sr
@@ -450,7 +469,7 @@ def _train(lease: _Lease) -> dict[str, Any]:
     dasr_state = state.get("dasr")
     data_root = str((lease.carry / "train").resolve())
     common = {"data_root": data_root}
-    record: dict[str, Any] = {"runs": [], "timing": {"groups": []}}
+    record: dict[str, Any] = {"runs": [], "timing": lease.timing}
     runs: list[_Run] = []
 
     def new_run(name: str, role: str, overrides: dict[str, Any], start: int) -> _Run:
@@ -466,6 +485,7 @@ def _train(lease: _Lease) -> dict[str, Any]:
         iterations = s.max_iterations or 10_000_000
         lease.start_training(pre, iterations=iterations, until_s=window_end)
         lease.wait([pre], hard_end_s=window_end + 120)
+        lease.retry_uncompiled([pre], iterations=iterations, until_s=window_end)
         pretrain_weights = lease.weights_of(pre)
         done = lease.iteration_of(pre) or 0
         if pretrain_weights is None:
@@ -529,6 +549,7 @@ def _train(lease: _Lease) -> dict[str, Any]:
         for run in (*dasr_runs, base):
             lease.start_training(run, iterations=goal, until_s=lease.train_end)
         lease.wait([*dasr_runs, base], hard_end_s=lease.train_end + 90)
+        lease.retry_uncompiled([*dasr_runs, base], iterations=goal, until_s=lease.train_end)
         group = {"n_dasr": len(dasr_runs), "n_base": 1, "target": goal, "planned_it_per_s": rate}
     else:
         rate, startup = lease.group_timing(len(dasr_runs), 0)

@@ -153,7 +153,8 @@ def test_two_leases_end_to_end(tmp_path: Path, shared: tuple[Path, Path]) -> Non
     results = tmp_path / "results" / "models"
     assert DEVICE_COMMAND.startswith("bash scripts/lease.sh") and len(DEVICE_COMMAND) <= 2000
 
-    iterations = []
+    iterations: list[int] = []
+    subsets: list[list[str]] = []
     for lease_index in (1, 2):
         carry = repo / ".carry" / "lease"
         manifest = prepare_carry(
@@ -165,6 +166,10 @@ def test_two_leases_end_to_end(tmp_path: Path, shared: tuple[Path, Path]) -> Non
             workers=1,
         )
         assert 2 <= manifest["n_train_images"] < 6  # the budget cut the subset
+        if lease_index == 2:  # the same sources: every encoded file is reused
+            assert manifest["n_reused"] == manifest["n_train_images"] + 3
+            assert manifest["train_subset"] == subsets[0]
+        subsets.append(manifest["train_subset"])
         carried = sum(p.stat().st_size for p in carry.rglob("*") if p.is_file())
         assert carried <= CARRY_LIMIT_BYTES
         assert (carry / "models" / "dasr.safetensors").is_file() == (lease_index == 2)
