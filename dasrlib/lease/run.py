@@ -91,6 +91,7 @@ class LeaseSettings:
     startup_s: float = 40.0  # guess of process start + data + compile (measured after lease 1)
     srresnet_it_per_s: float = 55.0  # guess of a solo SRResNet step rate (measured in lease 1)
     dasr_to_srresnet: float = 0.73  # guess of DASR's solo step rate relative to SRResNet
+    variant_min_gain_db: float = 0.02  # a DASR variant beats plain by this much or is dropped
     max_iterations: int | None = None  # cap per stage and lease (tests); None: time decides
     variants: dict[str, dict[str, float]] = field(
         default_factory=lambda: {k: dict(v) for k, v in _DEFAULT_VARIANTS.items()}
@@ -456,6 +457,10 @@ def _choose_variant(lease: _Lease, runs: Sequence[_Run]) -> tuple[_Run, list[dic
             }
         )
     best = max(rows, key=lambda r: r["val_psnr_y_db"])
+    plain = next((r for r in rows if r["variant"] == "plain"), None)
+    min_gain = lease.settings.variant_min_gain_db
+    if plain is not None and best["val_psnr_y_db"] - plain["val_psnr_y_db"] < min_gain:
+        best = plain  # a change that does not help by min_gain is dropped
     chosen = next(r for r in runs if r.name == f"dasr_{best['variant']}")
     return chosen, rows
 
