@@ -759,7 +759,10 @@ def run_lease(
     """One lease: train, evaluate, write the returned files into `out`; returns lease.json."""
     t0 = time.monotonic()
     env = check_environment(device=settings.device)
-    carry, out, work = carry.resolve(), out.resolve(), work.resolve()
+    carry, out = carry.resolve(), out.resolve()
+    # A fresh folder per call: a second call on a warm machine must not resume the first one's
+    # run folders (each lease starts from the published weights).
+    work = work.resolve() / f"{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
     manifest_path = carry / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(
