@@ -129,11 +129,16 @@ def psnr_y(sr: ImageLike, hr: ImageLike, *, crop_border: int = 4) -> float:
     return 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """The 2-D window of cv2.getGaussianKernel(size, sigma) outer itself, float64, sums to 1."""
+def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """cv2.getGaussianKernel(size, sigma): 1-D, float64, sums to 1."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """The 2-D window of cv2.getGaussianKernel(size, sigma) outer itself, float64, sums to 1."""
+    g = _gaussian_kernel(size, sigma)
     return torch.outer(g, g)
 
 
@@ -149,13 +154,19 @@ def ssim_y(sr: ImageLike, hr: ImageLike, *, crop_border: int = 4) -> float:
             f"image {y_sr.shape} (after cropping) is smaller than the 11x11 SSIM window"
         )
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    window = _gaussian_window()[None, None]
+    # The 2-D window is the outer product of one 1-D Gaussian: filter the columns, then the rows
+    # (the same sums, 5x fewer operations; float64 differences of order 1e-15).
+    g = _gaussian_kernel()
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, g.view(1, 1, 11, 1)), g.view(1, 1, 1, 11))
+
     a = torch.from_numpy(y_sr)[None, None]
     b = torch.from_numpy(y_hr)[None, None]
-    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
-    var_a = F.conv2d(a * a, window) - mu_a**2
-    var_b = F.conv2d(b * b, window) - mu_b**2
-    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    mu_a, mu_b = window(a), window(b)
+    var_a = window(a * a) - mu_a**2
+    var_b = window(b * b) - mu_b**2
+    cov = window(a * b) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
         (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     )

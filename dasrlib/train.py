@@ -182,6 +182,11 @@ class TrainConfig:
     predictor_warmup_iters: int = _f(
         0, "dasr: first iterations train the predictor P alone on the regression loss"
     )
+    start_iteration: int = _f(
+        0,
+        "iteration a run without a checkpoint starts at (a warm restart from init_from: fresh "
+        "optimiser, the iteration count and learning-rate schedule continue)",
+    )
     # -- objective (Eq. 3) -------------------------------------------------------------------
     pixel_weight: float = _f(1.0, "weight of the L1 pixel loss")
     regression_weight: float = _f(1.0, "weight of the L1 regression loss on v (dasr only)")
@@ -250,6 +255,8 @@ class TrainConfig:
                 raise ValueError(f"{weight}_weight must be >= 0")
         if self.val_images < 0 or self.val_crop < 8 * self.scale:
             raise ValueError("val_images must be >= 0 and val_crop >= 8 * scale")
+        if self.start_iteration < 0:
+            raise ValueError(f"start_iteration must be >= 0, got {self.start_iteration}")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ValueError(f"time_limit_minutes must be positive, got {self.time_limit_minutes}")
         check_train_ranges(self)
@@ -261,6 +268,7 @@ RESUME_FREE_FIELDS = frozenset(
         "out_dir",
         "resume",
         "iterations",
+        "start_iteration",
         "time_limit_minutes",
         "device",
         "precision",
@@ -1248,7 +1256,8 @@ def _run_stage(
     trainer = _Trainer(config, deadline=deadline, dist_ctx=dist_ctx, device=device)
     if dist_ctx.is_main:  # temporaries a killed run left (0-byte metrics.csv, model, ...)
         remove_stale_temporaries(trainer.run_dir)
-    trainer.restore()
+    if not trainer.restore():
+        trainer.iteration = config.start_iteration
     trainer.prepare_data()
     start_iteration = trainer.iteration
     trainer.write_run_json("running")

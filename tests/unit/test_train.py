@@ -283,3 +283,24 @@ def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
     val = pd.read_csv(run / "val.csv")
     assert set(val["level"]) == {"bicubic", "severe"}
     assert (val["iteration"] == record["iteration"]).all()
+
+
+def test_warm_restart_continues_count_and_schedule_with_fresh_adam(tmp_path) -> None:
+    """init_from + start_iteration: the iteration count and lr milestones go on; Adam restarts."""
+    config = tiny_config(tmp_path, stage="pretrain", iterations=2, val_images=0, lr_milestones=(3,))
+    first = train(config)
+    warm = train(
+        dataclasses.replace(
+            config, name="warm", init_from=str(first), start_iteration=2, iterations=4
+        )
+    )
+    metrics = pd.read_csv(warm / "metrics.csv")
+    assert metrics["iteration"].tolist() == [3, 4]
+    assert metrics["lr"].tolist() == [1e-4, 0.5e-4]  # milestone 3 passed within this run
+    tensors, state = load_checkpoint(warm / "checkpoints")
+    assert state["iteration"] == 4 and json.loads((warm / "run.json").read_text())["iteration"] == 4
+    steps = [v for k, v in tensors.items() if k.startswith("optimizer_g.") and k.endswith(".step")]
+    steps += [v for k, v in state["optimizer_g"]["scalars"].items() if k.endswith(".step")]
+    assert steps and all(float(s) == 2 for s in steps)  # two Adam steps: a fresh optimiser
+    with pytest.raises(ValueError, match="start_iteration"):
+        dataclasses.replace(config, start_iteration=-1)
