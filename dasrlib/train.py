@@ -224,6 +224,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not divisible by scale {self.scale}")
+        if self.vgg_network not in ("auto", "vgg19", "vgg16"):
+            raise ValueError(f"vgg_network {self.vgg_network!r} is not one of auto, vgg19, vgg16")
         if self.stage == "both" and self.pretrain_iterations <= 0:
             raise ValueError("stage='both' needs pretrain_iterations > 0")
         if self.stage in ("pretrain", "baseline") and self.backbone not in _SINGLE_NETWORKS:
