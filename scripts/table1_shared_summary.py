@@ -48,6 +48,8 @@ def main(names: list[str]) -> int:
         )
         tables.append(table)
         frames.append(rows)
+    root = str(project_path(".").resolve()) + "/"
+    notes = [note.replace(root, "") for note in notes]
     if not tables:
         print("no complete run to join:", "; ".join(notes), file=sys.stderr)
         return 1
