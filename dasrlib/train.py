@@ -190,13 +190,19 @@ class TrainConfig:
     # -- objective (Eq. 3) -------------------------------------------------------------------
     pixel_weight: float = _f(1.0, "weight of the L1 pixel loss")
     regression_weight: float = _f(1.0, "weight of the L1 regression loss on v (dasr only)")
-    perceptual_weight: float = _f(1.0, "weight of the VGG19 perceptual loss (not in pretrain)")
+    perceptual_weight: float = _f(1.0, "weight of the VGG perceptual loss (not in pretrain)")
     adversarial_weight: float = _f(0.1, "weight of the GAN loss (not in pretrain)")
     perceptual_layer_weights: tuple[float, float, float, float, float] = _f(
-        (0.1, 0.1, 1.0, 1.0, 1.0), "weights of VGG19 conv1_2, conv2_2, conv3_4, conv4_4, conv5_4"
+        (0.1, 0.1, 1.0, 1.0, 1.0),
+        "weights of VGG19 conv1_2, conv2_2, conv3_4, conv4_4, conv5_4 (VGG16: conv3_3, 4_3, 5_3)",
+    )
+    vgg_network: str = _f(
+        "auto",
+        "perceptual trunk: vgg19 (paper), vgg16 (converted, `fetch imagenet-features`) or auto "
+        "(vgg19 where its file is, else vgg16); the one used is in run.json's `perceptual`",
     )
     vgg_weights: str | None = _f(
-        None, "VGG19 ImageNet checkpoint; None: torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth"
+        None, "VGG ImageNet checkpoint; None: torchvision's VGG19 in the torch hub cache"
     )
     allow_random_vgg_for_tests: bool = _f(False, "use a random VGG19 (tests only)")
     disc_num_feat: int = _f(64, "features of the U-Net discriminator")
@@ -242,6 +248,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not divisible by scale {self.scale}")
+        if self.vgg_network not in ("auto", "vgg19", "vgg16"):
+            raise ValueError(f"vgg_network {self.vgg_network!r} is not one of auto, vgg19, vgg16")
         if self.stage == "both" and self.pretrain_iterations <= 0:
             raise ValueError("stage='both' needs pretrain_iterations > 0")
         if self.stage in ("pretrain", "baseline") and self.backbone not in _SINGLE_NETWORKS:
@@ -824,8 +832,14 @@ class _Trainer:
 
         self.perceptual: losses.PerceptualLoss | None = None
         if "perceptual" in self.weights:
-            names = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
+            network = config.vgg_network
+            if not config.allow_random_vgg_for_tests or config.vgg_weights is not None:
+                network, _ = losses.resolve_vgg_network(network, weights_path=config.vgg_weights)
+            elif network == "auto":
+                network = "vgg19"
+            names = losses.paper_layers(network)
             self.perceptual = losses.PerceptualLoss(
+                network=network,
                 layer_weights=dict(zip(names, config.perceptual_layer_weights, strict=True)),
                 weights_path=config.vgg_weights,
                 allow_random_vgg_for_tests=config.allow_random_vgg_for_tests,
@@ -1213,6 +1227,9 @@ class _Trainer:
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "channels_last": self.channels_last,
             "loss_weights": self.weights,
+            "perceptual": None
+            if self.perceptual is None
+            else {"network": self.perceptual.network, "weights": str(self.perceptual.weights_file)},
             "metadata": run_metadata(config=self.config, seed=self.config.seed, device=self.device),
             **(extra or {}),
         }

@@ -102,6 +102,20 @@ def test_stage_terms_and_zero_weights_build_nothing(tmp_path) -> None:
     assert set(base.weights) == {"pixel", "perceptual", "adversarial"}
 
 
+def test_perceptual_network_is_chosen_and_recorded(tmp_path) -> None:
+    vgg16 = make_trainer(tiny_config(tmp_path, stage="baseline", vgg_network="vgg16"))
+    assert vgg16.perceptual is not None and vgg16.perceptual.network == "vgg16"
+    # conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 of vgg16().features, the paper's weights
+    assert vgg16.perceptual.layer_weights == {2: 0.1, 7: 0.1, 14: 1.0, 21: 1.0, 28: 1.0}
+    vgg16.write_run_json("running")
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["perceptual"]["network"] == "vgg16"
+    vgg19 = make_trainer(tiny_config(tmp_path, stage="baseline"))
+    assert vgg19.perceptual.network == "vgg19" and 34 in vgg19.perceptual.layer_weights
+    with pytest.raises(ValueError, match="vgg_network 'vgg11'"):
+        tiny_config(tmp_path, vgg_network="vgg11")
+
+
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
     with pytest.raises(ConfigError, match="iteratons"):
         load_config(TrainConfig, {"iteratons": 5})
