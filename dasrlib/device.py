@@ -4,21 +4,40 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["DeviceUnavailableError", "autocast_dtype", "module_device", "resolve_device"]
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device was asked for by name but is not usable here; the message names it."""
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """Return a concrete device for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
 
-    ``"auto"`` picks CUDA when available, otherwise CPU. Asking for CUDA on a machine without it
-    raises.
+    ``"auto"`` picks CUDA when available, otherwise CPU. An unknown name, CUDA on a machine
+    without it, or a CUDA index past the last GPU raises `DeviceUnavailableError` naming `spec`.
     """
     if isinstance(spec, torch.device):
         device = spec
     elif spec == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+        try:
+            device = torch.device(spec)
+        except (RuntimeError, TypeError) as error:
+            raise DeviceUnavailableError(
+                f"unknown device {spec!r}; expected auto, cpu, cuda or cuda:K"
+            ) from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {str(spec)!r} requested but CUDA is not available on this machine"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {str(spec)!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 

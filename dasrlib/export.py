@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from dasrlib.degradation import edit_vector, parse_edits
 from dasrlib.device import module_device
 from dasrlib.inference import is_dasr, plan_upscale, predict_vector
-from dasrlib.io import atomic_write, atomic_write_text, read_image
+from dasrlib.io import ImageReadError, atomic_write, atomic_write_text, read_image
 from dasrlib.models.loading import load_sr_model
 
 __all__ = [
@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--level", default="severe", help="ranges for --set (default severe)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out!r} is a file, not a folder")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         official = tuple(args.official) if args.official else None
@@ -289,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.set:
             raise ValueError("--set edits the degradation of an --image; give --image too")
         manifest = export_all(model, args.out, v=v, verify=not args.no_verify)
+    except ImageReadError as error:  # the input image failed, not the command line
+        print(f"python -m dasrlib.export: error: {error}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"python -m dasrlib.export: error: {error}", file=sys.stderr)
         return 2

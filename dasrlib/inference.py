@@ -44,7 +44,7 @@ from dasrlib.degradation.edit import (
     valid_parameter_names,
 )
 from dasrlib.device import module_device, resolve_device
-from dasrlib.io import LoadedImage, read_image, write_png
+from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.loading import (
     DEFAULT_MODEL_RELATIVE_PATH,
     ModelNotFoundError,
@@ -461,5 +461,6 @@ def upscale_to_file(
         alpha=result.alpha,
         bit_depth=result.bit_depth,
         gray=result.rgb.shape[0] == 1,
+        text=UPSCALE_OUTPUT_TEXT,
     )
     return result

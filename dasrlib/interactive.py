@@ -6,45 +6,63 @@ degradation stage: blur kernel size, sigma_x, sigma_y and rotation; noise level 
 quality; resize scale. Changing a control re-encodes only that parameter's slots
 (`dasrlib.inference.edit_vector`; all other slots keep the predicted values), super-resolves the
 image with the edited v and redraws LR (nearest), automatic SR and edited SR side by side with a
-zoomed crop. "Reset" restores the prediction. Everything a notebook shows is reachable from
-Python, so tests drive the widgets the way a user would (set ``.value``, the observers fire).
+zoomed crop, each at its native pixel size. "Reset" restores the prediction. Everything a
+notebook shows is reachable from Python, so tests drive the widgets the way a user would (set
+``.value``, the observers fire); tests/browser drives them in a real browser.
+
+`fig5_sweep` / `fig5_check` turn Fig. 5 into a measurement: the high-frequency energy of the
+output as the blur or the noise setting sweeps its range (the paper: blur up -> sharper, noise
+up -> smoother). `choose_model` picks the notebook's model (published, else newest local run,
+else a flagged random-weight DASR).
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
+import io
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
-from dasrlib.degradation import SLOTS, Level, decode_vector, edit_vector, physical_range
+from dasrlib.degradation import SLOTS, Level, Slot, decode_vector, edit_vector, physical_range
 from dasrlib.device import resolve_device
 from dasrlib.inference import (
+    DEFAULT_MODEL_RELATIVE_PATH,
     ModelNotFoundError,
     default_model_path,
+    is_dasr,
     load_sr_model,
     predict_vector,
     upscale,
 )
-from dasrlib.io import LoadedImage, read_image
+from dasrlib.io import LoadedImage, read_image, to_uint8
 from dasrlib.models import DASR
 from dasrlib.results import project_path
-from dasrlib.viz import centre_crop_box, comparison_figure, fig5_interactive, figure_png_bytes
+from dasrlib.viz import centre_crop_box, fig5_interactive, fig5_sweep_figure
 
 __all__ = [
+    "FIG5_EXPECTED",
     "SLIDER_PARAMETERS",
     "DegradationSliders",
     "ModelChoice",
     "choose_model",
+    "fig5_check",
+    "fig5_sweep",
+    "high_frequency_energy",
     "load_notebook_image",
+    "newest_run_model",
+    "panel_png",
     "shrink",
     "write_fig5",
 ]
@@ -65,14 +83,86 @@ SLIDER_PARAMETERS: dict[str, str] = {
 
 _NOISE_TYPES = ("gaussian", "poisson", "none")
 _SLIDER_STEPS = 200  # steps across a slider's range
+_PANELS = ("lr", "auto", "edited")
+_MAX_ZOOM = 4  # largest integer enlargement of the zoomed crop
+
+
+def _slot(name: str) -> Slot:
+    return next(slot for slot in SLOTS if slot.name == name)
+
+
+class _CollectWarnings(logging.Handler):
+    """Keeps the library's warnings raised during one update, for the widget's message area."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _library_warnings() -> Iterator[list[str]]:
+    """The ``dasrlib`` warnings logged inside the block (they still reach the usual handlers)."""
+    handler = _CollectWarnings()
+    library = logging.getLogger("dasrlib")
+    library.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        library.removeHandler(handler)
+
+
+def panel_png(image: Tensor) -> bytes:
+    """An image [3, H, W] in [0, 1] as PNG bytes, pixel for pixel (no resampling)."""
+    array = to_uint8(image[:3]).permute(1, 2, 0).contiguous().numpy()
+    buffer = io.BytesIO()
+    PILImage.fromarray(array).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _with_box(image: Tensor, box: tuple[int, int, int]) -> Tensor:
+    """``image`` with a one-pixel red outline of the square ``box`` = (top, left, side)."""
+    top, left, side = box
+    bottom = min(top + side, image.shape[-2]) - 1
+    right = min(left + side, image.shape[-1]) - 1
+    out = image[:3].clone()
+    red = torch.tensor([1.0, 0.0, 0.0])[:, None]
+    out[:, top, left : right + 1] = red
+    out[:, bottom, left : right + 1] = red
+    out[:, top : bottom + 1, left] = red
+    out[:, top : bottom + 1, right] = red
+    return out
+
+
+def _set_range(slider: widgets.FloatSlider, low: float, high: float) -> None:
+    """Give ``slider`` the range [low, high] (in an order the min <= max check accepts)."""
+    if low > slider.max:
+        slider.max = high
+        slider.min = low
+    else:
+        slider.min = low
+        slider.max = high
+    slider.step = (high - low) / _SLIDER_STEPS
 
 
 class DegradationSliders:
     """Sliders for the predicted degradation of one image, and the SR they produce (Sec. 4.6).
 
+    Each slider spans the physical range of its parameter at ``level``; a prediction outside
+    that range is shown clamped to it, and the note beside the slider says so (the automatic
+    result always uses the prediction itself). The noise level is disabled while the noise type
+    is "none". Warnings the library logs during an update (e.g. a value the model never saw)
+    appear in ``messages``, inside the widget. The three panels (LR enlarged by nearest
+    sampling, automatic SR, edited SR) are PNGs at their native pixel size; the zoomed crops
+    below them use an integer factor.
+
     Attributes:
         sliders: parameter name -> control (FloatSlider, or Dropdown for the noise type).
-        widget: the whole interface (controls, reset button, comparison image).
+        notes: parameter name -> the note beside its control (prediction, clamping).
+        widget: the whole interface (upload, controls, messages, panels).
+        images: panel ("lr", "auto", "edited") -> its full-size Image widget; ``zooms`` the crops.
         v_predicted: v_hat = P(lr) [v_dim]; ``vector()`` is the edited v.
         auto_sr / edited_sr: [3, sH, sW] float32, SR with v_hat / with ``vector()``.
     """
@@ -96,14 +186,30 @@ class DegradationSliders:
         self.upload_max_side = upload_max_side
         self._fixed_crop = crop
         self._suspended = False
-        self.reset_button = widgets.Button(description="Reset to prediction", icon="undo")
+        self.reset_button = widgets.Button(
+            description="Reset to prediction", icon="undo", layout=widgets.Layout(width="auto")
+        )
         self.reset_button.on_click(self.reset)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload")
         self.upload.observe(self._on_upload, names="value")
-        self.image_widget = widgets.Image(format="png")
         self.status = widgets.HTML()
+        self.messages = widgets.HTML()
         self.controls = widgets.VBox()
-        self.widget = widgets.VBox([self.upload, self.controls, self.image_widget])
+        self.titles = {key: widgets.HTML() for key in _PANELS}
+        self.images = {key: widgets.Image(format="png") for key in _PANELS}
+        self.zooms = {key: widgets.Image(format="png") for key in _PANELS}
+        columns = []
+        for key in _PANELS:
+            self.images[key].add_class(f"dasr-panel-{key}")
+            self.zooms[key].add_class(f"dasr-zoom-{key}")
+            columns.append(
+                widgets.VBox(
+                    [self.titles[key], self.images[key], self.zooms[key]],
+                    layout=widgets.Layout(flex="0 0 auto", margin="0 8px 8px 0"),
+                )
+            )
+        self.figure = widgets.HBox(columns, layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget = widgets.VBox([self.upload, self.controls, self.messages, self.figure])
         self.set_image(image)
 
     def set_image(self, image: LoadedImage | Tensor) -> None:
@@ -112,21 +218,30 @@ class DegradationSliders:
         if lr.ndim != 3 or lr.shape[0] != 3:
             raise ValueError(f"image must be [3, H, W], got {tuple(lr.shape)}")
         self.lr = lr
-        self.crop = self._fixed_crop or centre_crop_box(*lr.shape[-2:])
+        height, width = lr.shape[-2:]
+        side = max(8, min(48, min(height, width) // 3))  # a third of the short side, at most 48
+        self.crop = self._fixed_crop or centre_crop_box(height, width, size=side)
         self.v_predicted = predict_vector(lr, self.model, precision=self.precision)
         decoded = decode_vector(self.v_predicted, level=self.level)
         assert isinstance(decoded, dict)
         self.predicted: dict[str, float | str] = decoded
         self.sliders: dict[str, widgets.FloatSlider | widgets.Dropdown] = {}
+        self.notes: dict[str, widgets.HTML] = {}
         for name, label in SLIDER_PARAMETERS.items():
             if name in self.predicted:
                 self.sliders[name] = self._control(name, label)
+                self.notes[name] = widgets.HTML()
         self._initial = {name: control.value for name, control in self.sliders.items()}
-        self.auto_sr = self._super_resolve(self.v_predicted)
+        self._initial_type = str(self._initial.get("noise1_type", "gaussian"))
+        self._show_noise_type(self._initial_type)
+        with _library_warnings() as messages:
+            self.auto_sr = self._super_resolve(self.v_predicted)
         self.edited_sr = self.auto_sr
         for control in self.sliders.values():
             control.observe(self.on_change, names="value")
-        self.controls.children = (*self.sliders.values(), self.reset_button, self.status)
+        rows = [widgets.HBox([control, self.notes[name]]) for name, control in self.sliders.items()]
+        self.controls.children = (*rows, self.reset_button, self.status)
+        self._show_messages(messages)
         self._draw()
 
     def _on_upload(self, change: dict[str, object]) -> None:
@@ -147,6 +262,7 @@ class DegradationSliders:
         return physical_range(name, level=self.level, noise_type=str(noise_type))
 
     def _control(self, name: str, label: str) -> widgets.FloatSlider | widgets.Dropdown:
+        """The control of one parameter, set to its prediction clamped into the level's range."""
         value = self.predicted[name]
         style = {"description_width": "140px"}
         layout = widgets.Layout(width="460px")
@@ -154,12 +270,12 @@ class DegradationSliders:
             return widgets.Dropdown(
                 options=_NOISE_TYPES, value=value, description=label, style=style, layout=layout
             )
-        low, high = self._range(name, self.predicted.get("noise1_type", "gaussian"))
-        value = float(value)
+        noise_type = self.predicted.get("noise1_type", "gaussian")
+        low, high = self._range(name, "gaussian" if noise_type == "none" else noise_type)
         return widgets.FloatSlider(
-            value=value,
-            min=min(low, value),
-            max=max(high, value),
+            value=min(max(float(value), low), high),
+            min=low,
+            max=high,
             step=(high - low) / _SLIDER_STEPS,
             description=label,
             continuous_update=False,
@@ -167,6 +283,39 @@ class DegradationSliders:
             style=style,
             layout=layout,
         )
+
+    def _prediction_note(self, name: str) -> str:
+        """'predicted 1.2', or that the prediction lies outside the range and is shown clamped."""
+        value = self.predicted[name]
+        if isinstance(value, str):
+            return f"predicted: {value}"
+        control = self.sliders[name]
+        low, high = control.min, control.max
+        if self._initial_type == "none" and name == "noise1_level":
+            return "no noise predicted"
+        if low <= value <= high:
+            return f"predicted: {value:.3g}"
+        side = "below" if value < low else "above"
+        return (
+            f"<span style='color:#a60'>predicted {value:.3g} lies {side} the {self.level.value} "
+            f"range {low:g}-{high:g}; the slider shows {control.value:.3g}</span>"
+        )
+
+    def _show_noise_type(self, noise_type: str) -> None:
+        """Enable the noise level only for a noise type, with that type's range, and say so."""
+        for name in self.notes:
+            self.notes[name].value = self._prediction_note(name)
+        slider = self.sliders.get("noise1_level")
+        if not isinstance(slider, widgets.FloatSlider):
+            return
+        slider.disabled = noise_type == "none"
+        if noise_type == "none":
+            self.notes["noise1_level"].value = (
+                "disabled: the noise type is none (choose gaussian or poisson to set a level)"
+            )
+        elif noise_type != self._initial_type:
+            low, high = self._range("noise1_level", noise_type)
+            self.notes["noise1_level"].value = f"{noise_type} range {low:g}-{high:g}"
 
     def prediction_table(self) -> pd.DataFrame:
         """The predicted degradation in physical units: parameter, value, unit (one row each)."""
@@ -182,12 +331,22 @@ class DegradationSliders:
         )
 
     def edits(self) -> dict[str, float | str]:
-        """The controls whose value differs from the prediction, as `edit_vector` edits."""
-        return {
+        """The controls whose value differs from the prediction, as `edit_vector` edits.
+
+        A noise level is left out while the noise type is "none"; a changed noise type carries
+        the level slider's value with it (the level's meaning depends on the type).
+        """
+        edits = {
             name: control.value
             for name, control in self.sliders.items()
             if control.value != self._initial[name]
         }
+        noise_type = self.sliders.get("noise1_type")
+        if noise_type is not None and noise_type.value == "none":
+            edits.pop("noise1_level", None)
+        elif "noise1_type" in edits and "noise1_level" in self.sliders:
+            edits["noise1_level"] = self.sliders["noise1_level"].value
+        return edits
 
     def vector(self) -> Tensor:
         """The edited degradation vector [v_dim] (v_hat itself when nothing is edited)."""
@@ -206,27 +365,23 @@ class DegradationSliders:
             return
         if change is not None and change.get("owner") is self.sliders.get("noise1_type"):
             self._rescale_noise_level(str(change["new"]))
-        self.edited_sr = self._super_resolve(self.vector())
+        with _library_warnings() as messages:
+            self.edited_sr = self._super_resolve(self.vector())
+        self._show_messages(messages)
         self._draw()
 
     def _rescale_noise_level(self, noise_type: str) -> None:
-        """Give the noise-level slider the range of the chosen noise type."""
+        """Give the noise-level slider the range of the chosen noise type (disabled for none)."""
         slider = self.sliders.get("noise1_level")
-        if not isinstance(slider, widgets.FloatSlider) or noise_type == "none":
-            return
-        low, high = self._range("noise1_level", noise_type)
-        self._suspended = True
-        try:
-            if low > slider.max:
-                slider.max = high
-                slider.min = low
-            else:
-                slider.min = low
-                slider.max = high
-            slider.step = (high - low) / _SLIDER_STEPS
-            slider.value = min(max(slider.value, low), high)
-        finally:
-            self._suspended = False
+        if isinstance(slider, widgets.FloatSlider) and noise_type != "none":
+            low, high = self._range("noise1_level", noise_type)
+            self._suspended = True
+            try:
+                _set_range(slider, low, high)
+                slider.value = min(max(slider.value, low), high)
+            finally:
+                self._suspended = False
+        self._show_noise_type(noise_type)
 
     def reset(self, _button: object = None) -> None:
         """Restore every control to the predicted value and recompute once."""
@@ -234,29 +389,51 @@ class DegradationSliders:
         try:
             for name, control in self.sliders.items():
                 if name == "noise1_level":
-                    noise_type = self._initial.get("noise1_type", "gaussian")
-                    low, high = self._range(name, noise_type)
-                    initial = float(self._initial[name])
-                    control.min, control.max = min(low, initial), max(high, initial)
+                    kind = "gaussian" if self._initial_type == "none" else self._initial_type
+                    _set_range(control, *self._range(name, kind))
                 control.value = self._initial[name]
         finally:
             self._suspended = False
+        self._show_noise_type(self._initial_type)
         self.on_change()
+
+    def _show_messages(self, messages: list[str]) -> None:
+        self.messages.value = "".join(
+            f"<p style='color:#a60'>warning: {html.escape(message)}</p>" for message in messages
+        )
 
     def _draw(self) -> None:
         nearest = F.interpolate(self.lr[None], scale_factor=self.scale, mode="nearest")[0]
         edits = self.edits()
-        panels = [
-            (f"LR x{self.scale} (nearest)", nearest),
-            ("automatic (predicted v)", self.auto_sr),
-            ("edited" if edits else "edited (no edits)", self.edited_sr),
-        ]
-        fig = comparison_figure(panels, scale=self.scale, crop=self.crop)
-        self.image_widget.value = figure_png_bytes(fig)
+        top, left, side = self.crop
+        box = (self.scale * top, self.scale * left, self.scale * side)
+        panels = {
+            "lr": (f"LR x{self.scale} (nearest)", nearest),
+            "auto": ("automatic (predicted v)", self.auto_sr),
+            "edited": ("edited" if edits else "edited (no edits)", self.edited_sr),
+        }
+        width = nearest.shape[-1]
+        zoom = max(1, min(_MAX_ZOOM, width // box[2]))
+        for key, (title, image) in panels.items():
+            self.titles[key].value = f"<b>{title}</b><br>below: the red box, enlarged x{zoom}"
+            _show(self.images[key], _with_box(image, box))
+            crop = image[:3, box[0] : box[0] + box[2], box[1] : box[1] + box[2]]
+            _show(self.zooms[key], crop.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2))
         shown = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in edits.items()
         )
         self.status.value = f"<b>edits:</b> {shown or 'none (the prediction)'}"
+
+
+def _show(widget: widgets.Image, image: Tensor) -> None:
+    """Put ``image`` [3, H, W] into ``widget`` at its native pixel size (no CSS scaling)."""
+    height, width = image.shape[-2:]
+    widget.value = panel_png(image)
+    widget.width, widget.height = str(width), str(height)
+    layout = widget.layout
+    layout.width, layout.height = f"{width}px", f"{height}px"
+    layout.min_width = layout.max_width = f"{width}px"
+    layout.object_fit = "none"
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,22 +443,52 @@ class DegradationSliders:
 
 class ModelChoice:
     """The model a notebook runs and a sentence saying where it came from (``random`` flags a
-    random-weight stand-in whose results mean nothing)."""
+    random-weight stand-in whose results mean nothing; ``local_run`` a model found among the
+    local training runs rather than the published one)."""
 
-    def __init__(self, model: nn.Module, source: str, *, random: bool) -> None:
+    def __init__(
+        self, model: nn.Module, source: str, *, random: bool, local_run: bool = False
+    ) -> None:
         self.model = model
         self.source = source
         self.random = random
+        self.local_run = local_run
 
     def note_html(self) -> str:
         """An HTML note for the notebook; loud (red, bold) for a random-weight model."""
+        if self.local_run:
+            return (
+                f"<p style='color:#a60;font-weight:bold'>No published model in "
+                f"{DEFAULT_MODEL_RELATIVE_PATH}; using the newest local training run: "
+                f"{html.escape(self.source)}. A short run (e.g. <code>make demo</code>) is far "
+                "from the paper's model, so its slider effects are weak.</p>"
+            )
         if not self.random:
-            return f"<p>Model: {self.source}</p>"
+            return f"<p>Model: {html.escape(self.source)}</p>"
         return (
             "<p style='color:#b00;font-weight:bold;font-size:120%'>WARNING: no trained DASR "
             "model found; this is a RANDOM-WEIGHT DASR, so every SR result below is meaningless "
-            f"(it only exercises the code).</p><p>{self.source}</p>"
+            "(it only exercises the code) and the sliders do nothing: its output is a smooth "
+            "upscale of the input whatever the degradation says. Train one first (<code>make "
+            f"demo</code>, or notebooks/train.ipynb).</p><p>{html.escape(self.source)}</p>"
         )
+
+
+def newest_run_model(runs_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest ``<runs_dir>/<name>/model.safetensors`` (by modification time) that holds a
+    DASR (baseline runs such as EDSR are skipped), or None when there is none."""
+    candidates = sorted(
+        Path(runs_dir).glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for candidate in candidates:
+        try:
+            model = load_sr_model(candidate)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            logger.warning("skipping %s: %s", candidate, error)
+            continue
+        if is_dasr(model):
+            return candidate
+    return None
 
 
 def choose_model(
@@ -291,10 +498,13 @@ def choose_model(
     device: str | torch.device = "cpu",
     allow_random: bool = True,
     seed: int = 0,
+    runs_dir: str | os.PathLike[str] | None = "results/runs",
 ) -> ModelChoice:
     """The notebook's model: ``model_path``, else the official files, else the project's
-    trained checkpoint (`default_model_path`), else (``allow_random``) a small random-weight DASR
-    flagged as such; without ``allow_random`` a missing model raises `ModelNotFoundError`."""
+    published checkpoint (`default_model_path`), else the newest local DASR run under
+    ``runs_dir`` (relative: from the repository root; None skips this), else
+    (``allow_random``) a small random-weight DASR flagged as such; without ``allow_random`` a
+    missing model raises `ModelNotFoundError`."""
     if official_paths is not None and len(official_paths) != 2:
         raise ValueError(f"official_paths must be [net_g, net_p], got {official_paths!r}")
     official = None if official_paths is None else (official_paths[0], official_paths[1])
@@ -305,6 +515,10 @@ def choose_model(
     try:
         path = default_model_path()
     except ModelNotFoundError as error:
+        run = None if runs_dir is None else newest_run_model(project_path(runs_dir))
+        if run is not None:
+            model = load_sr_model(run, device=device)
+            return ModelChoice(model, str(run), random=False, local_run=True)
         if not allow_random:
             raise
         generator = torch.Generator().manual_seed(seed)
@@ -366,3 +580,135 @@ def write_fig5(
     return fig5_interactive(
         choice.model, image.rgb, project_path(out_png), level=level, precision=precision
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Fig. 5 as a measurement: does a setting sharpen or smooth the output?
+# --------------------------------------------------------------------------------------------
+
+FIG5_EXPECTED: dict[str, str] = {"blur": "sharper", "noise": "smoother"}
+"""The paper as a setting rises (Fig. 5): blur up -> sharper output, noise up -> smoother."""
+
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def high_frequency_energy(image: Tensor) -> float:
+    """Mean squared 3x3 Laplacian of the luma (BT.601 weights, [0, 1] scale) of an image
+    [3, H, W] in [0, 1]; borders excluded. Sharper images give larger values."""
+    if image.ndim != 3 or image.shape[0] < 3:
+        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+    weights = torch.tensor([65.481, 128.553, 24.966]) / 255.0
+    luma = (image[:3].detach().float().cpu() * weights[:, None, None]).sum(0)
+    response = F.conv2d(luma[None, None], _LAPLACIAN[None, None])
+    return float(response.pow(2).mean())
+
+
+def fig5_sweep(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    setting: str,
+    steps: int = 7,
+    level: Level | str = Level.SEVERE,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Sweep one Fig. 5 setting across ``level``'s range and measure the output (Sec. 4.6).
+
+    ``setting``: "blur" (both first-stage blur sigmas, px) or "noise" (first noise level, in the
+    units of the predicted noise type; Gaussian when none is predicted). Every other slot keeps
+    v_hat = P(lr). Returns one row per value: setting, value, hf_energy
+    (`high_frequency_energy` of the SR output) and relative (hf_energy over that of the
+    automatic result); ``attrs["rank_correlation"]`` is the Spearman correlation of value and
+    energy (+1: raising the setting always sharpens, -1: always smooths).
+    """
+    if setting not in FIG5_EXPECTED:
+        raise ValueError(f"setting must be one of {sorted(FIG5_EXPECTED)}, got {setting!r}")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2, got {steps}")
+    level = Level(level)
+    lr = image.detach().float().cpu()
+    v_hat = predict_vector(lr, model, precision=precision)
+    decoded = decode_vector(v_hat, level=level)
+    assert isinstance(decoded, dict)
+    noise_type = str(decoded.get("noise1_type", "none"))
+    if setting == "blur":
+        low, high = _slot("blur1_sigma_x").ranges[level]
+    else:
+        slot = _slot("noise1_level")
+        low, high = (slot.poisson_ranges if noise_type == "poisson" else slot.ranges)[level]
+    automatic = high_frequency_energy(upscale(lr, model, v=v_hat, precision=precision))
+    rows = []
+    for value in torch.linspace(low, high, steps).tolist():
+        edits: dict[str, float | str]
+        if setting == "blur":
+            edits = {"blur1_sigma_x": value, "blur1_sigma_y": value}
+        else:
+            edits = {"noise1_level": value}
+            if noise_type == "none":
+                edits["noise1_type"] = "gaussian"
+        sr = upscale(lr, model, v=edit_vector(v_hat, edits, level=level), precision=precision)
+        energy = high_frequency_energy(sr)
+        relative = energy / automatic
+        rows.append({"setting": setting, "value": value, "hf_energy": energy, "relative": relative})
+    table = pd.DataFrame(rows)
+    table.attrs["rank_correlation"] = float(
+        table["value"].rank().corr(table["hf_energy"].rank())
+    )
+    table.attrs["noise_type"] = noise_type if noise_type != "none" else "gaussian"
+    return table
+
+
+def fig5_check(
+    choice: ModelChoice,
+    image: LoadedImage,
+    out_png: str | os.PathLike[str] | None,
+    *,
+    steps: int = 7,
+    level: Level | str = Level.SEVERE,
+    allow_random: bool = False,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Fig. 5 as a check (Sec. 4.6): `fig5_sweep` of blur and of noise, one row per setting with
+    the paper's expectation and what the model does; the curves go to ``out_png``
+    (`dasrlib.viz.fig5_sweep_figure`; relative: from the repository root) unless it is None or
+    the model has random weights (then only with ``allow_random``)."""
+    sweeps = {
+        setting: fig5_sweep(
+            choice.model, image.rgb, setting=setting, steps=steps, level=level, precision=precision
+        )
+        for setting in FIG5_EXPECTED
+    }
+    summary = pd.DataFrame(
+        [
+            {
+                "setting": setting,
+                "paper (Fig. 5)": f"raising it gives a {FIG5_EXPECTED[setting]} output",
+                "rank correlation (value, HF energy)": round(table.attrs["rank_correlation"], 3),
+                "HF energy, lowest -> highest setting (x automatic)": (
+                    f"{table['relative'].iloc[0]:.3f} -> {table['relative'].iloc[-1]:.3f}"
+                ),
+                "model does": _direction(table),
+            }
+            for setting, table in sweeps.items()
+        ]
+    )
+    if out_png is not None:
+        if choice.random and not allow_random:
+            logger.warning("Fig. 5 sweep not written to %s: the model has random weights", out_png)
+        else:
+            title = choice.source
+            if choice.local_run:
+                title = f"local run {choice.source} (not a published model)"
+            elif choice.random:
+                title = f"RANDOM-WEIGHT model ({choice.source[:60]}...)"
+            fig5_sweep_figure(sweeps, project_path(out_png), title=title)
+    return summary
+
+
+def _direction(table: pd.DataFrame) -> str:
+    rho = table.attrs["rank_correlation"]
+    change = table["relative"].iloc[-1] / table["relative"].iloc[0] - 1.0
+    if abs(change) < 1e-3:
+        return "no change (under 0.1 %)"
+    word = "sharper" if rho > 0 else "smoother"
+    return f"{word} as it rises ({100 * change:+.1f} % HF energy)"

@@ -7,35 +7,44 @@ was-gray), and `write_png` writes 8- or 16-bit PNGs with or without alpha.
 
 Every file the workbench writes goes through `atomic_write`: data lands in a temporary file in
 the destination directory and is moved into place with `os.replace`, so a crash never leaves a
-half-written result behind.
+half-written result behind. A kill can leave the (empty or partial) temporary file itself; its
+name carries the writer's process id, and `remove_stale_temporaries` deletes those whose writer
+is gone (entry points call it on their output folders at start).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import re
 import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "UPSCALE_OUTPUT_TEXT",
     "ImageReadError",
     "LoadedImage",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "is_process_alive",
+    "is_upscale_output",
+    "png_text",
     "read_image",
     "read_image_uint8",
+    "remove_stale_temporaries",
     "to_float",
     "to_uint8",
     "to_uint16",
@@ -49,6 +58,12 @@ The check uses the header only, before any pixel is decoded. Pillow's own guard
 (`PIL.Image.MAX_IMAGE_PIXELS`, an error above twice that value, about 179 M pixels) still applies
 and is reported as `ImageReadError` too.
 """
+
+logger = logging.getLogger(__name__)
+
+UPSCALE_OUTPUT_TEXT: dict[str, str] = {"Software": "dasrlib upscale"}
+"""PNG text that marks a super-resolved output (`dasrlib.inference.upscale_to_file`): the ``dasr``
+command replaces only files that carry it and does not take them as new inputs from a folder."""
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as used for gray output
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -82,7 +97,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.{os.getpid()}{_TEMP_MARK}", suffix=".tmp", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -93,6 +110,48 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TEMP_MARK = ".atomic-"
+_TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.atomic-[^.]*\.tmp$")
+
+
+def is_process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (unsure counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or cannot tell: keep its files
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete `atomic_write` temporaries in `folder` (not recursive) whose writer has exited.
+
+    Such files are what a kill leaves behind (often 0 bytes); the destination files themselves
+    are never touched. Returns the removed paths (each is logged).
+    """
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        match = _TEMP_PATTERN.match(entry.name)
+        if match is None or not entry.is_file() or is_process_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed.append(entry)
+            logger.warning(
+                "removed %s, an unfinished temporary file for %s left by a stopped process",
+                entry,
+                match["name"],
+            )
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -229,6 +288,16 @@ def _decode(path: Path, *, max_pixels: int) -> _Decoded:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageReadError(path, f"corrupt image header ({exc})") from exc
 
+        try:
+            frames = int(getattr(image, "n_frames", 1))
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise ImageReadError(path, f"corrupt image structure ({exc})") from exc
+        if frames > 1:
+            raise ImageReadError(
+                path,
+                f"{image.format} file holds {frames} frames (animation or multi-page); only "
+                "still, single-frame images are supported: extract the frame you want first",
+            )
         width, height = image.size
         if width <= 0 or height <= 0:
             raise ImageReadError(path, f"image has no pixels ({width}x{height})")
@@ -428,6 +497,7 @@ def write_png(
     alpha: torch.Tensor | None = None,
     bit_depth: int = 8,
     gray: bool = False,
+    text: Mapping[str, str] | None = None,
 ) -> None:
     """Write an RGB float image [3, H, W] in [0, 1] as a PNG, atomically.
 
@@ -435,11 +505,12 @@ def write_png(
     writes one luma channel (BT.601 weights; a [1, H, W] input is written as gray directly).
     Values outside [0, 1] are clamped. Already quantised planes (uint8 for 8 bit, uint16 for
     16 bit; `gray` needs them [1, H, W]) are written as they are, with no float copy.
+    `text` is stored as PNG tEXt chunks (Latin-1 keys and values; read back with `png_text`).
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r} for {str(path)!r}")
     if not rgb.is_floating_point():
-        _write_png_quantised(path, rgb, alpha=alpha, bit_depth=bit_depth, gray=gray)
+        _write_png_quantised(path, rgb, alpha=alpha, bit_depth=bit_depth, gray=gray, text=text)
         return
     color = rgb.detach().to("cpu", torch.float32)
     if color.ndim != 3 or color.shape[0] not in (1, 3):
@@ -464,9 +535,9 @@ def write_png(
         planes.append(alpha_plane)
     stacked = torch.cat(planes, dim=0).permute(1, 2, 0)  # [H, W, C]
     if bit_depth == 8:
-        _save_png(path, to_uint8(stacked).numpy())
+        _save_png(path, to_uint8(stacked).numpy(), text=text)
     else:
-        _save_png(path, to_uint16(stacked).numpy().astype(np.uint16))
+        _save_png(path, to_uint16(stacked).numpy().astype(np.uint16), text=text)
 
 
 def _write_png_quantised(
@@ -476,6 +547,7 @@ def _write_png_quantised(
     alpha: torch.Tensor | None,
     bit_depth: int,
     gray: bool,
+    text: Mapping[str, str] | None = None,
 ) -> None:
     """`write_png` for integer planes: uint8 [C, H, W] at 8 bit, uint16 at 16 bit."""
     expected = torch.uint8 if bit_depth == 8 else torch.uint16
@@ -498,18 +570,46 @@ def _write_png_quantised(
     if not gray and color.shape[0] == 1:
         planes[0] = color.expand(3, -1, -1)
     array = torch.cat([plane.detach().cpu() for plane in planes]).permute(1, 2, 0).numpy()
-    _save_png(path, array)
+    _save_png(path, array, text=text)
 
 
-def _save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+def _save_png(
+    path: str | os.PathLike[str], array: np.ndarray, *, text: Mapping[str, str] | None = None
+) -> None:
     """Write uint8 or uint16 [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) atomically."""
     if array.dtype == np.uint16:
-        atomic_write_bytes(path, _encode_png16(array))
+        atomic_write_bytes(path, _encode_png16(array, text=text))
         return
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
     pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     with atomic_write(path) as tmp:
-        pil_image.save(tmp, format="PNG")
+        pil_image.save(tmp, format="PNG", pnginfo=info)
+
+
+def png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The tEXt/iTXt/zTXt chunks of a PNG file before its pixel data; {} for any other file.
+
+    Reads the header only (no pixel is decoded); an unreadable file gives {}.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                return {}
+            # `info` holds the text chunks met before the pixel data (`text` would decode them).
+            return {str(k): v for k, v in image.info.items() if isinstance(v, str)}
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error):
+        return {}
+
+
+def is_upscale_output(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a PNG written by `dasrlib.inference.upscale_to_file` (header only)."""
+    text = png_text(path)
+    return all(text.get(key) == value for key, value in UPSCALE_OUTPUT_TEXT.items())
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -517,7 +617,7 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def _encode_png16(array: np.ndarray) -> bytes:
+def _encode_png16(array: np.ndarray, *, text: Mapping[str, str] | None = None) -> bytes:
     """Encode uint16 [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) as a 16-bit PNG.
 
     Every row uses the PNG "Sub" filter (type 1), computed on the big-endian bytes.
@@ -539,6 +639,10 @@ def _encode_png16(array: np.ndarray) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + _png_chunk(b"IHDR", header)
+        + b"".join(
+            _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+            for key, value in (text or {}).items()
+        )
         + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
         + _png_chunk(b"IEND", b"")
     )

@@ -21,13 +21,13 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dasrlib.device import autocast_dtype, module_device, resolve_device
+from dasrlib.device import DeviceUnavailableError, autocast_dtype, module_device, resolve_device
 from dasrlib.models.baselines import build_model
 from dasrlib.models.dasr import DASR, DASRInference
 
@@ -187,6 +187,21 @@ def _parse_option(text: str) -> tuple[str, object]:
     return key, value
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `low` (a usage error naming the value otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m dasrlib.profiling``: print a model's cost (one JSON object with --json)."""
     parser = argparse.ArgumentParser(prog="python -m dasrlib.profiling", description=__doc__)
@@ -196,13 +211,22 @@ def main(argv: list[str] | None = None) -> int:
         help="srresnet, edsr, rrdb, swinir, predictor, "
         "discriminator, dasr or a Fig. 4 variant (dasr_n3, dasr_moe, ...)",
     )
-    parser.add_argument("--size", type=int, default=256, help="LR height (and width) in pixels")
-    parser.add_argument("--width", type=int, default=None, help="LR width if not --size")
+    parser.add_argument(
+        "--size", type=_at_least(8), default=256, help="LR height (and width) in pixels"
+    )
+    parser.add_argument("--width", type=_at_least(8), default=None, help="LR width if not --size")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (latency)")
-    parser.add_argument("--precision", default="fp32", help="fp32, tf32, bf16 or fp16 (latency)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "tf32", "bf16", "fp16"),
+        help="fp32, tf32, bf16 or fp16 (latency)",
+    )
     parser.add_argument("--latency", action="store_true", help="also time the model")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs (median reported)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
+    parser.add_argument(
+        "--repeats", type=_at_least(1), default=20, help="timed runs (median reported)"
+    )
+    parser.add_argument("--warmup", type=_at_least(0), default=5, help="untimed runs before timing")
     parser.add_argument(
         "--meta",
         action="store_true",
@@ -219,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.meta and args.latency:
         parser.error("--meta counts only; drop --latency or --meta")
+    try:
+        resolve_device(args.device)
+    except DeviceUnavailableError as error:
+        parser.error(str(error))
     options = dict(args.option)
     try:
         model = build_model(args.model, **options)

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from dasrlib.io import atomic_write_text
+from dasrlib.io import atomic_write_text, remove_stale_temporaries
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -196,6 +196,7 @@ def write_results(
         "n_rows": int(len(ordered)),
         "columns": [str(c) for c in ordered.columns],
     }
+    remove_stale_temporaries(csv_path.parent)  # a killed earlier writer's .*.tmp files
     atomic_write_text(csv_path, buffer.getvalue())
     atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     logger.info("wrote %d result rows to %s (+ %s)", len(ordered), csv_path, sidecar_path(csv_path))

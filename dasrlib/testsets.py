@@ -24,10 +24,12 @@ canonical sets on the CPU (the default).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -46,8 +48,15 @@ from dasrlib.data import (
     list_image_files,
 )
 from dasrlib.degradation import Level, degrade
-from dasrlib.device import resolve_device
-from dasrlib.io import atomic_write, atomic_write_text, read_image, write_png
+from dasrlib.device import DeviceUnavailableError, resolve_device
+from dasrlib.io import (
+    ImageReadError,
+    atomic_write,
+    atomic_write_text,
+    is_process_alive,
+    read_image,
+    write_png,
+)
 from dasrlib.results import project_path
 
 __all__ = [
@@ -113,7 +122,10 @@ def build_testsets(
 ) -> Path:
     """Build the seeded test sets of the HR images under `hr_root` into `out_dir`.
 
-    Existing files of the same names are overwritten (and logged); nothing is skipped.
+    The set is built in a hidden folder beside `out_dir` and swapped in whole when every image is
+    done: a build that fails (a corrupt HR image, a kill) leaves an existing set in `out_dir`
+    untouched, and the next build removes what a killed one left. A rebuild replaces the old
+    set's manifest, ``hr/`` and level folders; other files in `out_dir` are not touched.
 
     Args:
         hr_root: folder of HR images (searched recursively; names are the file stems).
@@ -121,13 +133,15 @@ def build_testsets(
         levels: any of "bicubic", "weak", "standard", "severe".
         seed: base seed; each (image, level) is seeded with `image_seed(seed, name, level)`.
         device: where degradation runs ("cpu" gives the canonical sets; see the module docstring).
-        max_images: only the first N images (sorted by path).
+        max_images: only the first N images (sorted by path); at least 1.
         scale: down-sampling factor.
 
     Returns:
         The path of `manifest.json`.
     """
     hr_root, out_dir = Path(hr_root), Path(out_dir)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be at least 1 (or None for all), got {max_images}")
     device = resolve_device(device)
     levels = [Level(lv) for lv in levels]
     if not levels:
@@ -135,15 +149,59 @@ def build_testsets(
     repeated = sorted({lv.value for lv in levels if levels.count(lv) > 1})
     if repeated:
         raise ValueError(f"levels {repeated} are listed more than once")
+    if not hr_root.is_dir():
+        what = "is not a folder" if hr_root.exists() else "does not exist"
+        raise FileNotFoundError(f"HR folder {str(hr_root)!r} {what}")
     files = list_image_files(hr_root)
     if not files:
         raise FileNotFoundError(f"no images found under {str(hr_root)!r}")
     if max_images is not None:
         files = files[:max_images]
     names = _unique_names(files, hr_root)
+    _remove_stale_builds(out_dir)
     if (out_dir / MANIFEST_NAME).exists():
-        logger.info("rebuilding test sets in %s (files of the same names are overwritten)", out_dir)
+        logger.info("rebuilding test sets in %s (swapped in when complete)", out_dir)
+    staging = _work_folder(out_dir, "building")
+    try:
+        _build_into(staging, files, names, hr_root, levels, seed, device, scale)
+        _swap_in(staging, out_dir, levels)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / MANIFEST_NAME
 
+
+def _work_folder(out_dir: Path, kind: str) -> Path:
+    """A hidden sibling of `out_dir` owned by this process (its id is in the name)."""
+    return out_dir.parent / f".{out_dir.name}.{kind}-{os.getpid()}"
+
+
+def _remove_stale_builds(out_dir: Path) -> None:
+    """Delete the work folders of builds into `out_dir` whose process has exited (killed)."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(building|replaced)-(\d+)$")
+    if not out_dir.parent.is_dir():
+        return
+    for entry in out_dir.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        pid = int(match.group(2))
+        if pid != os.getpid() and is_process_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        logger.warning("removed %s, left by an interrupted test-set build", entry)
+
+
+def _build_into(
+    folder: Path,
+    files: Sequence[Path],
+    names: Sequence[str],
+    hr_root: Path,
+    levels: Sequence[Level],
+    seed: int,
+    device: torch.device,
+    scale: int,
+) -> None:
+    """Write every HR and LR file and then the manifest into `folder` (a fresh folder)."""
     images: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     for index, (path, name) in enumerate(zip(files, names, strict=True), start=1):
@@ -151,8 +209,8 @@ def build_testsets(
         if min(hr.shape[-2:]) < scale:
             raise ValueError(f"HR image {str(path)!r} is smaller than {scale} pixels")
         hr_rel = f"{HR_FOLDER}/{name}.png"
-        write_png(out_dir / hr_rel, hr)
-        hr_sha = _sha256(out_dir / hr_rel)
+        write_png(folder / hr_rel, hr)
+        hr_sha = _sha256(folder / hr_rel)
         images.append(
             {
                 "name": name,
@@ -169,14 +227,14 @@ def build_testsets(
             generator = torch.Generator(device=device).manual_seed(level_seed)
             lr, record = degrade(batch, level, generator=generator, scale=scale)
             lr_rel = f"{level.value}/{name}.png"
-            write_png(out_dir / lr_rel, lr[0])
+            write_png(folder / lr_rel, lr[0])
             entries.append(
                 {
                     "name": name,
                     "level": level.value,
                     "seed": level_seed,
                     "lr": lr_rel,
-                    "lr_sha256": _sha256(out_dir / lr_rel),
+                    "lr_sha256": _sha256(folder / lr_rel),
                     "hr": hr_rel,
                     "hr_sha256": hr_sha,
                     "params": record.to_dicts()[0],
@@ -199,9 +257,32 @@ def build_testsets(
         "images": images,
         "entries": entries,
     }
-    manifest_path = out_dir / MANIFEST_NAME
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
-    return manifest_path
+    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+
+
+def _swap_in(staging: Path, out_dir: Path, levels: Sequence[Level]) -> None:
+    """Replace the set in `out_dir` by the complete one in `staging`, manifest first out, last in.
+
+    Only the set's own entries move (manifest, ``hr/``, the old and new level folders); the old
+    ones are deleted once the new set is in place.
+    """
+    if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out_dir)
+        return
+    owned = {HR_FOLDER, *(lv.value for lv in levels)}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        owned.update(str(Level(lv).value) for lv in read_testset_manifest(out_dir)["levels"])
+    replaced = _work_folder(out_dir, "replaced")
+    replaced.mkdir()
+    for name in (MANIFEST_NAME, *sorted(owned)):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, replaced / name)
+    for entry in sorted(staging.iterdir()):
+        if entry.name != MANIFEST_NAME:
+            os.replace(entry, out_dir / entry.name)
+    os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def read_testset_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -425,6 +506,16 @@ def dataset_name(testset_dir: str | os.PathLike[str]) -> str:
     return str(manifest.get("dataset") or testset_dir.name)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m dasrlib.testsets build ...``."""
     parser = argparse.ArgumentParser(prog="python -m dasrlib.testsets", description=__doc__)
@@ -437,19 +528,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     build.add_argument("--device", default="cpu", help="cpu (canonical), cuda, or auto")
-    build.add_argument("--max-images", type=int, default=None, help="only the first N images")
+    build.add_argument(
+        "--max-images", type=_positive_int, default=None, help="only the first N images (N >= 1)"
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
-    manifest = build_testsets(
-        args.hr,
-        args.out,
-        levels=levels,
-        seed=args.seed,
-        device=args.device,
-        max_images=args.max_images,
-    )
+    prog = "python -m dasrlib.testsets build"
+    try:
+        levels = [Level(lv) for lv in args.levels.split(",") if lv.strip()]
+        resolve_device(args.device)
+    except (ValueError, DeviceUnavailableError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        manifest = build_testsets(
+            args.hr,
+            args.out,
+            levels=levels,
+            seed=args.seed,
+            device=args.device,
+            max_images=args.max_images,
+        )
+    except (ImageReadError, FileNotFoundError, ValueError) as error:
+        kept = f"; {args.out} left as it was" if args.out.exists() else ""
+        print(f"{prog}: error: {error}{kept}", file=sys.stderr)
+        return 1
     data = json.loads(manifest.read_text(encoding="utf-8"))
     print(f"wrote {len(data['entries'])} LR images ({', '.join(data['levels'])}) to {args.out}")
     print(f"manifest: {manifest}")

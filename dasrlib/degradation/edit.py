@@ -10,6 +10,7 @@ noise level).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -112,6 +113,8 @@ def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
             value: float | str = float(text)
         except ValueError:
             value = text.strip()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{item!r}: the value must be a finite number")
         edits[name.strip()] = value
     expand_edits(edits)  # unknown names fail here, before any image is processed
     return edits

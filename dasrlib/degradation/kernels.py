@@ -7,6 +7,7 @@ common odd size; the zero border does not change the filtered image.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,18 +23,24 @@ __all__ = [
 ]
 
 
-def _grid(size: int, *, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Centred integer grid (x = column offset, y = row offset), each [size, size]."""
+@functools.lru_cache(maxsize=32)
+def _grid(
+    size: int, *, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Centred integer grid (x = column offset, y = row offset) and its absolute values, each
+    [size, size]; built once per size, device and dtype (read only: the kernels of every batch
+    share it, which saves the device launches of rebuilding it)."""
     half = size // 2
     axis = torch.arange(-half, half + 1, device=device, dtype=dtype)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    return xx, yy
+    return xx, yy, xx.abs(), yy.abs()
 
 
-def _support_mask(kernel_size: Tensor, xx: Tensor, yy: Tensor) -> Tensor:
-    """[B, K, K] mask of the k_i x k_i centred window of each sample inside the K x K grid."""
-    half = (kernel_size // 2).to(xx.dtype).view(-1, 1, 1)
-    return (xx.abs() <= half) & (yy.abs() <= half)
+def _support_mask(kernel_size: Tensor, abs_x: Tensor, abs_y: Tensor) -> Tensor:
+    """[B, K, K] mask of the k_i x k_i centred window of each sample inside the K x K grid
+    (``abs_x``, ``abs_y``: the grid's absolute offsets)."""
+    half = (kernel_size // 2).to(abs_x.dtype).view(-1, 1, 1)
+    return (abs_x <= half) & (abs_y <= half)
 
 
 def _common_size(kernel_size: Tensor, size: int | None, what: str) -> int:
@@ -71,7 +78,7 @@ def gaussian_kernels(
     """
     common = _common_size(kernel_size, size, "Gaussian")
     dtype = sigma_x.dtype if sigma_x.is_floating_point() else torch.float32
-    xx, yy = _grid(common, device=sigma_x.device, dtype=dtype)
+    xx, yy, abs_x, abs_y = _grid(common, device=sigma_x.device, dtype=dtype)
     cos, sin = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
     inv_x2 = sigma_x.view(-1, 1, 1).pow(-2)
     inv_y2 = sigma_y.view(-1, 1, 1).pow(-2)
@@ -80,7 +87,7 @@ def gaussian_kernels(
     b = cos * sin * (inv_x2 - inv_y2)
     d = sin * sin * inv_x2 + cos * cos * inv_y2
     quad = a * xx * xx + 2.0 * b * xx * yy + d * yy * yy
-    kernel = torch.exp(-0.5 * quad) * _support_mask(kernel_size.to(sigma_x.device), xx, yy)
+    kernel = torch.exp(-0.5 * quad) * _support_mask(kernel_size.to(sigma_x.device), abs_x, abs_y)
     return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 
@@ -100,13 +107,13 @@ def sinc_kernels(kernel_size: Tensor, omega_c: Tensor, *, size: int | None = Non
         [B, K, K] float tensor on the device of `omega_c`.
     """
     common = _common_size(kernel_size, size, "sinc")
-    xx, yy = _grid(common, device=omega_c.device, dtype=omega_c.dtype)
+    xx, yy, abs_x, abs_y = _grid(common, device=omega_c.device, dtype=omega_c.dtype)
     radius = torch.sqrt(xx * xx + yy * yy)
     w = omega_c.view(-1, 1, 1)
     safe_radius = torch.where(radius > 0, radius, torch.ones_like(radius))
     kernel = w * torch.special.bessel_j1(w * safe_radius) / (2.0 * math.pi * safe_radius)
     kernel = torch.where(radius > 0, kernel, w * w / (4.0 * math.pi))
-    kernel = kernel * _support_mask(kernel_size.to(omega_c.device), xx, yy)
+    kernel = kernel * _support_mask(kernel_size.to(omega_c.device), abs_x, abs_y)
     return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 

@@ -52,6 +52,16 @@ class Level(str, Enum):
     STANDARD = "standard"
     SEVERE = "severe"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Level:
+        """Accept any letter case; otherwise fail listing the valid names."""
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.strip().lower():
+                    return member
+        valid = ", ".join(member.value for member in cls)
+        raise ValueError(f"unknown degradation level {value!r}; valid levels: {valid}")
+
 
 def level_index(level: Level | str) -> int:
     """Integer index of a level (bicubic 0, weak 1, standard 2, severe 3), as in `TrainingBatch`."""

@@ -121,8 +121,10 @@ def _select(mask: Tensor, when_true: Tensor, when_false: Tensor) -> Tensor:
     return torch.where(mask.view(-1, *([1] * (when_true.ndim - 1))), when_true, when_false)
 
 
-def _identity_kernel(size: int, like: Tensor) -> Tensor:
-    delta = torch.zeros(size, size, dtype=like.dtype, device=like.device)
+@functools.lru_cache(maxsize=16)
+def _identity_kernel(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[size, size] delta kernel, built once per size, dtype and device (read only)."""
+    delta = torch.zeros(size, size, dtype=dtype, device=device)
     delta[size // 2, size // 2] = 1.0
     return delta
 
@@ -144,7 +146,9 @@ def _blur(x: Tensor, spec: BlurSpec, g: torch.Generator) -> tuple[Tensor, BlurRe
     kernels = gaussian_kernels(
         record.kernel_size, record.sigma_x, record.sigma_y, record.rotation, size=size
     )
-    kernels = _select(record.applied, kernels, _identity_kernel(size, kernels))
+    kernels = _select(
+        record.applied, kernels, _identity_kernel(size, kernels.dtype, kernels.device)
+    )
     return filter2d(x, kernels), record
 
 
@@ -209,7 +213,9 @@ def _draw_sinc(spec: SincSpec, g: torch.Generator, n: int, device: torch.device)
 
 def _sinc(x: Tensor, record: SincRecord, size: int) -> Tensor:
     kernels = sinc_kernels(record.kernel_size, record.omega_c, size=size)
-    kernels = _select(record.applied, kernels, _identity_kernel(size, kernels))
+    kernels = _select(
+        record.applied, kernels, _identity_kernel(size, kernels.dtype, kernels.device)
+    )
     return filter2d(x, kernels)
 
 

@@ -36,6 +36,7 @@ Layouts:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -405,7 +406,10 @@ def encode_physical(
                 raise ValueError(f"{name}={value!r}; expected one of {_OPTIONS[name]} or 'none'")
             cols[name] = (torch.tensor([float(_OPTIONS[name].index(str(value)))]), None)
         else:
-            cols[name] = (torch.tensor([float(value)]), None)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"{name}={value!r}: expected a finite number")
+            cols[name] = (torch.tensor([number]), None)
     return _encode_columns(cols, level, 1, torch.device("cpu"))[0]
 
 

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -86,10 +86,17 @@ def read_metadata(path: PathLike) -> dict[str, object]:
     file = _existing(path)
     if file.suffix != ".safetensors":
         raise CheckpointError(f"{file}: only .safetensors files carry metadata")
-    with safe_open(str(file), framework="pt") as handle:
-        header = handle.metadata() or {}
-    architecture = json.loads(header[_ARCH_KEY]) if _ARCH_KEY in header else None
-    return {"architecture": architecture, "metadata": json.loads(header.get(_META_KEY, "{}"))}
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{file}: {_safetensors_problem(file, error)}") from error
+    try:
+        architecture = json.loads(header[_ARCH_KEY]) if _ARCH_KEY in header else None
+        metadata = json.loads(header.get(_META_KEY, "{}"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{file}: metadata is not valid JSON ({error})") from error
+    return {"architecture": architecture, "metadata": metadata}
 
 
 def read_state_dict(path: PathLike, *, prefer_ema: bool = True) -> dict[str, Tensor]:
@@ -97,12 +104,16 @@ def read_state_dict(path: PathLike, *, prefer_ema: bool = True) -> dict[str, Ten
 
     Wrapped state dicts are unwrapped: ``params_ema`` / ``params`` (BasicSR; ``prefer_ema``
     decides which comes first when both exist) and ``state_dict``; a ``module.`` prefix on every
-    key (DistributedDataParallel) is removed.
+    key (DistributedDataParallel) is removed. A file that is empty, truncated or not a checkpoint,
+    or whose weights hold NaN or Inf, raises `CheckpointError` naming the file and the problem.
     """
     file = _existing(path)
     suffix = file.suffix.lower()
     if suffix == ".safetensors":
-        state: object = load_file(str(file), device="cpu")
+        try:
+            state: object = load_file(str(file), device="cpu")
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{file}: {_safetensors_problem(file, error)}") from error
     elif suffix in (".pth", ".pt", ".ckpt"):
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
@@ -126,7 +137,32 @@ def read_state_dict(path: PathLike, *, prefer_ema: bool = True) -> dict[str, Ten
         raise CheckpointError(f"{file}: holds {type(state).__name__}, not a state dict")
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module.") :]: value for key, value in state.items()}
+    _check_finite(state, file)
     return state
+
+
+def _safetensors_problem(file: Path, error: Exception) -> str:
+    """What is wrong with a safetensors file the library refused, in words."""
+    size = file.stat().st_size if file.is_file() else 0
+    if size == 0:
+        return "file is empty (0 bytes); not a safetensors checkpoint"
+    return f"not a readable safetensors file ({size} bytes; truncated or corrupt: {error})"
+
+
+def _check_finite(state: dict[str, Tensor], file: Path) -> None:
+    """Raise `CheckpointError` naming the tensors of `state` that hold NaN or Inf."""
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{file}: {len(bad)} tensor(s) hold NaN or Inf values {_listing(bad)}; "
+            "the weights are unusable (a diverged run?)"
+        )
 
 
 def load_weights(model: nn.Module, path: PathLike, *, prefer_ema: bool = True) -> nn.Module:

@@ -45,8 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PERCEPTUAL_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
-
 
 def build_generator(config: TrainConfig, *, generator: torch.Generator) -> nn.Module:
     """The network a (single) stage trains, initialised from `generator` (before `init_from`)."""
@@ -90,10 +88,21 @@ def build_discriminator(config: TrainConfig) -> UNetDiscriminatorSN:
 
 
 def build_perceptual(config: TrainConfig) -> losses.PerceptualLoss:
-    """The VGG19 perceptual loss of Eq. 3 with the config's layer weights."""
+    """The VGG perceptual loss of Eq. 3 with the config's layer weights on the paper's layers.
+
+    `vgg_network` "auto" takes VGG19 where its weights file is, else the converted VGG16; a
+    random VGG (tests) without a weights file is VGG19 unless named.
+    """
     loss = config.loss
+    network = loss.vgg_network
+    if not loss.allow_random_vgg_for_tests or loss.vgg_weights is not None:
+        network, _ = losses.resolve_vgg_network(network, weights_path=loss.vgg_weights)
+    elif network == "auto":
+        network = "vgg19"
+    names = losses.paper_layers(network)
     return losses.PerceptualLoss(
-        layer_weights=dict(zip(PERCEPTUAL_LAYERS, loss.perceptual_layer_weights, strict=True)),
+        network=network,
+        layer_weights=dict(zip(names, loss.perceptual_layer_weights, strict=True)),
         weights_path=loss.vgg_weights,
         allow_random_vgg_for_tests=loss.allow_random_vgg_for_tests,
         generator=seeded_generator(derive_seed(config.seed, "random_vgg")),

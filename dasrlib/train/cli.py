@@ -12,7 +12,10 @@ from typing import Any
 
 import yaml
 
-from dasrlib.config import ConfigError, to_dict
+from dasrlib.config import ConfigError, read_config_file, to_dict
+from dasrlib.data import TRAINING_INPUT_ERRORS
+from dasrlib.device import DeviceUnavailableError, resolve_device
+from dasrlib.models.checkpoints import CheckpointError
 from dasrlib.train.config import config_from_parameters
 from dasrlib.train.loop import train
 from dasrlib.train.validation import validation_summary
@@ -32,9 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
     args = parser.parse_args(argv)
-    parameters: dict[str, Any] = {}
-    if args.params is not None:
-        parameters = yaml.safe_load(args.params.read_text(encoding="utf-8")) or {}
     sets = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -42,15 +42,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         sets[key.strip()] = yaml.safe_load(value)
     try:
+        parameters: dict[str, Any] = {} if args.params is None else read_config_file(args.params)
         config = config_from_parameters(parameters, overrides=sets)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        resolve_device(config.run.device)
+    except (ConfigError, DeviceUnavailableError) as error:
+        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
         return 2
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_dir = train(config)
+    try:
+        run_dir = train(config)
+    except (*TRAINING_INPUT_ERRORS, CheckpointError) as error:
+        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
         if (run_dir / "val.csv").is_file():

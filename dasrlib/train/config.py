@@ -13,13 +13,14 @@ Attribute paths (the flat names of files, notebooks and ``--set`` on the left)::
     val_levels                                  config.data.<name>
     pixel_weight, regression_weight,
     perceptual_weight, adversarial_weight,
-    perceptual_layer_weights, vgg_weights,
-    allow_random_vgg_for_tests                  config.loss.<name>
+    perceptual_layer_weights, vgg_network,
+    vgg_weights, allow_random_vgg_for_tests     config.loss.<name>
     lr, disc_lr, betas, lr_milestones, lr_gamma,
     ema_decay, predictor_warmup_iters,
     max_nonfinite_in_a_row                      config.optimiser.<name>
-    iterations, time_limit_minutes, log_every,
-    val_every, checkpoint_every                 config.schedule.<name>
+    iterations, start_iteration,
+    time_limit_minutes, log_every, val_every,
+    checkpoint_every                            config.schedule.<name>
     name, out_dir, resume, device, precision,
     channels_last, compile, prefetch_data,
     export_dtype, tensorboard, progress         config.run.<name>
@@ -42,7 +43,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dasrlib.config import config_hash, flat_section, load_config, to_dict
+from dasrlib.config import (
+    ConfigError,
+    config_hash,
+    flat_section,
+    load_config,
+    require_range,
+    to_dict,
+)
+from dasrlib.degradation import Level
 
 __all__ = [
     "RESUME_FREE_FIELDS",
@@ -106,6 +115,11 @@ class ModelSection:
     )
     disc_num_feat: int = _f(64, "features of the U-Net discriminator")
 
+    def __post_init__(self) -> None:
+        require_range(self, "expert_init_noise", low=0)
+        for name in ("num_feat", "num_block", "num_experts", "predictor_feat", "disc_num_feat"):
+            require_range(self, name, low=1)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataSection:
@@ -135,6 +149,15 @@ class DataSection:
             raise ValueError(f"patch_size {self.patch_size} is not divisible by scale {self.scale}")
         if self.val_images < 0 or self.val_crop < 8 * self.scale:
             raise ValueError("val_images must be >= 0 and val_crop >= 8 * scale")
+        require_range(self, "level_probs", low=0)
+        require_range(self, "queue_size", low=0)
+        if sum(self.level_probs) <= 0:
+            raise ConfigError(f"level_probs must not all be 0, got {self.level_probs!r}")
+        for level in self.val_levels:
+            try:
+                Level(level)
+            except ValueError as error:
+                raise ConfigError(f"val_levels: {error}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,13 +166,19 @@ class LossSection:
 
     pixel_weight: float = _f(1.0, "weight of the L1 pixel loss")
     regression_weight: float = _f(1.0, "weight of the L1 regression loss on v (dasr only)")
-    perceptual_weight: float = _f(1.0, "weight of the VGG19 perceptual loss (not in pretrain)")
+    perceptual_weight: float = _f(1.0, "weight of the VGG perceptual loss (not in pretrain)")
     adversarial_weight: float = _f(0.1, "weight of the GAN loss (not in pretrain)")
     perceptual_layer_weights: tuple[float, float, float, float, float] = _f(
-        (0.1, 0.1, 1.0, 1.0, 1.0), "weights of VGG19 conv1_2, conv2_2, conv3_4, conv4_4, conv5_4"
+        (0.1, 0.1, 1.0, 1.0, 1.0),
+        "weights of VGG19 conv1_2, conv2_2, conv3_4, conv4_4, conv5_4 (VGG16: conv3_3, 4_3, 5_3)",
+    )
+    vgg_network: str = _f(
+        "auto",
+        "perceptual trunk: vgg19 (paper), vgg16 (converted, `fetch imagenet-features`) or auto "
+        "(vgg19 where its file is, else vgg16); the one used is in run.json's `perceptual`",
     )
     vgg_weights: str | None = _f(
-        None, "VGG19 ImageNet checkpoint; None: torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth"
+        None, "VGG ImageNet checkpoint; None: torchvision's VGG19 in the torch hub cache"
     )
     allow_random_vgg_for_tests: bool = _f(False, "use a random VGG19 (tests only)")
 
@@ -157,6 +186,9 @@ class LossSection:
         for weight in ("pixel", "regression", "perceptual", "adversarial"):
             if getattr(self, f"{weight}_weight") < 0:
                 raise ValueError(f"{weight}_weight must be >= 0")
+        if self.vgg_network not in ("auto", "vgg19", "vgg16"):
+            raise ValueError(f"vgg_network {self.vgg_network!r} is not one of auto, vgg19, vgg16")
+        require_range(self, "perceptual_layer_weights", low=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +212,11 @@ class OptimiserSection:
         _positive(self, "max_nonfinite_in_a_row")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("lr", "disc_lr", "lr_gamma"):
+            require_range(self, name, low=0.0, low_open=True)
+        require_range(self, "betas", low=0.0, high=1.0, high_open=True)
+        require_range(self, "predictor_warmup_iters", low=0)
+        require_range(self, "lr_milestones", low=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +225,11 @@ class ScheduleSection:
     resume)."""
 
     iterations: int = _f(500_000, "optimiser steps of the stage (dasr stage for 'both')")
+    start_iteration: int = _f(
+        0,
+        "iteration a run without a checkpoint starts at (a warm restart from init_from: fresh "
+        "optimiser, the iteration count and learning-rate schedule continue)",
+    )
     time_limit_minutes: float | None = _f(
         None, "stop cleanly (checkpoint + export) after this wall time; None: no limit"
     )
@@ -199,6 +241,8 @@ class ScheduleSection:
 
     def __post_init__(self) -> None:
         _positive(self, "iterations", "log_every", "val_every", "checkpoint_every")
+        if self.start_iteration < 0:
+            raise ValueError(f"start_iteration must be >= 0, got {self.start_iteration}")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ValueError(f"time_limit_minutes must be positive, got {self.time_limit_minutes}")
 
@@ -266,6 +310,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         stages = ("pretrain", "dasr") if self.stage == "both" else (self.stage,)
+        require_range(self, "pretrain_iterations", low=0)
         if self.stage == "both" and self.pretrain_iterations <= 0:
             raise ValueError("stage='both' needs pretrain_iterations > 0")
         backbone = self.model.backbone

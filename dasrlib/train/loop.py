@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from dasrlib.io import remove_stale_temporaries
 from dasrlib.train.build import DistContext, setup_distributed
 from dasrlib.train.config import TrainConfig
 from dasrlib.train.logger import TrainingLog
@@ -77,10 +78,14 @@ def _run_stage(
         progress=config.run.progress,
         tensorboard=config.run.tensorboard,
     )
+    if dist_ctx.is_main:  # temporaries a killed run left (0-byte metrics.csv, model, ...)
+        remove_stale_temporaries(trainer.run_dir)
     checkpoint = resume_from(config, trainer.run_dir, is_main=dist_ctx.is_main)
     if checkpoint is not None:
         trainer.load_checkpoint_state(*checkpoint)
         log.resume(trainer.iteration)
+    else:  # a fresh run, or a warm restart from init_from at start_iteration
+        trainer.iteration = schedule.start_iteration
     trainer.prepare_data()
     start_iteration = trainer.iteration
     trainer.write_run_json("running")

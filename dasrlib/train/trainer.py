@@ -445,6 +445,9 @@ class Trainer:
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "channels_last": self.channels_last,
             "loss_weights": self.weights,
+            "perceptual": None
+            if self.perceptual is None
+            else {"network": self.perceptual.network, "weights": str(self.perceptual.weights_file)},
             "metadata": run_metadata(config=to_dict(config), seed=config.seed, device=self.device),
             **(extra or {}),
         }

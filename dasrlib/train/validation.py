@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dasrlib.data import ImageList, open_hr_images, split_holdout
+from dasrlib.data import ImageList, UnusableDataError, open_hr_images, split_holdout
 from dasrlib.degradation import degrade
 from dasrlib.device import resolve_device
 from dasrlib.metrics import psnr_y
@@ -39,7 +39,7 @@ def holdout(config: TrainConfig, images: ImageList) -> tuple[ImageList, ImageLis
     if count == 0:
         return images, None
     if count >= len(images):
-        raise ValueError(
+        raise UnusableDataError(
             f"val_images={count} leaves no training image out of {len(images)} in "
             f"{config.data.data_root or 'the embedded photos'}"
         )

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
 
 from dasrlib.inference import edit_vector, upscale
-from dasrlib.interactive import DegradationSliders, choose_model, load_notebook_image, write_fig5
-from dasrlib.models import DASR
+from dasrlib.interactive import (
+    DegradationSliders,
+    ModelChoice,
+    choose_model,
+    fig5_check,
+    fig5_sweep,
+    high_frequency_energy,
+    load_notebook_image,
+    newest_run_model,
+    write_fig5,
+)
+from dasrlib.models import DASR, EDSR
 from dasrlib.models.checkpoints import save_weights
 from dasrlib.models.loading import MODEL_ROOT_ENV
 
@@ -37,8 +52,9 @@ def test_slider_change_equals_upscale_with_the_same_vector(
 ) -> None:
     sliders = DegradationSliders(model, image)
     assert torch.equal(sliders.vector(), sliders.v_predicted)
-    first_png = bytes(sliders.image_widget.value)
+    first_png = bytes(sliders.images["edited"].value)
     assert first_png.startswith(PNG_SIGNATURE)
+    assert bytes(sliders.images["auto"].value) == first_png
 
     sliders.sliders["blur1_sigma_x"].value = 2.75  # fires the observer, as a user's drag does
     sliders.sliders["jpeg1_quality"].value = 40.0
@@ -49,7 +65,7 @@ def test_slider_change_equals_upscale_with_the_same_vector(
     expected = upscale(image, model, v=expected_v, precision="fp32")
     assert torch.equal(sliders.edited_sr, expected)
     assert (sliders.edited_sr - sliders.auto_sr).abs().max() > 1e-3
-    assert bytes(sliders.image_widget.value) != first_png
+    assert bytes(sliders.images["edited"].value) != first_png
     assert "blur1_sigma_x" in sliders.status.value
 
     sliders.reset_button.click()
@@ -82,8 +98,9 @@ def test_noise_type_switch_gives_the_level_slider_that_type_range(
 def test_random_fallback_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    choice = choose_model()
+    choice = choose_model(runs_dir=tmp_path / "runs")
     assert choice.random and "RANDOM-WEIGHT" in choice.note_html()
+    assert "sliders do nothing" in choice.note_html()
     assert (
         write_fig5(choice, load_notebook_image("coffee", max_side=24), tmp_path / "f.png") is None
     )
@@ -123,3 +140,133 @@ def test_notebook_runs_with_papermill(model: DASR, tmp_path: Path) -> None:
     text = executed.read_text()
     assert "blur1_sigma_x" in text  # the prediction table was shown
     assert "RANDOM-WEIGHT" not in text
+
+
+def test_newest_local_dasr_run_comes_before_random_weights(
+    model: DASR, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    for name in ("older", "newer"):
+        (runs / name).mkdir(parents=True)
+        save_weights(model, runs / name / "model.safetensors")
+    (runs / "edsr").mkdir()
+    save_weights(EDSR(num_feat=8, num_block=1), runs / "edsr" / "model.safetensors")
+    os.utime(runs / "older" / "model.safetensors", (1_000_000, 1_000_000))
+    choice = choose_model(runs_dir=runs)
+    assert not choice.random and choice.local_run
+    assert choice.source == str(runs / "newer" / "model.safetensors")
+    assert "newest local training run" in choice.note_html()
+    assert newest_run_model(tmp_path / "nothing") is None
+
+
+def test_out_of_range_predictions_are_clamped_and_said_so(
+    model: DASR, image: torch.Tensor
+) -> None:
+    sliders = DegradationSliders(model, image)
+    for name, slider in sliders.sliders.items():
+        if name == "noise1_type":
+            continue
+        assert slider.min <= slider.value <= slider.max
+        low, high = sliders._range(name, "poisson" if sliders._initial_type == "poisson" else "")
+        assert (slider.min, slider.max) == (low, high), name  # the physical range, not moved
+        predicted = float(sliders.predicted[name])
+        outside = not low <= predicted <= high
+        if name != "noise1_level" or sliders._initial_type != "none":
+            assert ("lies" in sliders.notes[name].value) == outside, name
+    assert sliders.edits() == {}
+    assert torch.equal(sliders.vector(), sliders.v_predicted)
+
+
+def test_noise_level_is_disabled_for_type_none_and_warnings_reach_the_widget(
+    model: DASR, image: torch.Tensor
+) -> None:
+    sliders = DegradationSliders(model, image)
+    kind, level = sliders.sliders["noise1_type"], sliders.sliders["noise1_level"]
+    kind.value = "none"
+    assert level.disabled and "disabled" in sliders.notes["noise1_level"].value
+    assert "noise1_level" not in sliders.edits()
+    kind.value = "gaussian"
+    assert not level.disabled and (level.min, level.max) == (1.0, 30.0)
+    assert sliders.edits()["noise1_level"] == level.value
+    sliders.messages.value = ""
+    with_warning = {"blur1_sigma_x": 9.0}  # far outside the severe range: the library warns
+    sliders.vector = lambda: edit_vector(sliders.v_predicted, with_warning)  # type: ignore
+    sliders.on_change()
+    assert "never saw" in sliders.messages.value
+
+
+def test_panels_are_shown_at_native_pixel_size(model: DASR, image: torch.Tensor) -> None:
+    sliders = DegradationSliders(model, image)
+    height, width = sliders.auto_sr.shape[-2:]
+    png = Image.open(io.BytesIO(bytes(sliders.images["auto"].value)))
+    assert png.size == (width, height)
+    assert sliders.images["auto"].layout.width == f"{width}px"
+    zoom = Image.open(io.BytesIO(bytes(sliders.zooms["auto"].value)))
+    side = sliders.scale * sliders.crop[2]
+    assert zoom.size[0] % side == 0 and zoom.size[0] // side >= 1
+
+
+class _Sharpen(nn.Module):
+    """x4 bicubic plus ``strength`` times its own high-pass (negative: a blur)."""
+
+    def __init__(self, strength: float) -> None:
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        smooth = F.avg_pool2d(up, 3, stride=1, padding=1, count_include_pad=False)
+        return up + self.strength * (up - smooth)
+
+
+class _KnownResponse(nn.Module):
+    """A stand-in DASR whose response to v is known: it sharpens more as the blur sigma slot
+    rises and less as the noise level slot rises (``sign=-1``: the opposite)."""
+
+    scale = 4
+
+    def __init__(self, sign: float) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def predict_degradation(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 33), 0.5)
+
+    def expert_weights(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+    def fuse(self, a: torch.Tensor) -> nn.Module:
+        blur_x, noise = 1, 18  # slots of blur1_sigma_x and noise1_level
+        return _Sharpen(self.sign * 2.0 * (float(a[blur_x]) - float(a[noise])))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_fig5_sweep_measures_the_direction_of_a_known_response(
+    sign: float, image: torch.Tensor
+) -> None:
+    model = _KnownResponse(sign)
+    blur = fig5_sweep(model, image, setting="blur", steps=5)
+    noise = fig5_sweep(model, image, setting="noise", steps=5)
+    assert list(blur["value"]) == pytest.approx([0.2, 0.9, 1.6, 2.3, 3.0])
+    assert blur.attrs["rank_correlation"] == pytest.approx(sign)
+    assert noise.attrs["rank_correlation"] == pytest.approx(-sign)
+    assert (blur["hf_energy"].diff().dropna() * sign > 0).all()
+    sharpened = high_frequency_energy(upscale(image, model, v=torch.full((33,), 0.5)))
+    assert blur["relative"].iloc[0] == pytest.approx(blur["hf_energy"].iloc[0] / sharpened)
+
+
+def test_fig5_check_writes_the_sweep_figure(image: torch.Tensor, tmp_path: Path) -> None:
+    choice = ModelChoice(_KnownResponse(1.0), "known response", random=False)
+    loaded = load_notebook_image("chelsea", max_side=40)
+    summary = fig5_check(choice, loaded, tmp_path / "sweep.png", steps=3)
+    assert list(summary["setting"]) == ["blur", "noise"]
+    assert summary["model does"].str.startswith(("sharper", "smoother")).all()
+    assert summary["model does"].iloc[0].startswith("sharper")
+    assert summary["model does"].iloc[1].startswith("smoother")
+    assert (tmp_path / "sweep.png").read_bytes().startswith(PNG_SIGNATURE)
+    flat = torch.full((3, 16, 16), 0.5)
+    assert high_frequency_energy(flat) == 0.0
+    with pytest.raises(ValueError, match="setting"):
+        fig5_sweep(choice.model, image, setting="jpeg")

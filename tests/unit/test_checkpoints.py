@@ -228,3 +228,28 @@ def test_unknown_third_party_file_is_named(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(CheckpointError, match="mystery.pth"):
         load_third_party(path)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not safetensors"])
+def test_unreadable_safetensors_names_the_file(tmp_path: Path, damage: str) -> None:
+    good = save_weights(SRResNet(num_feat=4, num_block=1), tmp_path / "good.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    data = good.read_bytes()
+    bad.write_bytes({"empty": b"", "truncated": data[:-10], "not safetensors": b"{" * 100}[damage])
+    for reader in (read_state_dict, read_metadata, load_model):
+        with pytest.raises(CheckpointError, match=re.escape(str(bad))):
+            reader(bad)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path, suffix: str) -> None:
+    model = SRResNet(num_feat=4, num_block=1)
+    with torch.no_grad():
+        model.conv_last.bias[0] = float("inf")
+    path = tmp_path / f"diverged{suffix}"
+    if suffix == ".pth":
+        torch.save(model.state_dict(), path)
+    else:
+        save_weights(model, path)
+    with pytest.raises(CheckpointError, match=r"diverged.*NaN or Inf.*conv_last\.bias"):
+        load_weights(SRResNet(num_feat=4, num_block=1), path)

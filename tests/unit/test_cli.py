@@ -10,7 +10,7 @@ import torch
 
 from dasrlib.cli import main
 from dasrlib.inference import edit_vector, load_sr_model, predict_vector, upscale
-from dasrlib.io import read_image, write_png
+from dasrlib.io import UPSCALE_OUTPUT_TEXT, read_image, write_png
 from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
 from dasrlib.models.loading import MODEL_ROOT_ENV
@@ -96,6 +96,11 @@ def test_existing_output_needs_overwrite(
     assert _run("upscale", source, "-o", out, "--model", checkpoint) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "a_x4.png").read_bytes() == b"previous result"
+    # --overwrite replaces only what dasr upscale wrote: this file is someone else's.
+    assert _run("upscale", source, "-o", out, "--model", checkpoint, "--overwrite") == 1
+    assert "not written by dasr upscale" in capsys.readouterr().err
+    assert (out / "a_x4.png").read_bytes() == b"previous result"
+    write_png(out / "a_x4.png", torch.zeros(3, 4, 4), text=UPSCALE_OUTPUT_TEXT)  # an earlier run's
     assert _run("upscale", source, "-o", out, "--model", checkpoint, "--overwrite") == 0
     assert read_image(out / "a_x4.png").rgb.shape == (3, 56, 72)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -177,3 +178,35 @@ def test_flat_section_key_collision_is_a_definition_error() -> None:
 
     with pytest.raises(TypeError, match="'lr' appears twice"):
         load_config(Clash, {})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", "nan"])
+def test_non_finite_numbers_are_refused_naming_the_key(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"OptimConfig\.lr: expected a finite number"):
+        load_config(OptimConfig, {"lr": value})
+
+
+def test_require_range_names_the_field_and_the_bounds() -> None:
+    from dasrlib.config import require_range
+
+    optim = load_config(OptimConfig, {"lr": -1.0})
+    with pytest.raises(ConfigError, match=r"OptimConfig\.lr must be in \(0, inf\), got -1\.0"):
+        require_range(optim, "lr", low=0.0, low_open=True)
+    require_range(optim, "lr", low=-1.0, high=0.0)  # inside: no error
+
+
+@pytest.mark.parametrize("problem", ["missing", "folder", "malformed", "list", "binary"])
+def test_read_config_file_errors_name_the_file(tmp_path: Path, problem: str) -> None:
+    from dasrlib.config import read_config_file
+
+    path = tmp_path / "run.yaml"
+    if problem == "folder":
+        path.mkdir()
+    elif problem == "malformed":
+        path.write_text("lr: [1,\n")
+    elif problem == "list":
+        path.write_text("- 1\n")
+    elif problem == "binary":
+        path.write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(ConfigError, match=re.escape(repr(str(path)))):
+        read_config_file(path)

@@ -226,3 +226,52 @@ def test_sampler_on_cuda_gives_the_cpu_patches(hr_folder: Path) -> None:
     }
     assert patches["cuda"].device.type == "cuda"
     assert torch.equal(patches["cpu"], patches["cuda"].cpu())
+
+
+def test_unreadable_images_are_skipped_by_name(
+    make_image_file, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dasrlib.data import HRImageFolder
+
+    make_image_file("hr/a.png", seed=1)
+    make_image_file("hr/c.png", seed=3)
+    (tmp_path / "hr" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with caplog.at_level(logging.WARNING, logger="dasrlib.data"):
+        images = HRImageFolder(tmp_path / "hr", preload=True)
+    assert images.names == ["a", "c"] and len(images) == 2
+    assert images[1].shape == (3, 48, 64)
+    assert any("b.png" in record.getMessage() for record in caplog.records)
+
+
+def test_only_unreadable_images_is_an_error_naming_one(tmp_path: Path) -> None:
+    from dasrlib.data import HRImageFolder, UnusableDataError
+
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "a.jpg").write_bytes(b"")
+    (tmp_path / "hr" / "b.png").write_bytes(b"junk")
+    with pytest.raises(UnusableDataError, match=r"none of the 2 .*a\.jpg"):
+        HRImageFolder(tmp_path / "hr", preload=True)
+
+
+def test_all_images_too_small_names_them() -> None:
+    from dasrlib.data import UnusableDataError
+
+    small = [torch.zeros(3, 20, 24, dtype=torch.uint8)]
+    with pytest.raises(UnusableDataError, match=r"32x32.*0 \(24x20\)"):
+        PatchSampler(small, patch_size=32, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("problem", ["root is a file", "negative timeout", "nan timeout"])
+def test_fetch_bad_options_are_usage_errors(
+    tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dasrlib.data import main
+
+    (tmp_path / "file").write_text("x")
+    root = tmp_path / "file" if problem == "root is a file" else tmp_path / "data"
+    timeout = {"negative timeout": "-1", "nan timeout": "nan"}.get(problem, "1")
+    with pytest.raises(SystemExit) as info:
+        main(["fetch", "div2k", "--root", str(root), "--timeout", timeout])
+    assert info.value.code == 2
+    assert (str(root) if problem == "root is a file" else timeout) in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # nothing was attempted

@@ -193,3 +193,19 @@ def test_decode_vector_checks_shape() -> None:
         decode_vector(torch.zeros(32))
     one = decode_vector(torch.zeros(33), level="weak")
     assert isinstance(one, dict) and "blur2_sigma_x" not in one
+
+
+def test_level_names_any_case_and_unknown_ones_list_the_valid() -> None:
+    from dasrlib.degradation import Level
+
+    assert Level("Severe") is Level.SEVERE and Level(" weak ") is Level.WEAK
+    with pytest.raises(ValueError, match=r"'mild'; valid levels: bicubic, weak, standard, severe"):
+        Level("mild")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_encode_physical_refuses_non_finite_values(value: float) -> None:
+    from dasrlib.degradation import encode_physical
+
+    with pytest.raises(ValueError, match=r"blur1_sigma_x=.*finite"):
+        encode_physical({"blur1_sigma_x": value})

@@ -1,4 +1,4 @@
-"""environment.yml (conda) and pyproject.toml (pip) must list the same packages and pins."""
+"""environment.yml (conda), pyproject.toml (pip) and requirements-lock.txt must agree."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCK = ROOT / "requirements-lock.txt"
 
 
 def _normalise(requirement: str) -> str:
@@ -61,3 +62,36 @@ def test_python_version_allowed_by_pyproject() -> None:
     assert pythons == ["python=3.11"]
     minimum = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", requires).group(1).split("."))
     assert (3, 11) >= minimum
+
+
+def _lock_pins() -> dict[str, set[str]]:
+    """Package name -> the exact versions the lock allows (one per environment marker)."""
+    pins: dict[str, set[str]] = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        requirement = line.split(";")[0].strip()
+        assert "==" in requirement, f"{LOCK.name}: {line!r} is not an exact pin"
+        name, version = requirement.split("==")
+        pins.setdefault(_normalise(name), set()).add(version.strip())
+    return pins
+
+
+def test_lock_pins_every_dependency_exactly() -> None:
+    """A dependency added to pyproject.toml without `make lock` fails here."""
+    pins = _lock_pins()
+    for requirement in map(_normalise, _pyproject_requirements()):
+        name = re.match(r"^[a-z0-9-]+", requirement).group(0)
+        assert name in pins, f"{name} is not in {LOCK.name}: run `make lock`"
+        if "==" in requirement:
+            assert pins[name] == {requirement.split("==")[1]}, (requirement, pins[name])
+
+
+def test_conda_and_make_install_from_the_lock() -> None:
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert f"-c {LOCK.name}" in pip_section
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install -c \$\(LOCK\) -e", makefile)
+    assert f"LOCK := {LOCK.name}" in makefile

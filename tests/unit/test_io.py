@@ -376,3 +376,55 @@ def test_current_umask_is_the_process_umask_and_stays_set() -> None:
         assert os.umask(0o027) == 0o027  # unchanged by the read
     finally:
         os.umask(previous)
+
+
+def test_animated_and_multi_page_images_are_refused(tmp_path: Path, np_rng) -> None:
+    frames = [Image.fromarray(np_rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    for name in ("anim.gif", "pages.tif"):
+        with pytest.raises(ImageReadError, match=rf"{name}.*2 frames"):
+            read_image(tmp_path / name)
+    frames[0].save(tmp_path / "still.gif")  # one frame: read as before
+    assert read_image(tmp_path / "still.gif").rgb.shape == (3, 6, 7)
+
+
+def test_stale_temporaries_of_stopped_writers_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dasrlib.io import atomic_write, remove_stale_temporaries
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(done.stdout)
+    stale = tmp_path / f".metrics.csv.{dead}.atomic-abc.tmp"
+    stale.write_bytes(b"")
+    live = tmp_path / f".val.csv.{os.getpid()}.atomic-def.tmp"
+    live.write_bytes(b"")
+    unrelated = tmp_path / ".notes.tmp"
+    unrelated.write_bytes(b"mine")
+    (tmp_path / "metrics.csv").write_text("iteration\n1\n")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert live.exists() and unrelated.exists()
+    assert (tmp_path / "metrics.csv").read_text() == "iteration\n1\n"
+    with atomic_write(tmp_path / "x.txt") as tmp:  # the names atomic_write uses match
+        assert str(os.getpid()) in tmp.name
+        assert remove_stale_temporaries(tmp_path) == []
+        tmp.write_text("x")
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_png_text_round_trip_and_upscale_mark(tmp_path: Path, bit_depth: int) -> None:
+    from dasrlib.io import UPSCALE_OUTPUT_TEXT, is_upscale_output, png_text
+
+    image = torch.rand(3, 5, 6, generator=torch.Generator().manual_seed(0))
+    write_png(tmp_path / "marked.png", image, bit_depth=bit_depth, text=UPSCALE_OUTPUT_TEXT)
+    write_png(tmp_path / "plain.png", image, bit_depth=bit_depth)
+    assert png_text(tmp_path / "marked.png") == UPSCALE_OUTPUT_TEXT
+    assert is_upscale_output(tmp_path / "marked.png")
+    assert not is_upscale_output(tmp_path / "plain.png")
+    assert not is_upscale_output(tmp_path / "missing.png")
+    marked = read_image(tmp_path / "marked.png")
+    assert marked.bit_depth == bit_depth
+    assert torch.equal(marked.rgb, read_image(tmp_path / "plain.png").rgb)

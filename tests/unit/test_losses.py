@@ -68,11 +68,16 @@ def test_perceptual_equals_weighted_sum_of_layer_l1(random_perceptual) -> None:
 
 def test_missing_vgg_weights_name_where_they_were_looked_for(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("DASR_WEIGHTS_DIR", str(tmp_path / "weights"))
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
     assert losses.default_vgg19_path() == expected
     with pytest.raises(VGGWeightsNotFound, match="vgg19-dcbb9e9d.pth") as info:
         PerceptualLoss()
     assert str(expected) in str(info.value)
+    assert str(tmp_path / "weights" / "imagenet-vgg16.safetensors") in str(info.value)
+    assert "fetch imagenet-features" in str(info.value)
+    with pytest.raises(VGGWeightsNotFound, match="imagenet-vgg16.safetensors"):
+        PerceptualLoss(network="vgg16")
     explicit = tmp_path / "nowhere" / "vgg19.pth"
     with pytest.raises(VGGWeightsNotFound, match=str(explicit)):
         PerceptualLoss(weights_path=explicit)

@@ -163,10 +163,15 @@ def test_lpips_wrong_weights_file_names_it(tmp_path) -> None:
 
 def test_lpips_missing_weights_reports_na(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DASR_WEIGHTS_DIR", str(tmp_path / "weights"))
     expected = tmp_path / "hub" / "checkpoints" / ALEXNET_CHECKPOINT_NAME
+    converted = tmp_path / "weights" / "imagenet-alexnet.safetensors"
     result = load_lpips(device="cpu")
     assert isinstance(result, LPIPSUnavailable)
-    assert str(result) == f"n/a: weights not found at {expected}"
+    assert str(result) == (
+        f"n/a: weights not found at {converted} "
+        "(get them: python -m dasrlib.data fetch imagenet-features)"
+    )
     with pytest.raises(LPIPSWeightsNotFound, match=str(tmp_path / "nope.pth")):
         LPIPSMetric(weights_path=tmp_path / "nope.pth", device="cpu")
     # Nothing was downloaded.

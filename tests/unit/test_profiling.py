@@ -84,3 +84,21 @@ def test_unknown_model_is_a_usage_error_naming_it(capsys):
         main(["--model", "no_such_net", "--meta"])
     assert exit_info.value.code == 2
     assert "no_such_net" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--size", "0"],
+        ["--size", "-5"],
+        ["--repeats", "0", "--latency"],
+        ["--precision", "fp8"],
+        ["--device", "tpu9"],
+    ],
+)
+def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--model", "predictor", "--meta", *argv] if "--latency" not in argv
+             else ["--model", "predictor", *argv])  # fmt: skip
+    assert info.value.code == 2
+    assert argv[1] in capsys.readouterr().err

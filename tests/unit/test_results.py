@@ -59,3 +59,15 @@ def test_write_results_rejects_missing_columns(tmp_path) -> None:
     with pytest.raises(ValueError, match="n_images"):
         write_results(_rows().drop(columns="n_images"), tmp_path / "t.csv", metadata={})
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_write_results_removes_temporaries_a_killed_writer_left(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".table.csv.{int(done.stdout)}.atomic-q.tmp"
+    stale.write_bytes(b"")
+    write_results(_rows(), tmp_path / "table.csv", metadata=run_metadata(seed=1, device="cpu"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv", "table.json"]

