@@ -26,6 +26,7 @@ from dasrlib.train.config import (
     ScheduleSection,
     TrainConfig,
     config_from_parameters,
+    notebook_parameters,
     resume_hash,
 )
 from dasrlib.train.loop import StopCondition, stage_configs, train
@@ -60,6 +61,7 @@ __all__ = [
     "ValidationSet",
     "build_generator",
     "config_from_parameters",
+    "notebook_parameters",
     "derive_seed",
     "load_checkpoint",
     "main",

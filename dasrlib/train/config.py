@@ -39,6 +39,7 @@ hash is the hash of the config with those two sections at their defaults.
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -367,3 +368,22 @@ def config_from_parameters(
     values = dict(parameters)
     extra = values.pop("overrides", None) or {}
     return load_config(TrainConfig, values, overrides={**extra, **(overrides or {})})
+
+
+def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a notebook holds: its namespace less modules, functions, classes and
+    IPython's own names (``In``, ``Out``, ``_``-prefixed).
+
+    Called after the ``parameters`` cell (and papermill's injected one), before anything else
+    is assigned, it returns exactly the notebook's parameters, including any a parameter file
+    injected under an unknown name, so `config_from_parameters` rejects that name instead of
+    ignoring it.
+    """
+    return {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in ("In", "Out", "exit", "quit", "get_ipython")
+        and not callable(value)
+        and not isinstance(value, types.ModuleType)
+    }

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dasrlib import train
+from dasrlib.config import ConfigError
 from dasrlib.train import TrainConfig, config_from_parameters, load_checkpoint
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "train.ipynb"
@@ -34,16 +36,30 @@ def test_param_files_set_every_notebook_parameter(name) -> None:
     assert isinstance(config, TrainConfig)
 
 
-def test_notebook_passes_every_parameter_to_the_config() -> None:
-    """A parameter the notebook forgot to pass on would be silently ignored: none is."""
+def _notebook_namespace(**injected) -> dict:
+    """The notebook's namespace after its imports, parameters and papermill's injected cell."""
     notebook = json.loads(NOTEBOOK.read_text())
-    source = "".join(
-        "".join(c["source"])
-        for c in notebook["cells"]
-        if c["cell_type"] == "code" and "config_from_parameters" in "".join(c["source"])
-    )
-    passed = {name for name in notebook_parameters() if f'"{name}": {name},' in source}
-    assert passed == set(notebook_parameters())
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    for cell in code[:2]:  # imports, parameters
+        exec("".join(cell["source"]), namespace)
+    namespace.update(injected)
+    return namespace
+
+
+def test_notebook_passes_every_parameter_to_the_config() -> None:
+    """The config cell takes the notebook's parameters as a whole: none is forgotten."""
+    parameters = train.notebook_parameters(_notebook_namespace())
+    assert parameters == notebook_parameters()
+    source = "".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"])
+    assert "config_from_parameters(train.notebook_parameters(globals()))" in source
+
+
+def test_an_unknown_injected_parameter_is_an_error() -> None:
+    """A parameter file's misspelt name reaches the config and fails there, naming it."""
+    namespace = _notebook_namespace(num_experst=5)
+    with pytest.raises(ConfigError, match="num_experst"):
+        config_from_parameters(train.notebook_parameters(namespace))
 
 
 def test_paper_schedule() -> None:
