@@ -15,6 +15,7 @@ is gone (entry points call it on their output folders at start).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -32,6 +33,7 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 __all__ = [
+    "file_sha256",
     "DEFAULT_MAX_PIXELS",
     "UPSCALE_OUTPUT_TEXT",
     "ImageReadError",
@@ -152,6 +154,15 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
                 match["name"],
             )
     return removed
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

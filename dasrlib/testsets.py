@@ -53,6 +53,7 @@ from dasrlib.io import (
     ImageReadError,
     atomic_write,
     atomic_write_text,
+    file_sha256,
     is_process_alive,
     read_image,
     write_png,
@@ -86,10 +87,6 @@ def image_seed(seed: int, name: str, level: Level | str) -> int:
     """The generator seed of one (image, level): the first 63 bits of SHA-256("seed/level/name")."""
     key = f"{seed}/{Level(level).value}/{name}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _crop_to_multiple(img: Tensor, multiple: int) -> Tensor:
@@ -210,12 +207,12 @@ def _build_into(
             raise ValueError(f"HR image {str(path)!r} is smaller than {scale} pixels")
         hr_rel = f"{HR_FOLDER}/{name}.png"
         write_png(folder / hr_rel, hr)
-        hr_sha = _sha256(folder / hr_rel)
+        hr_sha = file_sha256(folder / hr_rel)
         images.append(
             {
                 "name": name,
                 "source": str(path),
-                "source_sha256": _sha256(path),
+                "source_sha256": file_sha256(path),
                 "hr": hr_rel,
                 "hr_sha256": hr_sha,
                 "hr_size": [int(hr.shape[-2]), int(hr.shape[-1])],
@@ -234,7 +231,7 @@ def _build_into(
                     "level": level.value,
                     "seed": level_seed,
                     "lr": lr_rel,
-                    "lr_sha256": _sha256(folder / lr_rel),
+                    "lr_sha256": file_sha256(folder / lr_rel),
                     "hr": hr_rel,
                     "hr_sha256": hr_sha,
                     "params": record.to_dicts()[0],
@@ -317,7 +314,7 @@ def load_testset(
         lr_path, hr_path = out_dir / entry["lr"], out_dir / entry["hr"]
         if verify:
             for path, key in ((lr_path, "lr_sha256"), (hr_path, "hr_sha256")):
-                if _sha256(path) != entry[key]:
+                if file_sha256(path) != entry[key]:
                     raise ValueError(f"{path}: sha256 differs from {out_dir / MANIFEST_NAME}")
         v = entry.get("v")
         yield (
@@ -427,7 +424,7 @@ def _selected_images(hr_root: Path, max_images: int | None) -> list[tuple[str, s
     files = list_image_files(hr_root)
     if max_images is not None:
         files = files[:max_images]
-    return [(f.stem, _sha256(f)) for f in files]
+    return [(f.stem, file_sha256(f)) for f in files]
 
 
 def prepare_testsets(
@@ -495,7 +492,7 @@ def testset_summary(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "levels": manifest.get("levels"),
         "n_images": len(manifest.get("images", [])),
         "built_on": manifest.get("device"),
-        "manifest_sha256": _sha256(testset_dir / MANIFEST_NAME),
+        "manifest_sha256": file_sha256(testset_dir / MANIFEST_NAME),
     }
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from dasrlib.data import list_image_files
-from dasrlib.io import atomic_write, atomic_write_text
+from dasrlib.io import atomic_write, atomic_write_text, file_sha256
 from dasrlib.lease import CARRY_LIMIT_BYTES, EVAL_SETS, MIB
 
 __all__ = ["DEFAULT_TRAIN_BUDGET_MIB", "carry_size", "encode_lossless", "prepare_carry"]
@@ -43,14 +43,6 @@ DEFAULT_TRAIN_BUDGET_MIB = 23.0
 and the published weights (DASR N = 5 fp16 15.4 MiB + SRResNet fp16 2.9 MiB)."""
 
 _COPIED_AS_IS = {".jpg", ".jpeg", ".webp"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -118,7 +110,7 @@ def _cached(carry: Path, old: dict[str, Any], key: str, source_sha: str) -> Path
     if entry is None or entry.get("source_sha256") != source_sha:
         return None
     path = carry / entry["file"]
-    if not path.is_file() or _sha256(path) != entry.get("file_sha256"):
+    if not path.is_file() or file_sha256(path) != entry.get("file_sha256"):
         return None
     return path
 
@@ -156,7 +148,7 @@ def prepare_carry(
         shutil.rmtree(carry / "models")
 
     def job(path: Path, target_stem: Path, key: str) -> tuple[Path, Path, str, Path | None]:
-        source_sha[key] = _sha256(path)
+        source_sha[key] = file_sha256(path)
         return path, target_stem, key, _cached(carry, old, key, source_sha[key])
 
     source_sha: dict[str, str] = {}
@@ -229,7 +221,7 @@ def prepare_carry(
             item["key"]: {
                 "source_sha256": source_sha[item["key"]],
                 "file": Path(item["file"]).resolve().relative_to(carry.resolve()).as_posix(),
-                "file_sha256": _sha256(Path(item["file"])),
+                "file_sha256": file_sha256(Path(item["file"])),
             }
             for item in (*train, *evaluation)
         },
@@ -242,7 +234,7 @@ def prepare_carry(
             {
                 "file": p.relative_to(carry).as_posix(),
                 "bytes": p.stat().st_size,
-                "sha256": _sha256(p),
+                "sha256": file_sha256(p),
             }
             for p in files
         ],

@@ -15,7 +15,6 @@ over and removes the old checkpoints and logs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from dasrlib.config import ConfigError
+from dasrlib.io import file_sha256
 from dasrlib.train.config import (
     RESUME_FREE_FIELDS,
     TrainConfig,
@@ -65,14 +65,6 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_checkpoint(folder: Path, tensors: dict[str, Tensor], state: dict[str, Any]) -> Path:
     """Write ``latest.safetensors`` + ``latest.state.json`` in `folder`, keeping the previous pair.
 
@@ -88,7 +80,7 @@ def write_checkpoint(folder: Path, tensors: dict[str, Tensor], state: dict[str, 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(cpu, str(next_w), metadata=header)
     _fsync(next_w)
-    state = {**state, "checkpoint_id": checkpoint_id, "weights_sha256": _sha256(next_w)}
+    state = {**state, "checkpoint_id": checkpoint_id, "weights_sha256": file_sha256(next_w)}
     next_s.write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")
     _fsync(next_s)
     latest_w, latest_s = folder / "latest.safetensors", folder / "latest.state.json"
@@ -135,7 +127,7 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         path = weights.get(state["checkpoint_id"])
         if path is None:
             continue
-        if _sha256(path) != state["weights_sha256"]:
+        if file_sha256(path) != state["weights_sha256"]:
             logger.warning("checkpoint %s does not match its recorded sha256; skipping it", path)
             continue
         return load_file(str(path), device="cpu"), state
