@@ -310,9 +310,9 @@ class DegradationSliders:
             return
         slider.disabled = noise_type == "none"
         if noise_type == "none":
-            self.notes["noise1_level"].value = (
-                "disabled: the noise type is none (choose gaussian or poisson to set a level)"
-            )
+            self.notes[
+                "noise1_level"
+            ].value = "disabled: the noise type is none (choose gaussian or poisson to set a level)"
         elif noise_type != self._initial_type:
             low, high = self._range("noise1_level", noise_type)
             self.notes["noise1_level"].value = f"{noise_type} range {low:g}-{high:g}"
@@ -651,9 +651,7 @@ def fig5_sweep(
         relative = energy / automatic
         rows.append({"setting": setting, "value": value, "hf_energy": energy, "relative": relative})
     table = pd.DataFrame(rows)
-    table.attrs["rank_correlation"] = float(
-        table["value"].rank().corr(table["hf_energy"].rank())
-    )
+    table.attrs["rank_correlation"] = float(table["value"].rank().corr(table["hf_energy"].rank()))
     table.attrs["noise_type"] = noise_type if noise_type != "none" else "gaussian"
     return table
 

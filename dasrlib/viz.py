@@ -333,9 +333,7 @@ def training_curves(
         for index, (level, rows) in enumerate(val.groupby("level", sort=False)):
             colour = f"C{index}"
             ax_val.plot(rows["iteration"], rows["psnr_y_db"], "o-", color=colour, label=level)
-            ax_val.plot(
-                rows["iteration"], rows["bicubic_psnr_y_db"], "x--", color=colour, lw=1
-            )
+            ax_val.plot(rows["iteration"], rows["bicubic_psnr_y_db"], "x--", color=colour, lw=1)
         ax_val.set_xlabel("iteration")
         ax_val.set_ylabel("PSNR-Y (dB); dashed: bicubic")
         ax_val.legend(fontsize=8)

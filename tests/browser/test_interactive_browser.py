@@ -349,8 +349,10 @@ def test_slider_move_changes_the_edited_image(lab: str, driver: Any) -> None:
     handle.click()
     handle.send_keys(Keys.END if value < (low + high) / 2 else Keys.HOME)
     _wait(
-        lambda: _panel(driver, "edited").get_attribute("src") != old_src
-        and "blur1_sigma_x" in driver.page_source,
+        lambda: (
+            _panel(driver, "edited").get_attribute("src") != old_src
+            and "blur1_sigma_x" in driver.page_source
+        ),
         UPDATE_S,
         "the edited image to be redrawn after the slider move",
     )

@@ -161,9 +161,7 @@ def test_newest_local_dasr_run_comes_before_random_weights(
     assert newest_run_model(tmp_path / "nothing") is None
 
 
-def test_out_of_range_predictions_are_clamped_and_said_so(
-    model: DASR, image: torch.Tensor
-) -> None:
+def test_out_of_range_predictions_are_clamped_and_said_so(model: DASR, image: torch.Tensor) -> None:
     sliders = DegradationSliders(model, image)
     for name, slider in sliders.sliders.items():
         if name == "noise1_type":
