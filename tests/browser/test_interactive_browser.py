@@ -6,7 +6,10 @@ headless Chromium through selenium, runs every cell, moves one slider with the k
 checks in the page that the edited image changed. Also checks that the committed notebooks do
 not turn "modified" on opening, that the panels are drawn at their native pixel size and that
 the Reset button's label fits.
-A screenshot after the slider move goes to ``results/figures/interactive_browser.png``.
+A screenshot after the slider move goes to the test's temporary folder, or to the path in
+``DASR_BROWSER_SCREENSHOT`` (the committed ``results/figures/interactive_browser.png`` is made with
+``DASR_BROWSER_SCREENSHOT=results/figures/interactive_browser.png pytest tests/browser``), so a
+test run leaves the working tree as it was.
 Skips (with the reason) where selenium, Chromium or chromedriver is missing.
 """
 
@@ -40,7 +43,7 @@ from dasrlib.models.checkpoints import save_weights
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "results" / "figures" / "interactive_browser.png"
+SCREENSHOT_ENV = "DASR_BROWSER_SCREENSHOT"
 MIN_MEAN_DIFFERENCE = 2.0
 """Smallest mean absolute pixel difference (0-255, over the edited panel's RGB) that counts as
 "the edited image changed"; PNG panels are lossless, so an unchanged image differs by 0."""
@@ -300,7 +303,7 @@ def test_notebooks_open_unmodified(lab: str, driver: Any) -> None:
         assert not _dirty(driver), f"{path} turned modified on opening"
 
 
-def test_slider_move_changes_the_edited_image(lab: str, driver: Any) -> None:
+def test_slider_move_changes_the_edited_image(lab: str, driver: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -373,8 +376,9 @@ def test_slider_move_changes_the_edited_image(lab: str, driver: Any) -> None:
     )
     _js(driver, "arguments[0].scrollIntoView({block: 'start'});", first_slider)
     time.sleep(0.5)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(SCREENSHOT, driver.get_screenshot_as_png())
+    screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "interactive_browser.png")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(screenshot, driver.get_screenshot_as_png())
     assert changed > MIN_MEAN_DIFFERENCE
     assert versus_auto > MIN_MEAN_DIFFERENCE
     assert "lies outside" not in _errors(driver)  # clamped sliders: no out-of-range edit
