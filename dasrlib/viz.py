@@ -367,7 +367,7 @@ def fig5_sweep_figure(
     sweeps: Mapping[str, object], out_png: str | os.PathLike[str], *, title: str = ""
 ) -> Path:
     """Fig. 5 as curves (Sec. 4.6): high-frequency energy of the SR output, relative to the
-    automatic result, as each setting sweeps its range (``dasrlib.interactive.fig5_sweep``
+    automatic result, as each setting sweeps its range (``dasrlib.experiments.fig5.fig5_sweep``
     tables, keyed by setting). The paper: blur up -> sharper (rising), noise up -> smoother."""
     expected = {"blur": "rising (sharper)", "noise": "falling (smoother)"}
     units = {"blur": "blur sigma_x = sigma_y (px)", "noise": "noise level"}

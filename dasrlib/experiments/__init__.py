@@ -6,6 +6,7 @@
 - `table1`: published methods and DASR on the seeded test sets (Sec. 4.2).
 - `table2`: backbones retrained with one budget, their quality and cost (Sec. 4.3).
 - `ablations`: the Fig. 4 variants trained with one budget, as numbers and as the grid (Sec. 4.5).
+- `fig5`: Fig. 5 as a measurement, editing v by hand sharpens or smooths the output (Sec. 4.6).
 
 The evaluation loop and table rendering are `dasrlib.evaluate`; the paper's numbers are
 `dasrlib.paper`; the test sets are `dasrlib.testsets`.

@@ -12,17 +12,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dasrlib.experiments.fig5 import fig5_check, fig5_sweep, high_frequency_energy, write_fig5
 from dasrlib.inference import edit_vector, upscale
 from dasrlib.interactive import (
     DegradationSliders,
     ModelChoice,
     choose_model,
-    fig5_check,
-    fig5_sweep,
-    high_frequency_energy,
     load_notebook_image,
     newest_run_model,
-    write_fig5,
 )
 from dasrlib.models import DASR, EDSR
 from dasrlib.models.checkpoints import save_weights

@@ -1,0 +1,197 @@
+"""Fig. 5 as a measurement (Sec. 4.6): editing v by hand moves the output the expected way.
+
+`fig5_sweep` sweeps one setting of the predicted degradation (the first-stage blur sigmas, or the
+first noise level) across a level's range, keeping every other slot of v_hat = P(lr), and
+measures the high-frequency energy of the SR output (`high_frequency_energy`). `fig5_check` runs
+the blur and the noise sweep for a notebook's model and sets what the model does beside the paper
+(blur up -> sharper, noise up -> smoother); `write_fig5` writes the Fig. 5 figure itself. The
+slider widget that edits v by hand is `dasrlib.interactive`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dasrlib.degradation import SLOTS, Level, Slot, decode_vector, edit_vector
+from dasrlib.inference import predict_vector, upscale
+from dasrlib.io import LoadedImage
+from dasrlib.results import project_path
+from dasrlib.viz import fig5_interactive, fig5_sweep_figure
+
+if TYPE_CHECKING:  # the notebook's model choice; the widget module is not needed at run time
+    from dasrlib.interactive import ModelChoice
+
+__all__ = [
+    "FIG5_EXPECTED",
+    "fig5_check",
+    "fig5_sweep",
+    "high_frequency_energy",
+    "write_fig5",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _slot(name: str) -> Slot:
+    return next(slot for slot in SLOTS if slot.name == name)
+
+
+def write_fig5(
+    choice: ModelChoice,
+    image: LoadedImage,
+    out_png: str | os.PathLike[str] | None,
+    *,
+    level: Level | str = Level.SEVERE,
+    allow_random: bool = False,
+    precision: str = "fp32",
+) -> Path | None:
+    """Write the Fig. 5 figure (`dasrlib.viz.fig5_interactive`) for ``image``; a relative path
+    is taken from the repository root. A random-weight model's figure is not written unless
+    ``allow_random`` (it would only show noise where the paper shows an effect); returns None
+    then, or when ``out_png`` is None."""
+    if out_png is None:
+        return None
+    if choice.random and not allow_random:
+        logger.warning("Fig. 5 not written to %s: the model has random weights", out_png)
+        return None
+    return fig5_interactive(
+        choice.model, image.rgb, project_path(out_png), level=level, precision=precision
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Fig. 5 as a measurement: does a setting sharpen or smooth the output?
+# --------------------------------------------------------------------------------------------
+
+FIG5_EXPECTED: dict[str, str] = {"blur": "sharper", "noise": "smoother"}
+"""The paper as a setting rises (Fig. 5): blur up -> sharper output, noise up -> smoother."""
+
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def high_frequency_energy(image: Tensor) -> float:
+    """Mean squared 3x3 Laplacian of the luma (BT.601 weights, [0, 1] scale) of an image
+    [3, H, W] in [0, 1]; borders excluded. Sharper images give larger values."""
+    if image.ndim != 3 or image.shape[0] < 3:
+        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+    weights = torch.tensor([65.481, 128.553, 24.966]) / 255.0
+    luma = (image[:3].detach().float().cpu() * weights[:, None, None]).sum(0)
+    response = F.conv2d(luma[None, None], _LAPLACIAN[None, None])
+    return float(response.pow(2).mean())
+
+
+def fig5_sweep(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    setting: str,
+    steps: int = 7,
+    level: Level | str = Level.SEVERE,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Sweep one Fig. 5 setting across ``level``'s range and measure the output (Sec. 4.6).
+
+    ``setting``: "blur" (both first-stage blur sigmas, px) or "noise" (first noise level, in the
+    units of the predicted noise type; Gaussian when none is predicted). Every other slot keeps
+    v_hat = P(lr). Returns one row per value: setting, value, hf_energy
+    (`high_frequency_energy` of the SR output) and relative (hf_energy over that of the
+    automatic result); ``attrs["rank_correlation"]`` is the Spearman correlation of value and
+    energy (+1: raising the setting always sharpens, -1: always smooths).
+    """
+    if setting not in FIG5_EXPECTED:
+        raise ValueError(f"setting must be one of {sorted(FIG5_EXPECTED)}, got {setting!r}")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2, got {steps}")
+    level = Level(level)
+    lr = image.detach().float().cpu()
+    v_hat = predict_vector(lr, model, precision=precision)
+    decoded = decode_vector(v_hat, level=level)
+    assert isinstance(decoded, dict)
+    noise_type = str(decoded.get("noise1_type", "none"))
+    if setting == "blur":
+        low, high = _slot("blur1_sigma_x").ranges[level]
+    else:
+        slot = _slot("noise1_level")
+        low, high = (slot.poisson_ranges if noise_type == "poisson" else slot.ranges)[level]
+    automatic = high_frequency_energy(upscale(lr, model, v=v_hat, precision=precision))
+    rows = []
+    for value in torch.linspace(low, high, steps).tolist():
+        edits: dict[str, float | str]
+        if setting == "blur":
+            edits = {"blur1_sigma_x": value, "blur1_sigma_y": value}
+        else:
+            edits = {"noise1_level": value}
+            if noise_type == "none":
+                edits["noise1_type"] = "gaussian"
+        sr = upscale(lr, model, v=edit_vector(v_hat, edits, level=level), precision=precision)
+        energy = high_frequency_energy(sr)
+        relative = energy / automatic
+        rows.append({"setting": setting, "value": value, "hf_energy": energy, "relative": relative})
+    table = pd.DataFrame(rows)
+    table.attrs["rank_correlation"] = float(table["value"].rank().corr(table["hf_energy"].rank()))
+    table.attrs["noise_type"] = noise_type if noise_type != "none" else "gaussian"
+    return table
+
+
+def fig5_check(
+    choice: ModelChoice,
+    image: LoadedImage,
+    out_png: str | os.PathLike[str] | None,
+    *,
+    steps: int = 7,
+    level: Level | str = Level.SEVERE,
+    allow_random: bool = False,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Fig. 5 as a check (Sec. 4.6): `fig5_sweep` of blur and of noise, one row per setting with
+    the paper's expectation and what the model does; the curves go to ``out_png``
+    (`dasrlib.viz.fig5_sweep_figure`; relative: from the repository root) unless it is None or
+    the model has random weights (then only with ``allow_random``)."""
+    sweeps = {
+        setting: fig5_sweep(
+            choice.model, image.rgb, setting=setting, steps=steps, level=level, precision=precision
+        )
+        for setting in FIG5_EXPECTED
+    }
+    summary = pd.DataFrame(
+        [
+            {
+                "setting": setting,
+                "paper (Fig. 5)": f"raising it gives a {FIG5_EXPECTED[setting]} output",
+                "rank correlation (value, HF energy)": round(table.attrs["rank_correlation"], 3),
+                "HF energy, lowest -> highest setting (x automatic)": (
+                    f"{table['relative'].iloc[0]:.3f} -> {table['relative'].iloc[-1]:.3f}"
+                ),
+                "model does": _direction(table),
+            }
+            for setting, table in sweeps.items()
+        ]
+    )
+    if out_png is not None:
+        if choice.random and not allow_random:
+            logger.warning("Fig. 5 sweep not written to %s: the model has random weights", out_png)
+        else:
+            title = choice.source
+            if choice.local_run:
+                title = f"local run {choice.source} (not a published model)"
+            elif choice.random:
+                title = f"RANDOM-WEIGHT model ({choice.source[:60]}...)"
+            fig5_sweep_figure(sweeps, project_path(out_png), title=title)
+    return summary
+
+
+def _direction(table: pd.DataFrame) -> str:
+    rho = table.attrs["rank_correlation"]
+    change = table["relative"].iloc[-1] / table["relative"].iloc[0] - 1.0
+    if abs(change) < 1e-3:
+        return "no change (under 0.1 %)"
+    word = "sharper" if rho > 0 else "smoother"
+    return f"{word} as it rises ({100 * change:+.1f} % HF energy)"
