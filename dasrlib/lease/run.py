@@ -13,15 +13,15 @@ at the published iteration (``start_iteration``): fresh Adam state, the same ite
 learning-rate milestones and data-stream position as an uninterrupted run would have.
 
 Every training process is ``python -m dasrlib.train`` with ``time_limit_minutes`` set from the
-wall-clock plan; test sets are built on the CPU (the canonical device type, seed 0, as
-``python -m dasrlib.testsets`` everywhere in the project) in background processes while the
-GPU trains.
+wall-clock plan. The environment and the returned files are checked in `dasrlib.lease.checks`;
+the test sets (built on the CPU while the GPU trains) and the evaluation are
+`dasrlib.lease.evaluation`'s. ``check_environment``, ``check_return_limits`` and
+``EnvironmentProblem`` stay importable from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -36,15 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dasrlib.lease import (
-    EVAL_LEVELS,
-    EVAL_SETS,
-    MIB,
-    REQUIRED_MODULES,
-    RETURN_FILE_LIMIT_BYTES,
-    RETURN_MAX_FILES,
-    RETURN_TOTAL_LIMIT_BYTES,
-)
+from dasrlib.lease import EVAL_LEVELS, EVAL_SETS
+from dasrlib.lease.checks import EnvironmentProblem, check_environment, check_return_limits
+from dasrlib.lease.evaluation import EvaluationPlan, evaluate_models, start_testsets
 
 __all__ = [
     "EnvironmentProblem",
@@ -134,69 +128,18 @@ class LeaseSettings:
                 raise ValueError(f"unknown lease setting {key!r}; known: {sorted(names)}")
         return cls(**values, train=train)
 
-
-# ---------------------------------------------------------------------------------------------
-# Environment and limits
-# ---------------------------------------------------------------------------------------------
-
-
-class EnvironmentProblem(RuntimeError):
-    """The device lacks something the lease needs; the message lists everything missing."""
-
-
-def check_environment(*, device: str) -> dict[str, Any]:
-    """Fail fast, naming every problem: Python, packages, WebP decoding, CUDA when asked for."""
-    problems = []
-    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        problems.append(f"missing Python packages: {', '.join(missing)}")
-    if problems:
-        raise EnvironmentProblem("; ".join(problems))
-    import PIL
-    import torch
-    from PIL import features
-
-    if not features.check("webp"):
-        problems.append(f"Pillow {PIL.__version__} cannot decode WebP (the carried images)")
-    info = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "pillow": PIL.__version__,
-        "cuda_available": torch.cuda.is_available(),
-    }
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            problems.append(f"device {device!r} requested but torch.cuda.is_available() is False")
-        else:
-            info["gpu"] = torch.cuda.get_device_name(0)
-    if problems:
-        raise EnvironmentProblem("; ".join(problems))
-    info["optional"] = {
-        m: importlib.util.find_spec(m) is not None for m in ("lpips", "torchvision", "tqdm")
-    }
-    return info
-
-
-def check_return_limits(out_dir: Path) -> list[dict[str, Any]]:
-    """The files in `out_dir` with their sizes; raises ValueError when they break the limits."""
-    entries = sorted(p for p in out_dir.rglob("*"))
-    files = [p for p in entries if p.is_file()]
-    others = [p for p in entries if not p.is_file() and not p.is_dir()]
-    rows = [{"file": p.relative_to(out_dir).as_posix(), "bytes": p.stat().st_size} for p in files]
-    problems = []
-    if others:
-        problems.append(f"not plain files: {[str(p) for p in others]}")
-    if len(files) > RETURN_MAX_FILES:
-        problems.append(f"{len(files)} files (limit {RETURN_MAX_FILES})")
-    big = [r for r in rows if r["bytes"] > RETURN_FILE_LIMIT_BYTES]
-    if big:
-        problems.append(f"over {RETURN_FILE_LIMIT_BYTES // MIB} MiB: {big}")
-    total = sum(r["bytes"] for r in rows)
-    if total > RETURN_TOTAL_LIMIT_BYTES:
-        problems.append(f"{total / MIB:.1f} MiB in all (limit {RETURN_TOTAL_LIMIT_BYTES // MIB})")
-    if problems:
-        raise ValueError(f"returned files in {out_dir} break the limits: " + "; ".join(problems))
-    return rows
+    def evaluation_plan(self) -> EvaluationPlan:
+        """The evaluation's part of these settings; it ends `pack_reserve_s` before the budget."""
+        return EvaluationPlan(
+            eval_sets=self.eval_sets,
+            eval_levels=self.eval_levels,
+            eval_max_images=self.eval_max_images,
+            testset_seed=self.testset_seed,
+            testset_threads=self.testset_threads,
+            eval_workers=self.eval_workers,
+            device=self.device,
+            deadline_s=self.budget_s - self.pack_reserve_s,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,39 +336,6 @@ class _Lease:
 # ---------------------------------------------------------------------------------------------
 # The lease
 # ---------------------------------------------------------------------------------------------
-
-
-def _start_testsets(lease: _Lease) -> tuple[subprocess.Popen, dict[str, Path]]:
-    """One background process that builds the seeded test sets of every evaluation set in turn
-    (on the CPU, like ``python -m dasrlib.testsets build`` everywhere in the project)."""
-    s = lease.settings
-    outs = {}
-    for name in s.eval_sets:
-        hr = lease.carry / "eval" / name
-        if not hr.is_dir():
-            raise FileNotFoundError(f"evaluation images {hr} are not in the carried folder")
-        outs[name] = lease.work / "testsets" / name
-    jobs = [{"hr": str(lease.carry / "eval" / name), "out": str(out)} for name, out in outs.items()]
-    script = (
-        "import json, logging, sys\n"
-        "from dasrlib.testsets import build_testsets\n"
-        "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')\n"
-        "jobs, levels, seed, n = json.loads(sys.argv[1])\n"
-        "for job in jobs:\n"
-        "    build_testsets(job['hr'], job['out'], levels=levels, seed=seed, device='cpu',\n"
-        "                   max_images=n)\n"
-    )
-    arguments = json.dumps([jobs, list(s.eval_levels), s.testset_seed, s.eval_max_images])
-    log = open(lease.logs_dir / "testsets.log", "w", encoding="utf-8")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, arguments],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=lease._env(threads=s.testset_threads),
-        cwd=str(lease.work),
-    )
-    log.close()
-    return process, outs
 
 
 def _choose_variant(lease: _Lease, runs: Sequence[_Run]) -> tuple[_Run, list[dict[str, Any]]]:
@@ -646,101 +556,6 @@ def _run_records(lease: _Lease, runs: Sequence[_Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def _evaluate_task(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """One (method, dataset, level) of the evaluation; runs in a worker process."""
-    import torch
-
-    from dasrlib.evaluate import Method, evaluate
-    from dasrlib.metrics import LPIPSUnavailable, load_lpips
-
-    torch.set_num_threads(task["threads"])
-    device = torch.device(task["device"])
-    if importlib.util.find_spec("lpips") is None:
-        lpips = LPIPSUnavailable("the lpips package is not installed on the device")
-    else:
-        lpips = load_lpips(device=device)
-    if task["weights"] is None:
-        method = Method.bicubic(name=task["method"])
-    else:
-        method = Method.checkpoint(name=task["method"], path=task["weights"])
-    frame = evaluate(method, task["testset"], levels=[task["level"]], device=device, lpips=lpips)
-    return frame.to_dict("records")
-
-
-def _evaluate(
-    lease: _Lease,
-    jobs: tuple[subprocess.Popen, dict[str, Path]],
-    models: dict[str, Path | None],
-) -> tuple[Any, list[str]]:
-    """Mean rows of bicubic, SRResNet and DASR on every built test set and level; per-image rows
-    go to the logs. `eval_workers` processes share the (method, dataset, level) tasks (the
-    metrics run on the CPU). A set whose build failed or a task past the deadline is reported,
-    never averaged in."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import pandas as pd
-
-    s = lease.settings
-    skipped: list[str] = []
-    eval_end = s.budget_s - s.pack_reserve_s
-    process, outs = jobs
-    try:
-        code = process.wait(timeout=max(eval_end - lease.elapsed(), 1.0))
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        process.wait(timeout=30)
-        code = "timeout"
-    if code != 0:
-        skipped.append(f"test-set build ended with {code}; see logs/testsets.log")
-    tasks = []
-    methods = {"bicubic": None, **{k: str(v) for k, v in models.items() if v is not None}}
-    for dataset, out in sorted(outs.items(), key=lambda item: item[0] != "B100"):
-        if not (out / "manifest.json").is_file():
-            skipped.append(f"{dataset}: no test sets were built")
-            continue
-        shutil.copyfile(out / "manifest.json", lease.logs_dir / f"testset_{dataset}_manifest.json")
-        for name, weights in methods.items():
-            for level in s.eval_levels:
-                tasks.append(
-                    {
-                        "method": name,
-                        "weights": weights,
-                        "testset": str(out),
-                        "level": level,
-                        "device": s.device,
-                        "threads": 1 if s.eval_workers > 1 else max(os.cpu_count() or 1, 1),
-                    }
-                )
-    records: list[dict[str, Any]] = []
-    if s.eval_workers <= 1:
-        for task in tasks:
-            if lease.elapsed() > eval_end:
-                skipped.append(f"{task['method']} {task['testset']} {task['level']}: past deadline")
-                continue
-            records += _evaluate_task(task)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=s.eval_workers, mp_context=context) as pool:
-            futures = {pool.submit(_evaluate_task, task): task for task in tasks}
-            try:
-                for future in as_completed(futures, timeout=max(eval_end - lease.elapsed(), 1)):
-                    records += future.result()
-            except TimeoutError:
-                for future, task in futures.items():
-                    if not future.done():
-                        future.cancel()
-                        skipped.append(f"{task['method']} {task['testset']} {task['level']}")
-                pool.shutdown(wait=False, cancel_futures=True)
-    if not records:
-        return pd.DataFrame(), skipped
-    rows = pd.DataFrame(records)
-    rows.to_csv(lease.logs_dir / "eval_per_image.csv", index=False)
-    means = rows[rows["aggregate"] == "mean"]
-    columns = ["method", "dataset", "level", "metric", "value", "n_images", "note"]
-    return means.loc[:, columns].reset_index(drop=True), skipped
-
-
 def _pack_logs(lease: _Lease, archive: Path) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(lease.logs_dir.rglob("*")):
@@ -776,7 +591,14 @@ def run_lease(
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(file_handler)
     logger.info("environment: %s", env)
-    jobs = _start_testsets(lease)
+    plan = settings.evaluation_plan()
+    testsets = start_testsets(
+        plan,
+        carry=carry,
+        work=lease.work,
+        logs_dir=lease.logs_dir,
+        env=lease._env(threads=settings.testset_threads),
+    )
     error = None
     try:
         record = _train(lease)
@@ -789,7 +611,9 @@ def run_lease(
         "srresnet": Path(record["srresnet_weights"]) if record.get("srresnet_weights") else None,
         "dasr": Path(record["dasr_weights"]) if record.get("dasr_weights") else None,
     }
-    eval_rows, skipped = _evaluate(lease, jobs, models)
+    eval_rows, skipped = evaluate_models(
+        plan, testsets, models, logs_dir=lease.logs_dir, elapsed=lease.elapsed
+    )
     for text in skipped:
         lease.note(f"evaluation: {text}")
     if len(eval_rows):
