@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,6 @@ __all__ = [
     "fig4_grid",
     "fig5_interactive",
     "fig5_sweep_figure",
-    "figure_png_bytes",
     "training_curves",
     "training_example_figure",
 ]
@@ -174,14 +172,6 @@ def comparison_figure(
             ax.set_yticks([])
     fig.tight_layout()
     return fig
-
-
-def figure_png_bytes(fig: object) -> bytes:
-    """A figure rendered as PNG bytes (for widgets), then closed."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    _figure_module().close(fig)
-    return buffer.getvalue()
 
 
 def fig5_interactive(
