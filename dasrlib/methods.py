@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dasrlib.models.checkpoints import import_official_dasr, load_model, load_third_party
+from dasrlib.pretrained import weights_dir
 from dasrlib.results import project_path
 
 __all__ = [
@@ -168,6 +169,18 @@ MethodSpec = str | Mapping[str, str] | None
 or {"net_g": path, "net_p": path} for an official DASR release."""
 
 
+WEIGHTS_PREFIX = "weights:"
+"""Method-spec prefix naming a file in the converted-weights folder, e.g.
+``weights:realesrgan-x4plus.safetensors`` (what ``python -m dasrlib.data fetch`` writes)."""
+
+
+def _spec_path(spec: str | os.PathLike[str]) -> Path:
+    text = os.fspath(spec)
+    if text.startswith(WEIGHTS_PREFIX):
+        return weights_dir() / text[len(WEIGHTS_PREFIX) :]
+    return project_path(text)
+
+
 def method_from_spec(
     name: str,
     spec: MethodSpec,
@@ -178,8 +191,10 @@ def method_from_spec(
     """The `Method` a notebook parameter describes; None when the weights were not provided.
 
     "bicubic" -> bicubic; {"net_g", "net_p"} -> official DASR; a path -> a third-party checkpoint
-    when `name` is in `third_party`, otherwise one of our checkpoints. The paper column is `name`
-    when `paper` has it.
+    when `name` is in `third_party`, otherwise one of our checkpoints. A path ``weights:FILE`` is
+    FILE in the converted-weights folder (`dasrlib.pretrained.weights_dir`, which follows
+    ``$DASR_WEIGHTS_DIR``); other relative paths are from the repository root. The paper column
+    is `name` when `paper` has it.
     """
     paper_name = name if paper is not None and name in paper else None
     if spec is None:
@@ -193,12 +208,12 @@ def method_from_spec(
             )
         return Method.official_dasr(
             name=name,
-            net_g=project_path(spec["net_g"]),
-            net_p=project_path(spec["net_p"]),
+            net_g=_spec_path(spec["net_g"]),
+            net_p=_spec_path(spec["net_p"]),
             paper_name=paper_name,
         )
     if str(spec).lower() == "bicubic":
         return Method.bicubic(name=name)
     if name in set(third_party):
-        return Method.third_party(name=name, path=project_path(spec), paper_name=paper_name)
-    return Method.checkpoint(name=name, path=project_path(spec), paper_name=paper_name)
+        return Method.third_party(name=name, path=_spec_path(spec), paper_name=paper_name)
+    return Method.checkpoint(name=name, path=_spec_path(spec), paper_name=paper_name)

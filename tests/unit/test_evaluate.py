@@ -187,6 +187,14 @@ def test_method_specs() -> None:
         method_from_spec("DASR", {"net_g": "g.pth"})
 
 
+def test_weights_spec_follows_the_weights_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DASR_WEIGHTS_DIR", str(tmp_path))
+    spec = "weights:realesrgan-x4plus.safetensors"
+    method = method_from_spec("Real-ESRGAN", spec, third_party=table1.TABLE1_THIRD_PARTY)
+    assert method.kind is MethodKind.THIRD_PARTY
+    assert method.weights == (tmp_path / "realesrgan-x4plus.safetensors",)
+
+
 def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
     absent = tmp_path / "weights" / "BSRGAN.pth"
     methods = {"Bicubic": "bicubic", "RRDB": None, "BSRGAN": str(absent), "DASR": None}
