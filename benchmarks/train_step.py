@@ -42,6 +42,8 @@ logger = logging.getLogger("train_step")
 class FixedBatches:
     """Stands in for the data stream: cycles through pre-synthesised batches."""
 
+    overlaps_step = False
+
     def __init__(self, batches: list[TrainingBatch]) -> None:
         self.batches = batches
 

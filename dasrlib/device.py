@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DeviceUnavailableError", "autocast_dtype", "module_device", "resolve_device"]
+__all__ = [
+    "DeviceUnavailableError",
+    "autocast_dtype",
+    "cpu_has_bf16",
+    "describe_precision",
+    "module_device",
+    "prefers_channels_last",
+    "resolve_device",
+]
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -41,10 +49,20 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX tiles), as torch
+    and its oneDNN build report it."""
+    return bool(
+        torch.backends.mkldnn.is_available()
+        and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    )
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """Autocast dtype for ``precision`` (auto, fp32, tf32, bf16, fp16); None means fp32.
 
-    ``"auto"`` is bf16 on a CUDA device that supports it and fp32 elsewhere.
+    ``"auto"`` is bf16 on a CUDA device that supports it, bf16 on a CPU with bf16 matrix units
+    (`cpu_has_bf16`), and fp32 elsewhere; ``"fp32"`` keeps full precision anywhere.
     """
     if precision in ("fp32", "tf32"):
         return None
@@ -55,8 +73,27 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu" and cpu_has_bf16():
+            return torch.bfloat16
         return None
     raise ValueError(f"unknown precision {precision!r}; expected auto, fp32, tf32, bf16 or fp16")
+
+
+def prefers_channels_last(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Channels-last activations by default: on CUDA, and on a CPU running bf16 (oneDNN's
+    bf16 convolutions are fastest in NHWC); plain layout for fp32 on a CPU."""
+    return device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16)
+
+
+def describe_precision(device: torch.device, precision: str = "auto") -> str:
+    """One line for logs and records: what ``precision`` resolves to on ``device``."""
+    dtype = autocast_dtype(device, precision)
+    name = "fp32" if dtype is None else str(dtype).replace("torch.", "")
+    if precision == "tf32" and device.type == "cuda":
+        name = "tf32"
+    layout = "channels-last" if prefers_channels_last(device, dtype) else "contiguous"
+    mode = name if dtype is None else f"{name} autocast"
+    return f"{mode}, {layout} (precision {precision!r} on {device})"
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

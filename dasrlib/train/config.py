@@ -259,12 +259,17 @@ class RunSection:
     )
     device: str = _f("auto", "auto | cpu | cuda | cuda:K (torchrun: cuda:LOCAL_RANK)")
     precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = _f(
-        "auto", "autocast precision; auto: bf16 on CUDA GPUs that support it, else fp32"
+        "auto",
+        "autocast precision; auto: bf16 on CUDA GPUs and on CPUs with bf16 matrix units, else fp32",
     )
-    channels_last: bool | None = _f(None, "channels-last tensors; None: on for CUDA")
+    channels_last: bool | None = _f(
+        None, "channels-last tensors; None: on for CUDA and for bf16 on a CPU"
+    )
     compile: bool = _f(False, "torch.compile the generator's training forward")
     prefetch_data: bool = _f(
-        True, "CUDA: synthesise the next batch on a side stream while the current step runs"
+        True,
+        "synthesise the next batch while the current step runs (CUDA: a side stream; CPU: a "
+        "background thread); the batches are the same either way",
     )
     export_dtype: Literal["fp32", "fp16", "bf16"] = _f("fp32", "dtype of model.safetensors")
     tensorboard: bool = _f(False, "also log scalars to <run>/tensorboard")

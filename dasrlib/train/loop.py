@@ -111,6 +111,8 @@ def _run_stage(
                 log.write()
             if i % schedule.checkpoint_every == 0 or last:
                 trainer.save_checkpoint()
+    assert trainer.data is not None
+    trainer.data.close()
     if log.pending:  # the iterations since the last log row (a time limit stopped the run)
         _log_metrics(trainer, log)
     if status == "time_limit" or not log.validated(trainer.iteration):

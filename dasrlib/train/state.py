@@ -222,6 +222,15 @@ def optimizer_from_files(
         index, name = key.split(".", 1)
         entries.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": entries, "param_groups": meta["param_groups"]})
+    # Files hold contiguous tensors; per-parameter state takes its parameter's memory layout
+    # again (channels-last), as in the run that saved it: fused optimiser kernels read the
+    # parameter and its state element by element in memory order.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for name, value in state.items():
+                if isinstance(value, Tensor) and value.shape == param.shape:
+                    state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def prefixed(prefix: str, state: dict[str, Tensor]) -> dict[str, Tensor]:

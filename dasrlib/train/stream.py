@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -41,10 +42,13 @@ class DataStream:
     """Training batches as a deterministic function of (seed, rank, iteration); see the module doc.
 
     `batch(i)` returns the batch of iteration i; consecutive calls cost one synthesis each, a jump
-    rebuilds the block of i and draws up to `block_iters - 1` batches to reach it. On CUDA with
-    `prefetch`, `prefetch(i)` synthesises batch i on a side stream (its host-side draws then wait
-    for that stream only, not for the training step queued on the main stream), and `batch(i)`
-    hands it to the current stream (`wait_stream` + `record_stream`); the batches are the same.
+    rebuilds the block of i and draws up to `block_iters - 1` batches to reach it. With
+    `prefetch`, `prefetch(i)` starts synthesising batch i while the training step runs: on CUDA on
+    a side stream (its host-side draws then wait for that stream only, not for the training step
+    queued on the main stream), and `batch(i)` hands it to the current stream (`wait_stream` +
+    `record_stream`); on the CPU in one background thread, which fills the cores while the step
+    runs single-threaded Python. Only that thread touches the stream's generators between
+    `prefetch` and `batch`, so the batches are the same either way.
     """
 
     def __init__(
@@ -83,6 +87,10 @@ class DataStream:
         self._next = -1
         self._stream: torch.cuda.Stream | None = None
         self._ready: tuple[int, TrainingBatch] | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: tuple[int, Future[TrainingBatch]] | None = None
+        if prefetch and device.type == "cpu":
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-stream")
         if prefetch and device.type == "cuda":
             self._stream = torch.cuda.Stream(device=device)
             # The images were uploaded on the current stream: the side stream starts after that.
@@ -119,14 +127,35 @@ class DataStream:
         return self._source.next_batch()
 
     def prefetch(self, iteration: int) -> None:
-        """Start synthesising the batch of `iteration` (CUDA side stream; no-op elsewhere)."""
+        """Start synthesising the batch of `iteration` (CUDA side stream or CPU thread)."""
+        if self._worker is not None:
+            if self._pending is None:
+                self._pending = (iteration, self._worker.submit(self._synthesise, iteration))
+            return
         if self._stream is None or (self._ready is not None and self._ready[0] == iteration):
             return
         with torch.cuda.stream(self._stream):
             self._ready = (iteration, self._synthesise(iteration))
 
+    @property
+    def overlaps_step(self) -> bool:
+        """True when `prefetch` runs on a CPU thread: call it before the step to overlap them."""
+        return self._worker is not None
+
+    def close(self) -> None:
+        """Stop the CPU prefetch thread (after its batch in progress, if any)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker, self._pending = None, None
+
     def batch(self, iteration: int) -> TrainingBatch:
         """The training batch of `iteration` (0-based), ready for the current stream."""
+        if self._pending is not None:
+            ahead, future = self._pending
+            self._pending = None
+            ready = future.result()  # a failed synthesis raises here, in the training thread
+            if ahead == iteration:
+                return ready
         if self._stream is None:
             return self._synthesise(iteration)
         self.prefetch(iteration)

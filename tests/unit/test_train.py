@@ -214,6 +214,29 @@ def test_resume_is_exact(tmp_path) -> None:
     )
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_is_exact_with_channels_last(tmp_path, precision: str) -> None:
+    """A resumed channels-last run continues bit for bit: the optimiser state read back from the
+    (contiguous) checkpoint takes its parameter's layout again (the fused Adam reads memory order)."""
+    config = tiny_config(
+        tmp_path,
+        stage="pretrain",
+        iterations=4,
+        checkpoint_every=2,
+        channels_last=True,
+        precision=precision,
+        val_images=0,
+        queue_size=2,
+        data_block_iters=3,
+    )
+    straight = train(config.replace(name="straight"))
+    train(config.replace(name="resumed", iterations=2))
+    resumed = train(config.replace(name="resumed"))
+    a, _ = load_checkpoint(straight / "checkpoints")
+    b, _ = load_checkpoint(resumed / "checkpoints")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_resume_refuses_a_changed_config_but_allows_more_iterations(tmp_path) -> None:
     config = tiny_config(tmp_path, stage="pretrain", iterations=1, val_images=0)
     train(config)
