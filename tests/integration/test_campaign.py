@@ -1,0 +1,192 @@
+"""The training campaign end to end with tiny settings: two budgets in a row (the second
+continuing the first), a SIGKILL in the middle of one and its resume, a warm restart from the
+published weights alone, and the refusal to publish a budget from another history."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dasrlib.campaign import CampaignPaths, CampaignPlan, PublishRefused, read_history, run_budget
+from dasrlib.campaign.publish import publish_budget
+from dasrlib.data import EmbeddedPhotos
+from dasrlib.io import to_float, write_png
+from dasrlib.models.checkpoints import load_model
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data_root": "embedded",
+    "batch_size": 2,
+    "patch_size": 32,
+    "val_images": 1,
+    "num_experts": 2,
+    "num_feat": 8,
+    "num_block": 1,
+    "log_every": 2,
+    "val_every": 4,
+    "checkpoint_every": 2,
+    "dasr_checkpoint_every": 2,
+    "eval_levels": ("bicubic", "weak"),
+    "eval_sets": ("Tiny",),
+    "eval_reserve_min": 0.5,
+    "publish_reserve_min": 0.05,
+    "device": "cpu",
+    "precision": "fp32",
+    "train.predictor_feat": 8,
+    "train.val_crop": 32,
+    "train.queue_size": 8,
+}
+
+
+@pytest.fixture()
+def setting(tmp_path: Path) -> tuple[Path, CampaignPaths]:
+    eval_root = tmp_path / "eval"
+    photos = EmbeddedPhotos()
+    for index in range(2):
+        (eval_root / "Tiny").mkdir(parents=True, exist_ok=True)
+        write_png(eval_root / "Tiny" / f"img{index}.png", to_float(photos[index][:, :64, :64]))
+    paths = CampaignPaths(
+        models=tmp_path / "models", work=tmp_path / "work", testsets=tmp_path / "testsets"
+    )
+    return eval_root, paths
+
+
+def _plan(eval_root: Path, **changes: object) -> CampaignPlan:
+    return CampaignPlan.from_overrides({**TINY, "eval_root": str(eval_root), **changes})
+
+
+def _run_dir(paths: CampaignPaths, role: str) -> Path:
+    state = read_history(paths.models)["state"]
+    return paths.work / "runs" / state[role]["run"]
+
+
+def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> None:
+    eval_root, paths = setting
+    first = run_budget(
+        _plan(eval_root, pretrain_iterations=4, stage_iterations=4), budget_s=600, paths=paths
+    )
+    assert first is not None and first["budget"] == 1
+    state = read_history(paths.models)["state"]
+    assert {role: entry["iterations"] for role, entry in state.items()} == {
+        "pretrain": 4,
+        "dasr": 4,
+        "baseline": 4,
+    }
+    for name in ("dasr", "srresnet"):
+        weights = paths.models / name / "model.safetensors"
+        assert load_model(weights).training is False
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as handle:
+            assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}
+    rows = pd.read_csv(paths.models / "eval.csv")
+    assert set(rows["method"]) == {"bicubic", "srresnet", "dasr"}
+    assert {"image", "mean"} <= set(rows["aggregate"])
+    assert len(rows[(rows["method"] == "dasr") & (rows["metric"] == "v_mae")])
+    gaps = pd.read_csv(paths.models / "eval_gaps.csv")
+    assert set(gaps["level"]) == {"bicubic", "weak"}
+    assert (gaps["n_images"] == 2).all() and (gaps["ci95_low"] <= gaps["ci95_high"]).all()
+    card = (paths.models / "README.md").read_text()
+    assert "Deviations from the paper" in card and "Budget 1" in card
+    assert (paths.models / "curves.png").stat().st_size > 0
+
+    # The second budget continues the same runs from their checkpoints (exact resume).
+    second = run_budget(
+        _plan(eval_root, pretrain_iterations=4, stage_iterations=6), budget_s=600, paths=paths
+    )
+    assert second is not None and second["budget"] == 2
+    assert [
+        (r["role"], r["start_iteration"], r["end_iteration"], r["continued"])
+        for r in second["runs"]
+    ] == [("dasr", 4, 6, "checkpoint"), ("baseline", 4, 6, "checkpoint")]
+    history = read_history(paths.models)
+    assert history["state"]["dasr"]["iterations"] == 6
+    assert history["budgets"][1]["state_before"] == history["budgets"][0]["state_after"]
+    curves = pd.read_csv(paths.models / "curves" / "metrics_dasr.csv")
+    assert list(curves["iteration"]) == [2, 4, 6] and list(curves["budget"]) == [1, 1, 2]
+
+    # Without the work folder (another machine), a budget warm-restarts from the published fp16
+    # weights at the published iteration.
+    import shutil
+
+    shutil.rmtree(paths.work)
+    third = run_budget(
+        _plan(eval_root, pretrain_iterations=4, stage_iterations=8), budget_s=600, paths=paths
+    )
+    assert third is not None
+    assert [(r["run"], r["start_iteration"], r["end_iteration"]) for r in third["runs"]] == [
+        ("dasr_from6", 6, 8),
+        ("baseline_from6", 6, 8),
+    ]
+    assert all(r["continued"].startswith("warm restart") for r in third["runs"])
+
+    # A budget that did not start from the published state is refused; nothing is written.
+    before = (paths.models / "history.json").read_bytes()
+    stale = dict(third, state_before=first["state_after"])
+    with pytest.raises(PublishRefused, match="does not continue the published history"):
+        publish_budget(stale, pd.read_csv(paths.models / "eval.csv"), paths.models)
+    assert (paths.models / "history.json").read_bytes() == before
+
+
+def test_sigkill_mid_budget_then_resume(setting: tuple[Path, CampaignPaths]) -> None:
+    eval_root, paths = setting
+    sets = [
+        f"--set={k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in TINY.items()
+    ]
+    sets += [
+        f"--set=eval_root={eval_root}",
+        "--set=pretrain_iterations=400",
+        "--set=stage_iterations=2",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "dasrlib.campaign",
+        "run",
+        "--budget",
+        "10m",
+        "--models",
+        str(paths.models),
+        "--work",
+        str(paths.work),
+        "--testsets",
+        str(paths.testsets),
+        *sets,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt = paths.work / "runs" / "pretrain_from0" / "checkpoints" / "latest.state.json"
+    deadline = time.monotonic() + 240
+    killed_at = None
+    while time.monotonic() < deadline and process.poll() is None:
+        if ckpt.is_file():
+            iteration = json.loads(ckpt.read_text())["iteration"]
+            if iteration >= 6:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                killed_at = iteration
+                break
+        time.sleep(0.2)
+    assert killed_at is not None, process.stdout.read().decode()[-3000:] if process.stdout else ""
+    assert not (paths.models / "history.json").exists()  # nothing published by the killed budget
+
+    record = run_budget(
+        _plan(eval_root, pretrain_iterations=killed_at + 4, stage_iterations=2),
+        budget_s=600,
+        paths=paths,
+    )
+    assert record is not None
+    pretrain = record["runs"][0]
+    assert pretrain["run"] == "pretrain_from0" and pretrain["start_iteration"] >= killed_at
+    assert pretrain["end_iteration"] == killed_at + 4
+    assert read_history(paths.models)["state"]["pretrain"]["iterations"] == killed_at + 4
