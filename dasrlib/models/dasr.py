@@ -5,8 +5,9 @@
     sr    = E_a(lr)           E_a: the expert topology with W_C = sum_i a_i W_i^C (Eq. 2)
 
 Three execution paths, all exact up to float rounding:
-- per sample (training): every sample its own a; ``a @ bank`` gives [B, P] in one matmul and each
-  layer runs a per-sample convolution (``per_sample_impl``, see `dasrlib.models.mixed`);
+- per sample (training): every sample its own a; ``a @ bank`` is evaluated per layer on views of
+  the bank (`ExpertBank.mix_layers`, [B, n_l] per layer) and each layer runs a per-sample
+  convolution (``per_sample_impl``, see `dasrlib.models.mixed`);
 - shared (a batch of one image, or ``a``/``v`` given as a single vector): mix once, plain convs;
 - fused (inference): ``fuse(a)`` returns an ordinary expert network (``nn.Conv2d`` layers), so
   one image costs one expert; `DASRInference` runs P + A + mixing + the shared path per image.
@@ -33,6 +34,7 @@ from dasrlib.models.mixed import (
     MixedWeights,
     conv_layout,
     flatten_expert_state,
+    split_layers,
     unflatten_expert_state,
 )
 from dasrlib.models.predictor import DegradationPredictor, WeightingModule
@@ -243,15 +245,22 @@ class DASR(nn.Module):
         if self.mixing == "outputs":
             return self._mix_outputs(lr, a)
         if a.ndim == 1 or a.shape[0] == 1:
-            flat = self.experts.mix(a.reshape(-1))
-            return self.network(lr, MixedWeights.shared(flat))
+            return self.network(lr, self._mixed_weights(a.reshape(-1), impl="shared"))
         if self.per_sample_impl == "expert_sum":
             assert isinstance(self.experts, ExpertBank)
             mixed = MixedWeights(
                 flat=None, impl="expert_sum", coefficients=a, bank=self.experts.bank
             )
             return self.network(lr, mixed)
-        return self.network(lr, MixedWeights(flat=self.experts.mix(a), impl=self.per_sample_impl))
+        return self.network(lr, self._mixed_weights(a, impl=self.per_sample_impl))
+
+    def _mixed_weights(self, a: Tensor, *, impl: str) -> MixedWeights:
+        """Eq. 2 for a [N] or [B, N], handed to the layers one (weight, bias) pair each."""
+        if isinstance(self.experts, ExpertBank):
+            layers = self.experts.mix_layers(a)
+        else:
+            layers = split_layers(self.experts.layout, self.experts.mix(a))
+        return MixedWeights(flat=None, impl=impl, layers=layers)
 
     def _mix_outputs(self, lr: Tensor, a: Tensor) -> Tensor:
         """Classical MoE (Fig. 4(d)): sum_i a_i E_i(lr), every expert run in full."""

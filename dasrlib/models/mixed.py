@@ -27,6 +27,11 @@ Channels-last: a flat vector may store every kernel in (out, kh, kw, in) order i
 (`channels_last_flat`, applied once to the bank); ``MixedWeights(channels_last=True)`` then reads
 each weight as a channels-last view, so convolutions on channels-last activations need no
 per-call weight transpose (`dasrlib.accel`).
+
+Per layer (`MixedWeights.layers`, the training path): `ExpertBank.mix_layers` evaluates Eq. 2 layer
+by layer on per-layer views of the bank (one ``torch.split``), so each layer reads its own mixed
+(weight, bias) pair whole. Slicing every layer out of one [B, P] tensor instead costs, in the
+backward pass, a zero-filled [B, P] gradient per slice (two per layer).
 """
 
 from __future__ import annotations
@@ -44,15 +49,20 @@ __all__ = [
     "ExpertBank",
     "MixedConv2d",
     "MixedWeights",
+    "LayerParams",
     "apply_layer",
     "channels_last_flat",
     "conv_layout",
     "flatten_expert_state",
     "layout_numel",
+    "split_layers",
     "unflatten_expert_state",
 ]
 
 PER_SAMPLE_IMPLS = ("grouped", "grouped_cl", "bmm", "expert_sum")
+
+# One layer's flat parameters: weight [..., out * in * k * k] and bias [..., out] (or None).
+LayerParams = tuple[Tensor, Tensor | None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class MixedWeights:
 
     ``flat``: [P] (shared by the whole batch) or [B, P] (one row per sample); None for
     ``impl="expert_sum"``, which instead uses ``coefficients`` [B, N] and ``bank`` [N, P].
+    ``layers``: the same parameters per layer (`split_layers`, `ExpertBank.mix_layers`), indexed
+    by ``ConvSlot.index``; when given, layers read these instead of slicing ``flat``.
     ``channels_last``: the kernels in ``flat`` / ``bank`` are stored in (out, kh, kw, in) order
     (`channels_last_flat`) and are read as channels-last views.
     """
@@ -70,6 +82,7 @@ class MixedWeights:
     coefficients: Tensor | None = None
     bank: Tensor | None = None
     channels_last: bool = False
+    layers: tuple[LayerParams, ...] | None = None
 
     @staticmethod
     def shared(flat: Tensor, *, channels_last: bool = False) -> MixedWeights:
@@ -81,8 +94,10 @@ class MixedWeights:
 
 @dataclass(frozen=True)
 class ConvSlot:
-    """Where one convolution layer's weight and bias sit in the flat expert vector."""
+    """Where one convolution layer's weight and bias sit in the flat expert vector; ``index``:
+    the layer's position in the layout (its entry in ``MixedWeights.layers``)."""
 
+    index: int
     name: str
     weight_shape: tuple[int, int, int, int]
     weight_offset: int
@@ -134,18 +149,31 @@ class MixedConv2d(nn.Module):
         """Weight [..., out, in, k, k] and bias [..., out] views of a flat [P] or [B, P] vector
         (``channels_last``: kernels stored in (out, kh, kw, in) order, see `channels_last_flat`)."""
         slot = self._slot()
-        lead = flat.shape[:-1]
         start = slot.weight_offset
-        block = flat[..., start : start + slot.weight_numel]
-        if channels_last:
-            out_c, in_c, kh, kw = slot.weight_shape
-            weight = block.reshape(*lead, out_c, kh, kw, in_c).movedim(-1, -3)
-        else:
-            weight = block.reshape(*lead, *slot.weight_shape)
         bias = None
         if slot.bias_offset is not None:
             bias = flat[..., slot.bias_offset : slot.bias_offset + slot.out_channels]
-        return weight, bias
+        return self._shaped(flat[..., start : start + slot.weight_numel], bias, channels_last)
+
+    def _shaped(
+        self, weight: Tensor, bias: Tensor | None, channels_last: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """This layer's flat weight [..., out * in * k * k] as [..., out, in, k, k] (a view)."""
+        slot = self._slot()
+        lead = weight.shape[:-1]
+        if channels_last:
+            out_c, in_c, kh, kw = slot.weight_shape
+            return weight.reshape(*lead, out_c, kh, kw, in_c).movedim(-1, -3), bias
+        return weight.reshape(*lead, *slot.weight_shape), bias
+
+    def _mixed_params(self, mixed: MixedWeights) -> tuple[Tensor, Tensor | None]:
+        """Weight [..., out, in, k, k] and bias [..., out] of this layer in ``mixed``."""
+        if mixed.layers is not None:
+            weight, bias = mixed.layers[self._slot().index]
+            return self._shaped(weight, bias, mixed.channels_last)
+        if mixed.flat is None:
+            raise ValueError(f"mixed weights for impl {mixed.impl!r} need a flat parameter tensor")
+        return self._params(mixed.flat, channels_last=mixed.channels_last)
 
     def _slot(self) -> ConvSlot:
         if self.slot is None:
@@ -155,38 +183,36 @@ class MixedConv2d(nn.Module):
     def forward(self, x: Tensor, mixed: MixedWeights) -> Tensor:
         if mixed.impl == "expert_sum":
             return self._forward_expert_sum(x, mixed)
-        if mixed.flat is None:
-            raise ValueError(f"mixed weights for impl {mixed.impl!r} need a flat parameter tensor")
-        if mixed.flat.ndim == 1:
-            weight, bias = self._params(mixed.flat, channels_last=mixed.channels_last)
+        weight, bias = self._mixed_params(mixed)
+        if weight.ndim == 4:
             return F.conv2d(x, weight, bias, self.stride, self.padding)
         if mixed.channels_last:
             raise ValueError("channels-last mixed weights are supported for shared weights only")
-        if mixed.flat.shape[0] != x.shape[0]:
+        if weight.shape[0] != x.shape[0]:
             raise ValueError(
-                f"per-sample weights for {mixed.flat.shape[0]} samples but the input batch has "
+                f"per-sample weights for {weight.shape[0]} samples but the input batch has "
                 f"{x.shape[0]}"
             )
         if mixed.impl == "grouped":
-            return self._forward_grouped(x, mixed.flat)
+            return self._forward_grouped(x, weight, bias)
         if mixed.impl == "grouped_cl":
-            return self._forward_grouped_channels_last(x, mixed.flat)
+            return self._forward_grouped_channels_last(x, weight, bias)
         if mixed.impl == "bmm":
-            return self._forward_bmm(x, mixed.flat)
+            return self._forward_bmm(x, weight, bias)
         raise ValueError(f"unknown per-sample impl {mixed.impl!r}; expected {PER_SAMPLE_IMPLS}")
 
-    def _forward_grouped(self, x: Tensor, flat: Tensor) -> Tensor:
+    def _forward_grouped(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         batch, _, height, width = x.shape
-        weight, bias = self._params(flat)
         weight = weight.reshape(batch * self.out_channels, *weight.shape[2:])
         bias = None if bias is None else bias.reshape(batch * self.out_channels)
         folded = x.reshape(1, batch * self.in_channels, height, width)
         out = F.conv2d(folded, weight, bias, self.stride, self.padding, groups=batch)
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
-    def _forward_grouped_channels_last(self, x: Tensor, flat: Tensor) -> Tensor:
+    def _forward_grouped_channels_last(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
         batch, _, height, width = x.shape
-        weight, bias = self._params(flat)
         weight = weight.reshape(batch * self.out_channels, *weight.shape[2:])
         bias = None if bias is None else bias.reshape(batch * self.out_channels)
         # [B, C, H, W] -> [1, B * C, H, W] stored as (H, W, B * C), i.e. channels-last: a view
@@ -201,9 +227,8 @@ class MixedConv2d(nn.Module):
         # Channels-last [1, B * out, H', W'] -> [B, out, H', W'] over the same memory.
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
-    def _forward_bmm(self, x: Tensor, flat: Tensor) -> Tensor:
+    def _forward_bmm(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         batch, _, height, width = x.shape
-        weight, bias = self._params(flat)
         k, p, s = self.kernel_size, self.padding, self.stride
         out_h = (height + 2 * p - k) // s + 1
         out_w = (width + 2 * p - k) // s + 1
@@ -255,7 +280,7 @@ def conv_layout(network: nn.Module) -> list[ConvSlot]:
     """
     slots: list[ConvSlot] = []
     offset = 0
-    for name, conv in _mixed_convs(network):
+    for index, (name, conv) in enumerate(_mixed_convs(network)):
         shape = (conv.out_channels, conv.in_channels, conv.kernel_size, conv.kernel_size)
         weight_offset = offset
         offset += shape[0] * shape[1] * shape[2] * shape[3]
@@ -263,7 +288,7 @@ def conv_layout(network: nn.Module) -> list[ConvSlot]:
         if conv.has_bias:
             bias_offset = offset
             offset += conv.out_channels
-        conv.slot = ConvSlot(name, shape, weight_offset, bias_offset)
+        conv.slot = ConvSlot(index, name, shape, weight_offset, bias_offset)
         slots.append(conv.slot)
     if not slots:
         raise ValueError("network has no MixedConv2d layers")
@@ -277,6 +302,23 @@ def layout_numel(layout: list[ConvSlot]) -> int:
     if last.bias_offset is not None:
         end = last.bias_offset + last.out_channels
     return end
+
+
+def split_layers(layout: list[ConvSlot], flat: Tensor) -> tuple[LayerParams, ...]:
+    """A flat [..., P] tensor (mixed parameters or the bank) as per-layer (weight, bias) views,
+    indexed by ``ConvSlot.index``; one ``torch.split``, whose backward is one concatenation."""
+    sizes = [size for slot in layout for size in _block_sizes(slot)]
+    blocks = iter(torch.split(flat, sizes, dim=-1))
+    return tuple(
+        (next(blocks), None if slot.bias_offset is None else next(blocks)) for slot in layout
+    )
+
+
+def _block_sizes(slot: ConvSlot) -> tuple[int, ...]:
+    """The consecutive blocks of one layer in the flat vector: weight, then bias if any."""
+    return (
+        (slot.weight_numel,) if slot.bias_offset is None else (slot.weight_numel, slot.out_channels)
+    )
 
 
 def flatten_expert_state(layout: list[ConvSlot], state: dict[str, Tensor]) -> Tensor:
@@ -331,7 +373,8 @@ def _expect(state: dict[str, Tensor], key: str, shape: tuple[int, ...]) -> Tenso
 class ExpertBank(nn.Module):
     """The parameters of N experts, one flat row each: ``bank`` [N, P] (Eq. 2).
 
-    ``mix(a)`` returns ``a @ bank``: [P] for ``a`` [N], [B, P] for ``a`` [B, N].
+    ``mix(a)`` returns ``a @ bank``: [P] for ``a`` [N], [B, P] for ``a`` [B, N];
+    ``mix_layers(a)`` returns the same values layer by layer (the training path).
     """
 
     def __init__(self, *, layout: list[ConvSlot], num_experts: int) -> None:
@@ -347,6 +390,18 @@ class ExpertBank(nn.Module):
         if a.shape[-1] != self.num_experts:
             raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
         return a.to(self.bank.dtype) @ self.bank
+
+    def mix_layers(self, a: Tensor) -> tuple[LayerParams, ...]:
+        """Eq. 2 per layer: (a @ W_l, a @ b_l) for every layer l, from per-layer views of the bank
+        (`split_layers`); [n_l] for ``a`` [N], [B, n_l] for ``a`` [B, N]. The same values as
+        `mix`, but each layer's gradient is its own [B, n_l] block, never a [B, P] tensor."""
+        if a.shape[-1] != self.num_experts:
+            raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
+        a = a.to(self.bank.dtype)
+        return tuple(
+            (a @ weight, None if bias is None else a @ bias)
+            for weight, bias in split_layers(self.layout, self.bank)
+        )
 
     def set_expert(self, index: int, flat: Tensor) -> None:
         """Overwrite expert ``index`` with a flat vector [P]."""

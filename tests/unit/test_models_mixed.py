@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from dasrlib.models import DASR, SRResNet
-from dasrlib.models.mixed import PER_SAMPLE_IMPLS, ExpertBank
+from dasrlib.models.mixed import PER_SAMPLE_IMPLS, ExpertBank, MixedWeights, split_layers
 
 TINY = {"num_feat": 8, "num_block": 2, "predictor_feat": 8}
 
@@ -191,3 +191,65 @@ def test_unknown_options_fail_loudly(generator):
         DASR(**TINY, per_sample_impl="loop")
     with pytest.raises(TypeError):
         DASR(**TINY, num_expert=5)  # typo
+
+
+def _graph_nodes(tensor: Tensor) -> set[str]:
+    """Names of every autograd node that ``tensor``'s backward pass runs."""
+    seen, names, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("impl", ["grouped", "grouped_cl", "bmm"])
+def test_per_layer_mixing_equals_slicing_one_flat_vector(generator, lr, impl):
+    """`ExpertBank.mix_layers` (the training path) against mixing all of [B, P] at once and
+    slicing each layer out of it: same outputs and gradients w.r.t. lr, a and the bank; and no
+    layer slices a [B, P] tensor, whose backward would build a [B, P] zero gradient per layer."""
+    model = _tiny_dasr(generator, per_sample_impl=impl)
+    a = torch.randn(3, 5, generator=generator)
+    results = []
+    for per_layer in (True, False):
+        model.zero_grad()
+        image = lr.clone().requires_grad_(True)
+        coefficients = a.clone().requires_grad_(True)
+        if per_layer:
+            out = model.super_resolve(image, coefficients)
+            assert "SliceBackward0" not in _graph_nodes(out)
+        else:
+            flat = model.experts.mix(coefficients)
+            out = model.network(image, MixedWeights(flat=flat, impl=impl))
+            assert "SliceBackward0" in _graph_nodes(out)  # the check above can fail
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        (out * weights).sum().backward()
+        results.append((out, image.grad, coefficients.grad, model.experts.bank.grad.clone()))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert results[1][3].abs().max() > 0
+
+
+def test_split_layers_views_each_layer_of_the_flat_vector(generator):
+    model = _tiny_dasr(generator)
+    layout = model.experts.layout
+    bank = model.experts.bank.detach()
+    layers = split_layers(layout, bank)
+    assert len(layers) == len(layout)
+    for slot, (weight, bias) in zip(layout, layers, strict=True):
+        start = slot.weight_offset
+        torch.testing.assert_close(
+            weight, bank[:, start : start + slot.weight_numel], rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            bias, bank[:, slot.bias_offset : slot.bias_offset + slot.out_channels], rtol=0, atol=0
+        )
+    a = torch.randn(2, 5, generator=generator)
+    for (weight, bias), (mixed_w, mixed_b) in zip(
+        split_layers(layout, a @ bank), model.experts.mix_layers(a), strict=True
+    ):
+        torch.testing.assert_close(mixed_w, weight)
+        torch.testing.assert_close(mixed_b, bias)
