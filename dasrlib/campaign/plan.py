@@ -67,7 +67,7 @@ class CampaignPlan:
     num_experts: int = 5
     num_feat: int = 64
     num_block: int = 16
-    per_sample_impl: str = "grouped"
+    per_sample_impl: str = "grouped_cl"  # fastest on CPU bf16 (benchmarks/train_step.py)
     pretrain_lr: float = 2e-4
     lr: float = 1e-4
     log_every: int = 100

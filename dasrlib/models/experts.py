@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dasrlib.models.mixed import MixedConv2d, MixedWeights, apply_layer
+from dasrlib.models.mixed import MixedConv2d, MixedWeights, PixelShuffle, apply_layer
 
 __all__ = ["EDSR", "SRResNet", "ConvLayer", "ResidualBlockNoBN", "init_basicsr_", "init_default_"]
 
@@ -29,6 +29,13 @@ def _conv(conv_layer: ConvLayer, in_ch: int, out_ch: int) -> nn.Module:
     if conv_layer is MixedConv2d:
         return MixedConv2d(in_ch, out_ch, 3)
     return conv_layer(in_ch, out_ch, 3, 1, 1)
+
+
+def _inplace_activations(conv_layer: ConvLayer) -> bool:
+    """In-place activations, except after mixed convolutions: their outputs are views of one
+    batch-folded convolution (`MixedConv2d`), and an in-place op on a view makes autograd rebuild
+    the whole base tensor in the backward pass (``CopySlices``)."""
+    return conv_layer is not MixedConv2d
 
 
 def _check_scale(scale: int) -> None:
@@ -71,7 +78,7 @@ class ResidualBlockNoBN(nn.Module):
         self.res_scale = res_scale
         self.conv1 = _conv(conv_layer, num_feat, num_feat)
         self.conv2 = _conv(conv_layer, num_feat, num_feat)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=_inplace_activations(conv_layer))
 
     def forward(self, x: Tensor, mixed: MixedWeights | None = None) -> Tensor:
         out = self.relu(apply_layer(self.conv1, x, mixed))
@@ -85,10 +92,10 @@ def _upsampler(conv_layer: ConvLayer, num_feat: int, scale: int) -> nn.ModuleLis
     """BasicSR ``Upsample`` layout: [conv, PixelShuffle(2)] x log2(scale), or [conv, PS(3)]."""
     layers: list[nn.Module] = []
     if scale == 3:
-        layers += [_conv(conv_layer, num_feat, 9 * num_feat), nn.PixelShuffle(3)]
+        layers += [_conv(conv_layer, num_feat, 9 * num_feat), PixelShuffle(3)]
     else:
         for _ in range(int(math.log2(scale))):
-            layers += [_conv(conv_layer, num_feat, 4 * num_feat), nn.PixelShuffle(2)]
+            layers += [_conv(conv_layer, num_feat, 4 * num_feat), PixelShuffle(2)]
     return nn.ModuleList(layers)
 
 
@@ -131,13 +138,13 @@ class SRResNet(nn.Module):
         if scale == 4:
             self.upconv1 = _conv(conv_layer, num_feat, num_feat * 4)
             self.upconv2 = _conv(conv_layer, num_feat, num_feat * 4)
-            self.pixel_shuffle = nn.PixelShuffle(2)
+            self.pixel_shuffle = PixelShuffle(2)
         else:
             self.upconv1 = _conv(conv_layer, num_feat, num_feat * scale * scale)
-            self.pixel_shuffle = nn.PixelShuffle(scale)
+            self.pixel_shuffle = PixelShuffle(scale)
         self.conv_hr = _conv(conv_layer, num_feat, num_feat)
         self.conv_last = _conv(conv_layer, num_feat, num_out_ch)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=_inplace_activations(conv_layer))
         init_basicsr_(list(self.modules()), scale=0.1, generator=generator)
 
     def forward(self, x: Tensor, mixed: MixedWeights | None = None) -> Tensor:

@@ -17,7 +17,8 @@ read and how to apply it:
   ``"grouped"``: the batch folded into channels, one grouped convolution with ``groups=B``;
   ``"grouped_cl"``: the same grouped convolution on channels-last activations: the batch is
   folded into the channel dimension of an (H, W, B * C) layout, which every layer's output
-  keeps, so the fold is a free view after the first layer (cuDNN's NHWC grouped kernels);
+  and `PixelShuffle` keep, so the fold is a free view after the first layer (cuDNN's and
+  oneDNN's NHWC grouped kernels);
   ``"bmm"``: im2col (``F.unfold``) and one batched matmul per layer;
   ``"expert_sum"``: by linearity, conv(x, sum_i a_i W_i) = sum_i a_i conv(x, W_i): one dense
   convolution with the N experts' kernels stacked on the output channels, then a per-sample
@@ -50,6 +51,7 @@ __all__ = [
     "MixedConv2d",
     "MixedWeights",
     "LayerParams",
+    "PixelShuffle",
     "apply_layer",
     "channels_last_flat",
     "conv_layout",
@@ -254,6 +256,37 @@ class MixedConv2d(nn.Module):
         if coefficients.ndim == 1:
             coefficients = coefficients.expand(x.shape[0], num_experts)
         return torch.einsum("bn,bnchw->bchw", coefficients.to(out.dtype), out)
+
+
+def _is_batch_folded(x: Tensor) -> bool:
+    """Whether [B, C, H, W] ``x`` is stored as (H, W, B, C): the folded layout of ``grouped_cl``."""
+    batch, channels, _, width = x.shape
+    return batch > 1 and x.stride() == (channels, 1, width * batch * channels, batch * channels)
+
+
+class PixelShuffle(nn.PixelShuffle):
+    """The experts' upsampler (Sec. 3.1): ``nn.PixelShuffle`` that keeps the batch-folded
+    (H, W, B * C) layout of ``grouped_cl`` activations (one copy; other layouts go to
+    ``F.pixel_shuffle``). Same values for any input.
+
+    [B, C * r * r, H, W] -> [B, C, r * H, r * W].
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _is_batch_folded(x):
+            return F.pixel_shuffle(x, self.upscale_factor)
+        batch, channels, height, width = x.shape
+        r = self.upscale_factor
+        out_channels = channels // (r * r)
+        # (H, W, B, C, r_h, r_w) -> (H, r_h, W, r_w, B, C), i.e. (r * H, r * W, B, C).
+        shuffled = (
+            x.permute(2, 3, 0, 1)
+            .view(height, width, batch, out_channels, r, r)
+            .permute(0, 4, 1, 5, 2, 3)
+            .contiguous()
+            .view(height * r, width * r, batch, out_channels)
+        )
+        return shuffled.permute(2, 3, 0, 1)
 
 
 def apply_layer(layer: nn.Module, x: Tensor, mixed: MixedWeights | None) -> Tensor:

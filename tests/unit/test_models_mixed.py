@@ -253,3 +253,34 @@ def test_split_layers_views_each_layer_of_the_flat_vector(generator):
     ):
         torch.testing.assert_close(mixed_w, weight)
         torch.testing.assert_close(mixed_b, bias)
+
+
+def test_grouped_channels_last_path_equals_grouped_in_values_and_gradients(generator, lr):
+    """``grouped_cl`` (batch folded into channels-last, pixel shuffles in that folded layout,
+    activations out of place) against ``grouped`` on NCHW: same outputs and gradients w.r.t. lr,
+    a and the bank; the activations really stay folded through the pixel shuffles."""
+    model = _tiny_dasr(generator)
+    a = torch.randn(3, 5, generator=generator)
+    shuffle_outputs: list[Tensor] = []
+    hook = model.network.pixel_shuffle.register_forward_hook(
+        lambda _module, _inputs, output: shuffle_outputs.append(output)
+    )
+    results = []
+    for impl, layout in (("grouped_cl", torch.channels_last), ("grouped", torch.contiguous_format)):
+        model.per_sample_impl = impl
+        model.zero_grad()
+        image = lr.contiguous(memory_format=layout).requires_grad_(True)
+        coefficients = a.clone().requires_grad_(True)
+        out = model.super_resolve(image, coefficients)
+        assert "CopySlices" not in _graph_nodes(out)  # no in-place op on a view of a conv output
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        (out * weights).sum().backward()
+        results.append((out, image.grad, coefficients.grad, model.experts.bank.grad.clone()))
+    hook.remove()
+    for output in shuffle_outputs[:2]:  # grouped_cl's two shuffles: (H, W, B, C) in memory
+        batch, channels, _, width = output.shape
+        assert output.stride() == (channels, 1, width * batch * channels, batch * channels)
+    for got, want in zip(*results, strict=True):  # fp32 rounding of different conv kernels
+        scale = float(want.detach().abs().max())
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * scale)
+    assert results[1][3].abs().max() > 0
