@@ -129,7 +129,6 @@ class CampaignPlan:
             "num_feat": self.num_feat,
             "num_block": self.num_block,
             "num_experts": self.num_experts,
-            "per_sample_impl": self.per_sample_impl,
             "init_from": init_from,
             "data_root": self.data_root,
             "batch_size": self.batch_size,
@@ -153,6 +152,8 @@ class CampaignPlan:
             "export_dtype": "fp16",
             "progress": False,
         }
+        if role == "dasr":  # the SRResNet roles keep the field's default (their resume hash)
+            values["per_sample_impl"] = self.per_sample_impl
         return config_from_parameters(values, overrides=self.train_overrides)
 
     def record(self) -> dict[str, Any]:
