@@ -61,7 +61,8 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _append_curves(record: dict[str, Any], curves: Path) -> None:
-    """This budget's metrics.csv / val.csv rows of every run it trained, appended per role."""
+    """This budget's metrics.csv / val.csv rows of every run it trained (those past the role's
+    published iteration, including rows of an unpublished earlier call), appended per role."""
     for run in record["runs"]:
         run_dir = Path(run["run_dir"])
         for kind in ("metrics", "val"):
@@ -69,7 +70,7 @@ def _append_curves(record: dict[str, Any], curves: Path) -> None:
             if not source.is_file() or not source.stat().st_size:
                 continue
             rows = pd.read_csv(source)
-            rows = rows[rows["iteration"] > run["start_iteration"]]
+            rows = rows[rows["iteration"] > run["published_iteration"]]
             rows.insert(0, "budget", record["budget"])
             rows.insert(1, "run", run["run"])
             path = curves / f"{kind}_{run['role']}.csv"
@@ -156,7 +157,12 @@ def _budget_note(record: dict[str, Any], gap_lines: list[str]) -> str:
         rate = run.get("it_per_s")
         lines.append(
             f"- {run['role']} ({run['run']}, {run['continued']}): iterations "
-            f"{run['start_iteration']} -> {run['end_iteration']}"
+            f"{run['published_iteration']} -> {run['end_iteration']}"
+            + (
+                f" (this call from {run['start_iteration']}, an unpublished call's checkpoint)"
+                if run["start_iteration"] != run["published_iteration"]
+                else ""
+            )
             + (f", {rate:.2f} it/s" if rate else "")
             + f", {run['wall_s']:.0f} s"
         )
@@ -174,7 +180,9 @@ def _model_card(history: dict[str, Any], means: pd.DataFrame, gaps: pd.DataFrame
     iters = {role: state.get(role, {}).get("iterations", 0) for role in state}
     per_budget = ", ".join(
         f"{b['budget']}: "
-        + " / ".join(f"{r['role']} +{r['end_iteration'] - r['start_iteration']}" for r in b["runs"])
+        + " / ".join(
+            f"{r['role']} +{r['end_iteration'] - r['published_iteration']}" for r in b["runs"]
+        )
         for b in budgets
     )
     lines = [

@@ -173,6 +173,7 @@ class _Budget:
                 "run_dir": str(run_dir),
                 "continued": how,
                 "start_iteration": before,
+                "published_iteration": self.state_before.get(role, {}).get("iterations", 0),
                 "end_iteration": reached,
                 "it_per_s": rate if reached > before else None,
                 "wall_s": round(wall, 1),
