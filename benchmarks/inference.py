@@ -1,7 +1,7 @@
 """Inference latency of DASR's complete path against a plain SRResNet, side by side (issue 9).
 
     python benchmarks/inference.py --device cuda            # 339x510 LR, every precision mode
-    python benchmarks/inference.py --device cpu --size 128  # the 2-core CPU ratio
+    python benchmarks/inference.py --device cpu --size 128  # the 2-core CPU ratio (+ bf16)
     python benchmarks/inference.py --device cuda --large    # 2000x2000 LR through upscale, tiled
 
 One run, one device. For each mode (fp32, tf32, bf16 / fp16 autocast, bf16 / fp16 converted,
@@ -61,7 +61,7 @@ from common import (
 from torch import Tensor
 
 from dasrlib.accel import FastDASR, GraphedSR, PreparedNetwork, compile_for_shape
-from dasrlib.device import resolve_device
+from dasrlib.device import cpu_has_bf16, resolve_device
 from dasrlib.models import DASR, MixedWeights, SRResNet
 from dasrlib.models.dasr import DASRInference
 from dasrlib.models.mixed import channels_last_flat
@@ -102,6 +102,7 @@ GPU_MODES = (  # in order of importance: a run out of budget skips the last ones
     "bf16_native",
 )
 CPU_MODES = ("fp32_cl", "fp32")
+CPU_BF16_MODES = ("bf16_cl", "bf16")  # also timed on a CPU with bf16 units (cpu_has_bf16)
 DESIGN_REFERENCE_MS = {  # DESIGN section 5 (one H100, 339x510): for orientation only
     "srresnet": {"fp32": 31.9, "tf32": 15.9, "bf16": 10.4, "fp16_cl_compile": 3.7},
     "dasr_naive": {"fp32": 37.7, "tf32": 18.5, "bf16": 16.9},
@@ -406,7 +407,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark != "off"
     height, width = args.size or ((339, 510) if device.type == "cuda" else (128, 128))
-    mode_names = args.modes or (GPU_MODES if device.type == "cuda" else CPU_MODES)
+    cpu_modes = CPU_MODES + (CPU_BF16_MODES if cpu_has_bf16() else ())
+    mode_names = args.modes or (GPU_MODES if device.type == "cuda" else cpu_modes)
     if args.compile and "fp16_cl_compile" not in mode_names:
         mode_names = (*mode_names, "fp16_cl_compile")
     unknown = [name for name in mode_names if name not in MODES]

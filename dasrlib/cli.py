@@ -41,7 +41,12 @@ from dasrlib.degradation import (
     parameter_names,
     parse_edits,
 )
-from dasrlib.device import DeviceUnavailableError, resolve_device
+from dasrlib.device import (
+    DeviceUnavailableError,
+    describe_precision,
+    module_device,
+    resolve_device,
+)
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -179,6 +184,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    logger.info("upscale: %s", describe_precision(module_device(model), args.precision))
     inputs, failures = _expand_inputs(args.inputs)
     for failure in failures:
         _report(failure)
@@ -333,7 +339,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=("auto", "fp32", "tf32", "bf16", "fp16"),
-        help="auto: bf16 on a CUDA GPU that has it, else fp32. fp16 overflow falls back to fp32",
+        help="auto: bf16 on a CUDA GPU or a CPU that has it (AVX512-BF16 / AMX), else fp32; "
+        "bf16 runs channels-last. A bf16 / fp16 overflow falls back to fp32",
     )
     parser.add_argument(
         "--level",

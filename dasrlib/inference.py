@@ -10,6 +10,12 @@ The DASR inference path ("only one adapted network per image", Sec. 3.1):
    accumulated in a band of output rows that is written out (clamped, and quantised to
    uint8/uint16 when asked) as soon as no later tile touches it.
 
+Precision: every step runs under autocast in the dtype `dasrlib.device.autocast_dtype` resolves
+(``"auto"``: bf16 on a CUDA GPU or a CPU with bf16 matrix units, else fp32). Layout: where
+`dasrlib.device.prefers_channels_last` says so (CUDA; bf16 on a CPU), the network runs
+channels-last, kernels and tiles alike (the fused network is converted in place; a plain
+network is copied first, so the caller's model is never changed).
+
 Plain SR networks (an `SRResNet`, any ``nn.Module`` mapping [1, 3, H, W] -> [1, 3, sH, sW], or a
 spandrel ``ImageModelDescriptor``) skip steps 1-2.
 
@@ -23,6 +29,7 @@ physical values is `dasrlib.degradation.edit` (`edit_vector`); both are importab
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -43,7 +50,7 @@ from dasrlib.degradation.edit import (
     parse_edits,
     valid_parameter_names,
 )
-from dasrlib.device import module_device, resolve_device
+from dasrlib.device import autocast_dtype, module_device, prefers_channels_last, resolve_device
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.loading import (
     DEFAULT_MODEL_RELATIVE_PATH,
@@ -120,12 +127,14 @@ class UpscaledImage:
 
 @dataclass(frozen=True)
 class UpscalePlan:
-    """What runs over the tiles: the (fused) network, its scale, and the v and a behind it."""
+    """What runs over the tiles: the (fused) network, its scale, the v and a behind it, and
+    whether the network's kernels are channels-last (then its tiles must be too)."""
 
     network: SRNetwork
     scale: int
     v: Tensor | None
     a: Tensor | None
+    channels_last: bool = False
 
 
 def is_dasr(model: object) -> bool:
@@ -263,10 +272,14 @@ def plan_upscale(
     precision: str = "auto",
     device: str | torch.device | None = None,
     predictor_max_side: int = PREDICTOR_MAX_SIDE,
+    channels_last: bool = False,
 ) -> UpscalePlan:
     """Steps 1-2 of the inference path: predict (or take) v, compute a, fuse the experts once.
 
     For a plain SR network the plan is the network itself (``v`` must then be None).
+    ``channels_last``: the planned network holds channels-last kernels (the fused network is
+    converted; a plain ``nn.Module`` is copied, then converted; other callables and
+    classical-MoE mixing stay as they are, which ``plan.channels_last`` then says).
     """
     run_device = _pick_device(model, device)
     if not is_dasr(model):
@@ -274,9 +287,11 @@ def plan_upscale(
             raise ValueError(
                 f"v was given but {type(model).__name__} is not degradation-adaptive (no predictor)"
             )
-        return UpscalePlan(
-            network=model, scale=_network_scale(model, lr, run_device), v=None, a=None
-        )
+        scale = _network_scale(model, lr, run_device)
+        if channels_last and isinstance(model, nn.Module):
+            copied = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+            return UpscalePlan(network=copied, scale=scale, v=None, a=None, channels_last=True)
+        return UpscalePlan(network=model, scale=scale, v=None, a=None)
     if v is None:
         v = predict_vector(
             lr,
@@ -286,6 +301,7 @@ def plan_upscale(
             predictor_max_side=predictor_max_side,
         )
     v = as_vector(v)
+    fused = False
     with torch.no_grad(), _eval_mode(model):
         a = model.expert_weights(v.to(run_device)[None])[0]
         network: SRNetwork
@@ -295,7 +311,16 @@ def plan_upscale(
                 return model.super_resolve(x, a)
         else:
             network = model.fuse(a).eval()
-    return UpscalePlan(network=network, scale=int(model.scale), v=v.cpu(), a=a.float().cpu())
+            fused = True
+            if channels_last:
+                network = network.to(memory_format=torch.channels_last)
+    return UpscalePlan(
+        network=network,
+        scale=int(model.scale),
+        v=v.cpu(),
+        a=a.float().cpu(),
+        channels_last=channels_last and fused,
+    )
 
 
 def _network_scale(model: object, lr: Tensor, device: torch.device) -> int:
@@ -339,6 +364,7 @@ def upscale(
     predictor_max_side: int = PREDICTOR_MAX_SIDE,
     keep_gray: bool = False,
     output_dtype: torch.dtype = torch.float32,
+    channels_last: bool | None = None,
 ) -> Tensor | UpscaledImage:
     """Super-resolve one image (Sec. 3.1 inference; Sec. 4.6 with a user-given ``v``).
 
@@ -352,7 +378,9 @@ def upscale(
     degradation vector. ``device``: None uses the model's device. ``keep_gray``: a gray input
     (`LoadedImage.was_gray` or a one-channel tensor) gives a one-channel BT.601 luma output.
     ``output_dtype``: float32 (clamped to [0, 1]), uint8 or uint16 (quantised tile by tile, so no
-    float32 copy of the whole output exists). The alpha plane is upscaled bicubically, clamped.
+    float32 copy of the whole output exists). ``channels_last``: run the network channels-last;
+    None: `dasrlib.device.prefers_channels_last` for the resolved precision. The alpha plane is
+    upscaled bicubically, clamped.
     """
     if output_dtype not in OUTPUT_DTYPES:
         raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype}")
@@ -368,6 +396,8 @@ def upscale(
         lr = _as_batch(image)
         gray = image.shape[-3] == 1
     run_device = _pick_device(model, device)
+    if channels_last is None:
+        channels_last = prefers_channels_last(run_device, autocast_dtype(run_device, precision))
     plan = plan_upscale(
         lr,
         model,
@@ -375,8 +405,9 @@ def upscale(
         precision=precision,
         device=run_device,
         predictor_max_side=predictor_max_side,
+        channels_last=channels_last,
     )
-    guard = PrecisionGuard(run_device, precision)
+    guard = PrecisionGuard(run_device, precision, channels_last=plan.channels_last)
     with torch.no_grad(), _eval_mode(model):
         rgb = run_tiled(
             lr,
@@ -431,6 +462,7 @@ def upscale_to_file(
     device: str | torch.device | None = None,
     predictor_max_side: int = PREDICTOR_MAX_SIDE,
     keep_gray: bool = False,
+    channels_last: bool | None = None,
 ) -> UpscaledImage:
     """Read (if given a path), super-resolve and write a PNG atomically; return the result.
 
@@ -453,6 +485,7 @@ def upscale_to_file(
         predictor_max_side=predictor_max_side,
         keep_gray=keep_gray,
         output_dtype=torch.uint16 if image.bit_depth == 16 else torch.uint8,
+        channels_last=channels_last,
     )
     assert isinstance(result, UpscaledImage)
     write_png(

@@ -12,6 +12,10 @@ most ``overlap`` therefore gives the same result tiled as untiled (up to float r
 
 Memory: the compute device holds one tile's activations plus one band of accumulated output rows;
 the full output lives on the CPU in the requested dtype (uint8 / uint16 / float32).
+
+Precision and layout: `PrecisionGuard` runs each tile under autocast
+(`dasrlib.device.autocast_dtype`) and, when asked, hands the network channels-last tiles (the
+layout oneDNN's bf16 convolutions run fastest in; `dasrlib.inference` decides).
 """
 
 from __future__ import annotations
@@ -58,14 +62,19 @@ SRNetwork = Callable[[Tensor], Tensor]
 class PrecisionGuard:
     """Autocast for one precision mode, with the overflow fallback of issue 9.
 
-    A reduced-precision (fp16 / bf16) output that holds NaN or Inf is recomputed in float32, and
-    float32 is kept for the rest of the image; a warning names what overflowed.
+    ``channels_last``: tiles are handed to the network in channels-last memory format (give it
+    a network whose kernels are channels-last too: a mixed layout is slower than either). A
+    reduced-precision (fp16 / bf16) output that holds NaN or Inf is recomputed in float32 (same
+    layout), and float32 is kept for the rest of the image; a warning names what overflowed.
     """
 
-    def __init__(self, device: torch.device, precision: str) -> None:
+    def __init__(
+        self, device: torch.device, precision: str, *, channels_last: bool = False
+    ) -> None:
         self.device = device
         self.precision = precision
         self.dtype = autocast_dtype(device, precision)
+        self.channels_last = channels_last
 
     def _context(self) -> contextlib.AbstractContextManager[object]:
         if self.dtype is None:
@@ -74,6 +83,8 @@ class PrecisionGuard:
 
     def run(self, fn: SRNetwork, x: Tensor, *, what: str) -> Tensor:
         """``fn(x)`` as float32, recomputed in float32 if the reduced precision overflowed."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with self._context():
             out = fn(x)
         out = out.float()

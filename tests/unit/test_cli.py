@@ -115,7 +115,7 @@ def test_set_edits_the_predicted_degradation(checkpoint: Path, tmp_path: Path) -
     model = load_sr_model(checkpoint)
     lr = read_image(source).rgb
     v = edit_vector(
-        predict_vector(lr, model),
+        predict_vector(lr, model, precision="auto"),  # what the command ran
         {"blur_sigma": 2.5, "noise1_type": "gaussian", "noise_level": 25.0},
     )
     expected = upscale(lr, model, v=v)

@@ -1,5 +1,6 @@
 """Tiled, precision-controlled inference (dasrlib.inference): exactness of tiling, v override,
-plain networks, alpha / 16-bit / gray handling, quantised outputs, fp16 fallback, v editing."""
+plain networks, alpha / 16-bit / gray handling, quantised outputs, fp16 fallback, bf16 and
+channels-last on the CPU, v editing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import dasrlib.device
+from dasrlib.cli import main as dasr_main
 from dasrlib.degradation import SLOTS, decode_vector
+from dasrlib.device import describe_precision, prefers_channels_last
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
     ModelNotFoundError,
@@ -25,6 +29,7 @@ from dasrlib.inference import (
 )
 from dasrlib.io import LoadedImage, read_image, write_png
 from dasrlib.models import DASR, SRResNet
+from dasrlib.models.checkpoints import save_weights
 from dasrlib.models.loading import MODEL_ROOT_ENV
 
 NUM_BLOCK = 2
@@ -251,6 +256,99 @@ def test_fp16_overflow_falls_back_to_fp32_with_a_warning(caplog: pytest.LogCaptu
     assert torch.isfinite(out).all()
     assert torch.allclose(out, reference, atol=1e-5)
     assert any("NaN/Inf" in record.getMessage() for record in caplog.records)
+
+
+# -- bf16 and channels-last on the CPU ----------------------------------------------------------
+
+
+def _residual_error(out: torch.Tensor, reference: torch.Tensor, lr: torch.Tensor) -> float:
+    """||out - reference|| / ||reference - bilinear(lr)||: rounding relative to the residual the
+    network adds (the bilinear skip would hide any precision in the whole output)."""
+    bilinear = F.interpolate(lr[None], scale_factor=4, mode="bilinear")[0]
+    return float((out - reference).norm() / (reference - bilinear).norm())
+
+
+def test_bf16_on_the_cpu_rounds_like_bf16(
+    model: DASR, lr_image: torch.Tensor, untiled: torch.Tensor
+) -> None:
+    bf16 = upscale(lr_image, model, precision="bf16", device="cpu")
+    assert 1e-3 < _residual_error(bf16, untiled, lr_image) < 3e-2  # bf16: 8 significant bits
+
+
+@pytest.mark.parametrize(("precision", "bound"), [("fp32", 1e-5), ("bf16", 3e-2)])
+def test_channels_last_changes_only_the_rounding(
+    model: DASR, lr_image: torch.Tensor, untiled: torch.Tensor, precision: str, bound: float
+) -> None:
+    plain = upscale(lr_image, model, tile=16, precision=precision, channels_last=False)
+    last = upscale(lr_image, model, tile=16, precision=precision, channels_last=True)
+    assert _residual_error(last, plain, lr_image) < bound
+    assert _residual_error(last, untiled, lr_image) < bound
+
+
+def _record_convolutions(net: nn.Module) -> list[tuple[torch.dtype, bool, bool]]:
+    """(output dtype, input channels-last, kernel channels-last) of every conv call of ``net``
+    (and of copies of it: hooks are copied along)."""
+    seen: list[tuple[torch.dtype, bool, bool]] = []
+
+    def record(conv: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        layout = torch.channels_last
+        seen.append(
+            (
+                output.dtype,
+                inputs[0].is_contiguous(memory_format=layout),
+                conv.weight.is_contiguous(memory_format=layout),
+            )
+        )
+
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(record)
+    return seen
+
+
+def test_bf16_on_the_cpu_runs_the_convolutions_in_bf16_channels_last() -> None:
+    net = SRResNet(num_feat=8, num_block=1, generator=torch.Generator().manual_seed(4)).eval()
+    seen = _record_convolutions(net)
+    image = torch.rand(3, 12, 10, generator=torch.Generator().manual_seed(5))
+    upscale(image, net, precision="bf16", device="cpu")
+    assert len(seen) == 7 and all(dtype == torch.bfloat16 for dtype, _, _ in seen)
+    assert all(tile_last and kernel_last for _, tile_last, kernel_last in seen)
+    assert all(p.is_contiguous() for p in net.parameters())  # the caller's network is not changed
+    seen.clear()
+    upscale(image, net, precision="fp32", device="cpu")
+    fp32_layout = prefers_channels_last(torch.device("cpu"), None)
+    assert all(dtype == torch.float32 for dtype, _, _ in seen)
+    assert all(kernel_last == fp32_layout for _, _, kernel_last in seen)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_precision_is_what_device_py_resolves(
+    model: DASR, lr_image: torch.Tensor, monkeypatch: pytest.MonkeyPatch, has_bf16: bool
+) -> None:
+    monkeypatch.setattr(dasrlib.device, "cpu_has_bf16", lambda: has_bf16)
+    auto = upscale(lr_image, model, precision="auto", device="cpu")
+    resolved = upscale(lr_image, model, precision="bf16" if has_bf16 else "fp32", device="cpu")
+    assert torch.equal(auto, resolved)
+    fp32 = upscale(lr_image, model, precision="fp32", device="cpu")
+    assert (_residual_error(auto, fp32, lr_image) > 1e-3) == has_bf16
+
+
+def test_cli_verbose_log_names_the_resolved_precision(
+    model: DASR,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(dasrlib.device, "cpu_has_bf16", lambda: True)
+    save_weights(model, tmp_path / "tiny.safetensors")
+    write_png(tmp_path / "a.png", torch.rand(3, 9, 11, generator=torch.Generator().manual_seed(6)))
+    argv = ["-v", "upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
+    argv += ["--model", str(tmp_path / "tiny.safetensors"), "--device", "cpu"]
+    with caplog.at_level(logging.INFO, logger="dasrlib.cli"):
+        assert dasr_main(argv) == 0
+    logged = [record.getMessage() for record in caplog.records if record.name == "dasrlib.cli"]
+    line = describe_precision(torch.device("cpu"), "auto")
+    assert "bfloat16" in line and any(line in message for message in logged)
 
 
 def test_explicit_device_must_match_the_model(model: DASR) -> None:

@@ -217,7 +217,7 @@ def test_resume_is_exact(tmp_path) -> None:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_is_exact_with_channels_last(tmp_path, precision: str) -> None:
     """A resumed channels-last run continues bit for bit: the optimiser state read back from the
-    (contiguous) checkpoint takes its parameter's layout again (the fused Adam reads memory order)."""
+    (contiguous) checkpoint takes its parameter's layout again (fused Adam reads memory order)."""
     config = tiny_config(
         tmp_path,
         stage="pretrain",
