@@ -190,3 +190,19 @@ def test_sigkill_mid_budget_then_resume(setting: tuple[Path, CampaignPaths]) -> 
     assert pretrain["run"] == "pretrain_from0" and pretrain["start_iteration"] >= killed_at
     assert pretrain["end_iteration"] == killed_at + 4
     assert read_history(paths.models)["state"]["pretrain"]["iterations"] == killed_at + 4
+
+
+def test_a_pretrain_only_budget_publishes_the_srresnet(
+    setting: tuple[Path, CampaignPaths],
+) -> None:
+    eval_root, paths = setting
+    # 57 s to train: the pretrain's 4 iterations fit, a DASR run (2 x 30 s of start-up) does not.
+    plan = _plan(eval_root, pretrain_iterations=4, stage_iterations=4, eval_reserve_min=9.0)
+    record = run_budget(plan, budget_s=600, paths=paths)
+    assert record is not None and [r["role"] for r in record["runs"]] == ["pretrain"]
+    assert set(record["weights"]) == {"srresnet"}
+    assert not (paths.models / "dasr").exists()
+    rows = pd.read_csv(paths.models / "eval.csv")
+    assert set(rows["method"]) == {"bicubic", "srresnet"}
+    assert pd.read_csv(paths.models / "eval_gaps.csv").empty
+    assert "No DASR minus SRResNet difference yet" in (paths.models / "README.md").read_text()
