@@ -144,4 +144,7 @@ class DecomposedDynamicExpert(_SingleExpert):
             start += size
             residual = torch.einsum("gol,...glm,gim->...goi", p, phi, q)
             residuals.append(residual.reshape(*lead, -1))
-        return flat.index_add(-1, self.centre_index, torch.cat(residuals, dim=-1))
+        # Under autocast the matmuls give bf16 / fp16 and the elementwise scaling keeps fp32:
+        # the residuals join the flat vector in its dtype.
+        residual = torch.cat(residuals, dim=-1).to(flat.dtype)
+        return flat.index_add(-1, self.centre_index, residual)
