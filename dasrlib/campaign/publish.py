@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from dasrlib.io import atomic_write, atomic_write_text
-from dasrlib.results import markdown_table, write_results
+from dasrlib.results import markdown_table, project_path, write_results
 
 __all__ = ["HISTORY_FORMAT", "PublishRefused", "publish_budget", "read_history"]
 
@@ -64,7 +64,7 @@ def _append_curves(record: dict[str, Any], curves: Path) -> None:
     """This budget's metrics.csv / val.csv rows of every run it trained (those past the role's
     published iteration, including rows of an unpublished earlier call), appended per role."""
     for run in record["runs"]:
-        run_dir = Path(run["run_dir"])
+        run_dir = project_path(run["run_dir"])
         for kind in ("metrics", "val"):
             source = run_dir / f"{kind}.csv"
             if not source.is_file() or not source.stat().st_size:
@@ -252,7 +252,7 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
         )
     record["budget"] = len(history["budgets"]) + 1
     for name, path in record["weights"].items():
-        _copy(Path(path), models_dir / name / "model.safetensors")
+        _copy(project_path(path), models_dir / name / "model.safetensors")
 
     gaps = paired_differences(rows)
     means = rows[rows["aggregate"] == "mean"]

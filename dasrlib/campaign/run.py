@@ -170,7 +170,7 @@ class _Budget:
             {
                 "role": role,
                 "run": name,
-                "run_dir": str(run_dir),
+                "run_dir": _relative(run_dir),
                 "continued": how,
                 "start_iteration": before,
                 "published_iteration": self.state_before.get(role, {}).get("iterations", 0),
@@ -217,7 +217,7 @@ def _weights(paths: CampaignPaths, state: dict[str, Any]) -> dict[str, str]:
     out = {}
     for role in ("pretrain", "baseline", "dasr"):
         if role in state:
-            out[PUBLISHED_AS[role]] = str(
+            out[PUBLISHED_AS[role]] = _relative(
                 paths.work / "runs" / state[role]["run"] / "model.safetensors"
             )
     return out
@@ -259,7 +259,7 @@ def run_budget(
         return None
     weights = _weights(paths, budget.state)
     eval_started = time.monotonic()
-    models = {name: Path(path) for name, path in weights.items()}
+    models = {name: project_path(path) for name, path in weights.items()}
     rows: pd.DataFrame = evaluate_models(models, testsets, plan.eval_levels, device=device)
     eval_wall = time.monotonic() - eval_started
     meta = run_metadata(device=device)
