@@ -85,13 +85,18 @@ def prefers_channels_last(device: torch.device, dtype: torch.dtype | None) -> bo
     return device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16)
 
 
-def describe_precision(device: torch.device, precision: str = "auto") -> str:
-    """One line for logs and records: what ``precision`` resolves to on ``device``."""
+def describe_precision(
+    device: torch.device, precision: str = "auto", *, channels_last: bool | None = None
+) -> str:
+    """One line for logs and records: what ``precision`` resolves to on ``device``, and the
+    layout (``channels_last``; None: `prefers_channels_last`)."""
     dtype = autocast_dtype(device, precision)
     name = "fp32" if dtype is None else str(dtype).replace("torch.", "")
     if precision == "tf32" and device.type == "cuda":
         name = "tf32"
-    layout = "channels-last" if prefers_channels_last(device, dtype) else "contiguous"
+    if channels_last is None:
+        channels_last = prefers_channels_last(device, dtype)
+    layout = "channels-last" if channels_last else "contiguous"
     mode = name if dtype is None else f"{name} autocast"
     return f"{mode}, {layout} (precision {precision!r} on {device})"
 

@@ -420,21 +420,23 @@ class ExpertBank(nn.Module):
 
     def mix(self, a: Tensor) -> Tensor:
         """Mixed parameters for weighting factors ``a`` [N] or [B, N] (one matmul)."""
-        if a.shape[-1] != self.num_experts:
-            raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
-        return a.to(self.bank.dtype) @ self.bank
+        return self._coefficients(a) @ self.bank
 
     def mix_layers(self, a: Tensor) -> tuple[LayerParams, ...]:
         """Eq. 2 per layer: (a @ W_l, a @ b_l) for every layer l, from per-layer views of the bank
         (`split_layers`); [n_l] for ``a`` [N], [B, n_l] for ``a`` [B, N]. The same values as
         `mix`, but each layer's gradient is its own [B, n_l] block, never a [B, P] tensor."""
-        if a.shape[-1] != self.num_experts:
-            raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
-        a = a.to(self.bank.dtype)
+        a = self._coefficients(a)
         return tuple(
             (a @ weight, None if bias is None else a @ bias)
             for weight, bias in split_layers(self.layout, self.bank)
         )
+
+    def _coefficients(self, a: Tensor) -> Tensor:
+        """``a`` checked against N and cast to the bank's dtype."""
+        if a.shape[-1] != self.num_experts:
+            raise ValueError(f"weights a have {a.shape[-1]} entries, expected {self.num_experts}")
+        return a.to(self.bank.dtype)
 
     def set_expert(self, index: int, flat: Tensor) -> None:
         """Overwrite expert ``index`` with a flat vector [P]."""

@@ -94,9 +94,8 @@ class Trainer:
             else channels_last
         )
         logger.info(
-            "precision: %s; channels-last %s",
-            describe_precision(device, config.run.precision),
-            "on" if self.channels_last else "off",
+            "precision: %s",
+            describe_precision(device, config.run.precision, channels_last=self.channels_last),
         )
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
