@@ -32,8 +32,10 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The slider notebook as a page of sliders and images (code hidden), served by Voila on 127.0.0.1.
+# Run from notebooks/ so that Voila reads notebooks/voila.json: the kernel of a closed page is
+# shut down after two idle minutes (each page load starts a kernel of about 0.9 GB).
 app: $(STAMP)
-	$(VENV)/bin/voila notebooks/interactive.ipynb --Voila.ip=127.0.0.1
+	cd notebooks && $(abspath $(VENV))/bin/voila interactive.ipynb --Voila.ip=127.0.0.1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dasrlib tests benchmarks

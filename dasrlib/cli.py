@@ -45,7 +45,6 @@ from dasrlib.device import (
     DeviceUnavailableError,
     describe_precision,
     module_device,
-    resolve_device,
 )
 from dasrlib.inference import (
     DEFAULT_OVERLAP,
@@ -60,7 +59,7 @@ from dasrlib.io import (
     read_image,
     remove_stale_temporaries,
 )
-from dasrlib.models.loading import load_sr_model
+from dasrlib.models.loading import choose_model
 
 __all__ = ["main"]
 
@@ -150,9 +149,10 @@ def _report(failure: _Failure) -> None:
 
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
-    device = resolve_device(args.device)
-    official = tuple(args.official) if args.official else None
-    return load_sr_model(args.model, official_paths=official, device=device)
+    """The model `choose_model` picks (the rule the slider app uses too), said on stderr."""
+    choice = choose_model(args.model, official_paths=args.official, device=args.device)
+    print(f"dasr: model: {choice.describe()}", file=sys.stderr)
+    return choice.model
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ from dasrlib.models.loading import (
     DEFAULT_MODEL_RELATIVE_PATH,
     ModelNotFoundError,
     default_model_path,
+    is_dasr,
     load_sr_model,
 )
 from dasrlib.tiling import (
@@ -135,12 +136,6 @@ class UpscalePlan:
     v: Tensor | None
     a: Tensor | None
     channels_last: bool = False
-
-
-def is_dasr(model: object) -> bool:
-    """True for a degradation-adaptive model (has ``predict_degradation``, ``expert_weights``,
-    ``fuse``), False for a plain SR network."""
-    return all(hasattr(model, name) for name in ("predict_degradation", "expert_weights", "fuse"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ degradation stage: blur kernel size, sigma_x, sigma_y and rotation; noise level 
 quality; resize scale. Changing a control re-encodes only that parameter's slots
 (`dasrlib.inference.edit_vector`; all other slots keep the predicted values), super-resolves the
 image with the edited v and redraws LR (nearest), automatic SR and edited SR side by side with a
-zoomed crop, each at its native pixel size. "Reset" restores the prediction. Everything a
-notebook shows is reachable from Python, so tests drive the widgets the way a user would (set
-``.value``, the observers fire); tests/browser drives them in a real browser.
+zoomed crop (native pixel size where the page has room). "Reset" restores the prediction.
+Everything a notebook shows is reachable from Python, so tests drive the widgets the way a user
+would (set ``.value``, the observers fire); tests/browser drives them in a real browser.
 
-`choose_model` picks the notebook's model (published, else newest local run, else a flagged
-random-weight DASR). Fig. 5 as a measurement and its figure are `dasrlib.experiments.fig5`.
+The model is `dasrlib.models.loading.choose_model`'s (the rule the ``dasr`` command uses too);
+`model_note_html` says on the page which one runs. Fig. 5 as a measurement and its figure are
+`dasrlib.experiments.fig5`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import contextlib
 import html
 import io
 import logging
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -34,28 +34,16 @@ from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
 from dasrlib.degradation import SLOTS, Level, decode_vector, edit_vector, physical_range
-from dasrlib.device import resolve_device
-from dasrlib.inference import (
-    DEFAULT_MODEL_RELATIVE_PATH,
-    ModelNotFoundError,
-    default_model_path,
-    is_dasr,
-    load_sr_model,
-    predict_vector,
-    upscale,
-)
+from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import LoadedImage, read_image, to_uint8
-from dasrlib.models import DASR
-from dasrlib.results import project_path
+from dasrlib.models.loading import ModelChoice, ModelKind
 from dasrlib.viz import centre_crop_box
 
 __all__ = [
     "SLIDER_PARAMETERS",
     "DegradationSliders",
-    "ModelChoice",
-    "choose_model",
     "load_notebook_image",
-    "newest_run_model",
+    "model_note_html",
     "panel_png",
     "shrink",
 ]
@@ -78,6 +66,8 @@ _NOISE_TYPES = ("gaussian", "poisson", "none")
 _SLIDER_STEPS = 200  # steps across a slider's range
 _PANELS = ("lr", "auto", "edited")
 _MAX_ZOOM = 4  # largest integer enlargement of the zoomed crop
+_PANEL_STYLE = "<style>.dasr-figure img { image-rendering: pixelated; }</style>"
+"""Panels scaled down to fit the page keep hard pixel edges (no smoothing of the SR output)."""
 
 
 class _CollectWarnings(logging.Handler):
@@ -144,8 +134,10 @@ class DegradationSliders:
     result always uses the prediction itself). The noise level is disabled while the noise type
     is "none". Warnings the library logs during an update (e.g. a value the model never saw)
     appear in ``messages``, inside the widget. The three panels (LR enlarged by nearest
-    sampling, automatic SR, edited SR) are PNGs at their native pixel size; the zoomed crops
-    below them use an integer factor.
+    sampling, automatic SR, edited SR) are PNGs at their native pixel size, shown at that size
+    where the page has room and scaled down to stay side by side where it has not; the zoomed
+    crops below them use an integer factor. The unclamped prediction sits behind a disclosure
+    (``raw_values``) under the upload button.
 
     Attributes:
         sliders: parameter name -> control (FloatSlider, or Dropdown for the noise type).
@@ -184,6 +176,7 @@ class DegradationSliders:
         self.status = widgets.HTML()
         self.messages = widgets.HTML()
         self.controls = widgets.VBox()
+        self.raw_values = widgets.HTML()
         self.titles = {key: widgets.HTML() for key in _PANELS}
         self.images = {key: widgets.Image(format="png") for key in _PANELS}
         self.zooms = {key: widgets.Image(format="png") for key in _PANELS}
@@ -191,14 +184,18 @@ class DegradationSliders:
         for key in _PANELS:
             self.images[key].add_class(f"dasr-panel-{key}")
             self.zooms[key].add_class(f"dasr-zoom-{key}")
-            columns.append(
+            columns.append(  # equal shares of the row; a panel wider than its share shrinks
                 widgets.VBox(
                     [self.titles[key], self.images[key], self.zooms[key]],
-                    layout=widgets.Layout(flex="0 0 auto", margin="0 8px 8px 0"),
+                    layout=widgets.Layout(flex="1 1 0", min_width="0", margin="0 8px 8px 0"),
                 )
             )
-        self.figure = widgets.HBox(columns, layout=widgets.Layout(flex_flow="row wrap"))
-        self.widget = widgets.VBox([self.upload, self.controls, self.messages, self.figure])
+        self.figure = widgets.HBox(columns, layout=widgets.Layout(flex_flow="row nowrap"))
+        self.figure.add_class("dasr-figure")
+        pixelated = widgets.HTML(_PANEL_STYLE)
+        self.widget = widgets.VBox(
+            [pixelated, self.controls, self.messages, self.figure, self.upload, self.raw_values]
+        )
         self.set_image(image)
 
     def set_image(self, image: LoadedImage | Tensor) -> None:
@@ -230,6 +227,11 @@ class DegradationSliders:
             control.observe(self.on_change, names="value")
         rows = [widgets.HBox([control, self.notes[name]]) for name, control in self.sliders.items()]
         self.controls.children = (*rows, self.reset_button, self.status)
+        self.raw_values.value = (
+            "<details><summary>Predicted values, unclamped (physical units)</summary>"
+            + self.prediction_table().to_html(index=False, border=0)
+            + "</details>"
+        )
         self._show_messages(messages)
         self._draw()
 
@@ -307,8 +309,19 @@ class DegradationSliders:
             self.notes["noise1_level"].value = f"{noise_type} range {low:g}-{high:g}"
 
     def prediction_table(self) -> pd.DataFrame:
-        """The predicted degradation in physical units: parameter, value, unit (one row each)."""
+        """The predicted degradation in physical units: parameter, value, unit and whether the
+        value lies in the ``level``'s range (one row each; the sliders show it clamped)."""
         units = {slot.parameter: slot.unit for slot in SLOTS}
+        noise_type = str(self.predicted.get("noise1_type", "gaussian"))
+        noise_type = "gaussian" if noise_type == "none" else noise_type
+        continuous = {slot.name for slot in SLOTS if slot.kind == "continuous"}
+        in_range = []
+        for name, value in self.predicted.items():
+            if name not in continuous:
+                in_range.append("")
+                continue
+            low, high = self._range(name, noise_type)
+            in_range.append("yes" if low <= value <= high else f"no ({low:g}-{high:g})")
         return pd.DataFrame(
             {
                 "parameter": list(self.predicted),
@@ -316,6 +329,7 @@ class DegradationSliders:
                     v if isinstance(v, str) else round(float(v), 4) for v in self.predicted.values()
                 ],
                 "unit": [units.get(name, "") for name in self.predicted],
+                "in range": in_range,
             }
         )
 
@@ -415,14 +429,15 @@ class DegradationSliders:
 
 
 def _show(widget: widgets.Image, image: Tensor) -> None:
-    """Put ``image`` [3, H, W] into ``widget`` at its native pixel size (no CSS scaling)."""
+    """Put ``image`` [3, H, W] into ``widget``: native pixel size where the page has room, else
+    scaled down (aspect kept) to the width of its column, so the panels stay side by side."""
     height, width = image.shape[-2:]
     widget.value = panel_png(image)
     widget.width, widget.height = str(width), str(height)
     layout = widget.layout
-    layout.width, layout.height = f"{width}px", f"{height}px"
-    layout.min_width = layout.max_width = f"{width}px"
-    layout.object_fit = "none"
+    layout.width, layout.height = f"{width}px", "auto"
+    layout.max_width = "100%"
+    layout.object_fit = "contain"
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,90 +445,31 @@ def _show(widget: widgets.Image, image: Tensor) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class ModelChoice:
-    """The model a notebook runs and a sentence saying where it came from (``random`` flags a
-    random-weight stand-in whose results mean nothing; ``local_run`` a model found among the
-    local training runs rather than the published one)."""
-
-    def __init__(
-        self, model: nn.Module, source: str, *, random: bool, local_run: bool = False
-    ) -> None:
-        self.model = model
-        self.source = source
-        self.random = random
-        self.local_run = local_run
-
-    def note_html(self) -> str:
-        """An HTML note for the notebook; loud (red, bold) for a random-weight model."""
-        if self.local_run:
-            return (
-                f"<p style='color:#a60;font-weight:bold'>No published model in "
-                f"{DEFAULT_MODEL_RELATIVE_PATH}; using the newest local training run: "
-                f"{html.escape(self.source)}. A short run (e.g. <code>make demo</code>) is far "
-                "from the paper's model, so its slider effects are weak.</p>"
-            )
-        if not self.random:
-            return f"<p>Model: {html.escape(self.source)}</p>"
+def model_note_html(choice: ModelChoice) -> str:
+    """What the page says about its model (`dasrlib.models.loading.choose_model`), worded for a
+    reader of the page: loud (red, bold) for a random-weight stand-in, amber for a local run."""
+    source = html.escape(Path(choice.source).name if choice.kind is not ModelKind.RANDOM else "")
+    if choice.random:
         return (
-            "<p style='color:#b00;font-weight:bold;font-size:120%'>WARNING: no trained DASR "
-            "model found; this is a RANDOM-WEIGHT DASR, so every SR result below is meaningless "
-            "(it only exercises the code) and the sliders do nothing: its output is a smooth "
-            "upscale of the input whatever the degradation says. Train one first (<code>make "
-            f"demo</code>, or notebooks/train.ipynb).</p><p>{html.escape(self.source)}</p>"
+            "<p style='color:#b00;font-weight:bold;font-size:120%'>No trained DASR model was "
+            "found, so this page runs a RANDOM-WEIGHT DASR: every result below is meaningless "
+            "and the sliders do nothing (the output is a smooth upscale whatever they say). "
+            "Train a model (<code>make demo</code> in the repository), then reload the "
+            "page.</p>"
         )
-
-
-def newest_run_model(runs_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest ``<runs_dir>/<name>/model.safetensors`` (by modification time) that holds a
-    DASR (baseline runs such as EDSR are skipped), or None when there is none."""
-    candidates = sorted(
-        Path(runs_dir).glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    for candidate in candidates:
-        try:
-            model = load_sr_model(candidate)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            logger.warning("skipping %s: %s", candidate, error)
-            continue
-        if is_dasr(model):
-            return candidate
-    return None
-
-
-def choose_model(
-    model_path: str | os.PathLike[str] | None = None,
-    *,
-    official_paths: Sequence[str] | None = None,
-    device: str | torch.device = "cpu",
-    allow_random: bool = True,
-    seed: int = 0,
-    runs_dir: str | os.PathLike[str] | None = "results/runs",
-) -> ModelChoice:
-    """The notebook's model: ``model_path``, else the official files, else the project's
-    published checkpoint (`default_model_path`), else the newest local DASR run under
-    ``runs_dir`` (relative: from the repository root; None skips this), else
-    (``allow_random``) a small random-weight DASR flagged as such; without ``allow_random`` a
-    missing model raises `ModelNotFoundError`."""
-    if official_paths is not None and len(official_paths) != 2:
-        raise ValueError(f"official_paths must be [net_g, net_p], got {official_paths!r}")
-    official = None if official_paths is None else (official_paths[0], official_paths[1])
-    if model_path is not None or official is not None:
-        model = load_sr_model(model_path, official_paths=official, device=device)
-        source = str(model_path) if model_path is not None else f"official DASR {official_paths}"
-        return ModelChoice(model, f"loaded from {source}", random=False)
-    try:
-        path = default_model_path()
-    except ModelNotFoundError as error:
-        run = None if runs_dir is None else newest_run_model(project_path(runs_dir))
-        if run is not None:
-            model = load_sr_model(run, device=device)
-            return ModelChoice(model, str(run), random=False, local_run=True)
-        if not allow_random:
-            raise
-        generator = torch.Generator().manual_seed(seed)
-        model = DASR(num_feat=16, num_block=4, predictor_feat=16, generator=generator)
-        return ModelChoice(model.to(resolve_device(device)).eval(), str(error), random=True)
-    return ModelChoice(load_sr_model(path, device=device), f"loaded from {path}", random=False)
+    if choice.local_run:
+        run = html.escape(Path(choice.source).parent.name)
+        return (
+            "<p style='color:#a60;font-weight:bold'>Model: the newest local training run "
+            f"<code>{run}</code> (no published model yet). A short training run is far from the "
+            "paper's model, so the sliders change the image only a little.</p>"
+        )
+    if not choice.adaptive:
+        return (
+            f"<p style='color:#a60;font-weight:bold'>Model: {source}, a plain SR network: it "
+            "predicts no degradation, so the sliders have no effect.</p>"
+        )
+    return f"<p>Model: {source} ({html.escape(choice.kind.value)})</p>"
 
 
 def shrink(image: LoadedImage, *, max_side: int | None) -> LoadedImage:

@@ -26,8 +26,8 @@ from dasrlib.io import LoadedImage
 from dasrlib.results import project_path
 from dasrlib.viz import fig5_interactive, fig5_sweep_figure
 
-if TYPE_CHECKING:  # the notebook's model choice; the widget module is not needed at run time
-    from dasrlib.interactive import ModelChoice
+if TYPE_CHECKING:
+    from dasrlib.models.loading import ModelChoice
 
 __all__ = [
     "FIG5_EXPECTED",

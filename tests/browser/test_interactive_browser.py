@@ -382,3 +382,129 @@ def test_slider_move_changes_the_edited_image(lab: str, driver: Any, tmp_path: P
     assert changed > MIN_MEAN_DIFFERENCE
     assert versus_auto > MIN_MEAN_DIFFERENCE
     assert "lies outside" not in _errors(driver)  # clamped sliders: no out-of-range edit
+
+
+# -- the Voila app (make app) --------------------------------------------------------------------
+
+PAGE_LOADS = 10
+CULL_S = 2  # the app's idle timeout, shortened for the test (notebooks/voila.json: 120 s)
+
+
+def _kernels(server: subprocess.Popen[bytes]) -> int:
+    """How many kernels the server runs (its child processes running ipykernel)."""
+    psutil = pytest.importorskip("psutil")
+    children = psutil.Process(server.pid).children(recursive=True)
+    return sum("ipykernel" in " ".join(child.cmdline()) for child in children)
+
+
+@pytest.fixture(scope="module")
+def app(browser_tools: tuple[str, str], lab_root: Path) -> Iterator[tuple[str, Any]]:
+    """`make app`'s server (Voila, run from a folder holding notebooks/voila.json) on the
+    parameterised notebook, with the cull timeout shortened; yields (page URL, process)."""
+    root = lab_root.parent / f"{lab_root.name}_voila"
+    root.mkdir()
+    shutil.copy(lab_root / "interactive.ipynb", root / "interactive.ipynb")
+    config = json.loads((REPO / "notebooks" / "voila.json").read_text())
+    culling = config["MappingKernelManager"]
+    assert culling["cull_idle_timeout"] > 0 and not culling["cull_connected"]
+    culling.update(cull_idle_timeout=CULL_S, cull_interval=1)  # the file outranks flags
+    (root / "voila.json").write_text(json.dumps(config))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        "JUPYTER_CONFIG_DIR": str(root / "config"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+    }
+    log = (root / "voila.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            "interactive.ipynb",
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+            f"--port={port}",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"Voila exited ({process.returncode}); see {root / 'voila.log'}")
+        try:
+            with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait(ready, STARTUP_S, "Voila to answer")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        log.close()
+
+
+def test_app_page_layout_and_closed_pages_free_their_kernels(
+    app: tuple[str, Any], driver: Any
+) -> None:
+    """The page: sliders above the panels, the three panels on one row even when they are wider
+    than the window, the raw prediction behind a closed disclosure. Each page load starts a
+    kernel; after the page is closed, its kernel is shut down (notebooks/voila.json)."""
+    from selenium.webdriver.common.by import By
+
+    url, server = app
+    most = 0
+    for load in range(PAGE_LOADS):
+        driver.get(url)
+        _wait(
+            lambda: _js(
+                driver,
+                "const e = document.querySelector('img.dasr-panel-edited');"
+                "return !!(e && e.complete && e.naturalWidth > 0);",
+            ),
+            RUN_S,
+            f"page load {load + 1} to draw its panels",
+        )
+        most = max(most, _kernels(server))
+        if load == 0:
+            driver.set_window_size(500, 1200)  # narrower than the three panels side by side
+            time.sleep(0.5)
+            boxes = [
+                _js(
+                    driver,
+                    "return arguments[0].getBoundingClientRect().toJSON();",
+                    _panel(driver, k),
+                )
+                for k in ("lr", "auto", "edited")
+            ]
+            tops, bottoms = [b["top"] for b in boxes], [b["bottom"] for b in boxes]
+            assert max(tops) < min(bottoms), f"panels wrapped: {boxes}"  # on one row
+            assert boxes[0]["right"] <= boxes[1]["left"] <= boxes[1]["right"] <= boxes[2]["left"]
+            slider = driver.find_element(By.CSS_SELECTOR, ".widget-slider")
+            assert slider.rect["y"] < boxes[0]["top"], "the sliders come before the images"
+            details = driver.find_element(By.TAG_NAME, "details")
+            assert details.get_attribute("open") is None and "blur1_sigma_x" in _js(
+                driver, "return arguments[0].innerHTML;", details
+            )
+            page_text = driver.find_element(By.TAG_NAME, "body").text
+            for wording in ("model_path", "--model", "notebooks/results"):
+                assert wording not in page_text
+            driver.set_window_size(1400, 1500)
+        driver.get("about:blank")
+    _wait(lambda: _kernels(server) == 0, 30 + 3 * CULL_S, "the closed pages' kernels to go")
+    print(f"{PAGE_LOADS} page loads: at most {most} kernels at once, 0 after closing")

@@ -14,16 +14,16 @@ from torch import nn
 
 from dasrlib.experiments.fig5 import fig5_check, fig5_sweep, high_frequency_energy, write_fig5
 from dasrlib.inference import edit_vector, upscale
-from dasrlib.interactive import (
-    DegradationSliders,
-    ModelChoice,
-    choose_model,
-    load_notebook_image,
-    newest_run_model,
-)
+from dasrlib.interactive import DegradationSliders, load_notebook_image, model_note_html
 from dasrlib.models import DASR, EDSR
 from dasrlib.models.checkpoints import save_weights
-from dasrlib.models.loading import MODEL_ROOT_ENV
+from dasrlib.models.loading import (
+    MODEL_ROOT_ENV,
+    ModelChoice,
+    ModelKind,
+    choose_model,
+    newest_run_model,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,9 +96,11 @@ def test_noise_type_switch_gives_the_level_slider_that_type_range(
 def test_random_fallback_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MODEL_ROOT_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    choice = choose_model(runs_dir=tmp_path / "runs")
-    assert choice.random and "RANDOM-WEIGHT" in choice.note_html()
-    assert "sliders do nothing" in choice.note_html()
+    choice = choose_model(allow_random=True)
+    note = model_note_html(choice)
+    assert choice.random and "RANDOM-WEIGHT" in note and "sliders do nothing" in note
+    for wording in ("model_path", "--model", "notebooks/results"):  # wording for a page reader
+        assert wording not in note
     assert (
         write_fig5(choice, load_notebook_image("coffee", max_side=24), tmp_path / "f.png") is None
     )
@@ -152,10 +154,10 @@ def test_newest_local_dasr_run_comes_before_random_weights(
     (runs / "edsr").mkdir()
     save_weights(EDSR(num_feat=8, num_block=1), runs / "edsr" / "model.safetensors")
     os.utime(runs / "older" / "model.safetensors", (1_000_000, 1_000_000))
-    choice = choose_model(runs_dir=runs)
+    choice = choose_model(runs_dirs=[runs])
     assert not choice.random and choice.local_run
     assert choice.source == str(runs / "newer" / "model.safetensors")
-    assert "newest local training run" in choice.note_html()
+    assert "newest local training run <code>newer</code>" in model_note_html(choice)
     assert newest_run_model(tmp_path / "nothing") is None
 
 
@@ -254,7 +256,7 @@ def test_fig5_sweep_measures_the_direction_of_a_known_response(
 
 
 def test_fig5_check_writes_the_sweep_figure(image: torch.Tensor, tmp_path: Path) -> None:
-    choice = ModelChoice(_KnownResponse(1.0), "known response", random=False)
+    choice = ModelChoice(_KnownResponse(1.0), "known response", ModelKind.GIVEN)
     loaded = load_notebook_image("chelsea", max_side=40)
     summary = fig5_check(choice, loaded, tmp_path / "sweep.png", steps=3)
     assert list(summary["setting"]) == ["blur", "noise"]
