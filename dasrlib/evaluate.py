@@ -1,4 +1,4 @@
-"""The evaluation loop and the rendering of its results (DESIGN section 3; Tables 1 and 2).
+"""The evaluation loop and the rendering of its results (Sec. 4.1 protocol; Tables 1 and 2).
 
 `evaluate` runs one `dasrlib.methods.Method` over the test sets built by `dasrlib.testsets` and
 returns long-format rows (STYLE point 8): one row per image and metric, then one mean row per

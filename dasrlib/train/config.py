@@ -1,4 +1,4 @@
-"""The training configuration (Sec. 4.1, DESIGN 1): typed sections, validated once when built.
+"""The training configuration (Sec. 4.1): typed sections, validated once when built.
 
 Attribute paths (the flat names of files, notebooks and ``--set`` on the left)::
 
@@ -303,7 +303,7 @@ def loss_weights(stage: str, loss: LossSection) -> dict[str, float]:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything a training run does; the defaults are the paper's (Sec. 4.1, DESIGN 1).
+    """Everything a training run does; the defaults are the paper's (Sec. 4.1).
 
     Every check that needs only the config runs here, once, when it is built.
     """

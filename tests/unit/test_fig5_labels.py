@@ -13,7 +13,7 @@ from dasrlib.experiments import fig5
 from dasrlib.interactive import ModelChoice
 from dasrlib.results import project_path
 
-OUTSIDE = "/work/wt/slider/results/runs/demo_dasr_short/model.safetensors"
+OUTSIDE = "/srv/elsewhere/results/runs/demo_dasr_short/model.safetensors"
 
 
 def test_fig5_sweep_title_has_no_absolute_path(
