@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 
 from dasrlib import evaluate as ev
+from dasrlib.experiments.table1 import TABLE1_HOW_TO_FILL
 from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.results import markdown_table, project_path
 
@@ -34,6 +35,9 @@ def main(names: list[str]) -> int:
             if method not in methods:
                 note = rows.loc[rows["method"] == method, "note"].dropna()
                 reason = note.iloc[0] if len(note) else "no values"
+                fill = TABLE1_HOW_TO_FILL.get(method)
+                if fill and "to fill:" not in reason:
+                    reason = f"{reason}; to fill: {fill}"
                 notes.append(f"{name}: {method} left out ({reason})")
         have = {(m, lv, k) for m, lv, k in means[["method", "level", "metric"]].itertuples(False)}
         wanted = {(m, lv, k) for m in methods for lv in ev.LEVELS for k in METRICS}
