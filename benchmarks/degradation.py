@@ -7,7 +7,7 @@ scikit-image / scikit-learn / matplotlib) on the device, with a generator on the
 "training pairs" times the full `TrainingPairSource.next_batch` (patch sampling, USM sharpening,
 level draw, degradation, v, queue swap) at the paper's level mix once the queue is full.
 
-The rate a training step consumes is `train_its` x batch (DESIGN section 5: DASR N = 5 trains at
+The rate a training step consumes is `train_its` x batch (the H100 reference: DASR N = 5 trains at
 41-44 it/s with batch 24 on one H100, i.e. about 984 samples/s). The issue's target on a GPU is a
 synthesis rate at least 3 times that. Results go to results/benchmarks/degradation_<device>.json.
 """
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--train-its",
         type=float,
         default=41.0,
-        help="DASR training iterations/s to compare with (DESIGN: 41 it/s on one H100)",
+        help="DASR training iterations/s to compare with (reference: 41 it/s on one H100)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results/...)")

@@ -12,7 +12,7 @@ channels-last, CUDA-graph replay, optionally torch.compile) it times, interleave
   the mixing matmul (Eq. 2) and the expert network reading the mixed weights;
 - ``dasr_library``: `dasrlib.models.DASRInference` (the model's own shared-weights path);
 - ``dasr_naive``: the per-sample training path with B = 1 (mix per call, one grouped conv per
-  layer), the "naive DASR" of DESIGN section 5.
+  layer), the "naive DASR" of the H100 reference timings (`DESIGN_REFERENCE_MS`).
 
 Median warm latency (CUDA events / perf_counter), peak GPU memory of each variant, and the
 relative L2 error of each variant against its float32 reference on a fresh random input (fp32
@@ -103,7 +103,7 @@ GPU_MODES = (  # in order of importance: a run out of budget skips the last ones
 )
 CPU_MODES = ("fp32_cl", "fp32")
 CPU_BF16_MODES = ("bf16_cl", "bf16")  # also timed on a CPU with bf16 units (cpu_has_bf16)
-DESIGN_REFERENCE_MS = {  # DESIGN section 5 (one H100, 339x510): for orientation only
+DESIGN_REFERENCE_MS = {  # reference timings (one H100, 339x510): orientation only
     "srresnet": {"fp32": 31.9, "tf32": 15.9, "bf16": 10.4, "fp16_cl_compile": 3.7},
     "dasr_naive": {"fp32": 37.7, "tf32": 18.5, "bf16": 16.9},
 }

@@ -369,8 +369,8 @@ def synthesis_section(report: dict[str, Any], conf: dict[str, Any], device: torc
     dasr_its = train.get("it_per_s", {}).get("dasr")
     if dasr_its is not None and train.get("batch") == conf["synth_batch"]:
         consumed, source = dasr_its * conf["synth_batch"], "this run's DASR training step"
-    else:  # no matching training measurement: DESIGN section 5's 41 it/s of one H100
-        consumed, source = 41.0 * conf["synth_batch"], "DESIGN section 5: 41 it/s x batch"
+    else:  # no matching training measurement: the reference 41 it/s of one H100
+        consumed, source = 41.0 * conf["synth_batch"], "H100 reference: 41 it/s x batch"
     rows = degradation_bench.synthesis_rates(
         device,
         batch=conf["synth_batch"],

@@ -9,6 +9,9 @@ alone, and the training command end to end (data + step + EMA + logging), prefet
   rate over the step-only rate of the same network.
 
     python benchmarks/train_loop.py --data-root ../shared/data/train     # batch 16, LR 32
+
+(``../shared/data/train``: an optional external data folder of HR training photos; any folder of
+images works, and without ``--data-root`` the embedded photos are used.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def bench_config(
     return config_from_parameters(
         dict(
             name="bench",
-            out_dir="/tmp/dasr_bench_runs",
+            out_dir=str(Path(tempfile.gettempdir()) / "dasr_bench_runs"),
             batch_size=batch,
             patch_size=4 * lr_size,
             num_feat=num_feat,

@@ -6,11 +6,12 @@
     dasr predict IN... [--json] [--model CKPT | --official NET_G NET_P] [--level severe]
 
 IN may be files, folders (their image files, not recursive) or glob patterns (``**`` recurses);
-the expanded list is sorted. Folders and globs leave out earlier outputs of ``dasr upscale``
-(PNGs carrying its mark), so a second run into the input folder does not upscale them again;
-name such a file to take it. A file that cannot be read or processed is reported on stderr in
-one line with its cause and skipped; the exit status is 1 if any input failed, 2 for a usage
-error (a bad option value, a model that cannot be loaded, a device that is not there).
+inputs are taken in the order given, the files of one folder or pattern in name order.
+Folders and globs leave out earlier outputs of ``dasr upscale`` (PNGs carrying its mark), so a
+second run into the input folder does not upscale them again; name such a file to take it.
+A file that cannot be read or processed is reported on stderr in one line with its cause and
+skipped; the exit status is 1 if any input failed, 2 for a usage error (a bad option value, a
+model that cannot be loaded, a device that is not there).
 
 ``upscale`` writes only new files or (with ``--overwrite``) files an earlier ``dasr upscale``
 wrote; any other existing file at an output path is left alone and that image fails.
@@ -73,7 +74,8 @@ _IMAGE_ERRORS = (ImageReadError, OSError, ValueError, RuntimeError, FloatingPoin
 _USAGE_ERRORS = (ValueError, FileNotFoundError, DeviceUnavailableError)
 
 _PARAMETER_HELP = (
-    "Degradation parameters for --set (physical units; slots 0-32 of v, DESIGN section 2): "
+    "Degradation parameters for --set (physical units; slots 0-32 of v, Eq. 1; the ranges "
+    "of each level are in dasrlib/degradation/levels.py): "
     + ", ".join(parameter_names())
     + ". Aliases: "
     + ", ".join(f"{alias} = {' + '.join(names)}" for alias, names in PARAMETER_ALIASES.items())
@@ -97,12 +99,15 @@ class _Failure:
 
 
 def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]:
-    """Files, folders (image files inside, not recursive) and globs -> sorted unique files.
+    """Files, folders (image files inside, not recursive) and globs -> unique files in order.
+
+    The order is the one given on the command line; a folder's or a pattern's files come in
+    name order at its place. A file named twice is taken once, at its first place.
 
     Folders and globs leave out earlier ``dasr upscale`` outputs (`is_upscale_output`); a file
     named on its own is always taken.
     """
-    found: set[Path] = set()
+    found: dict[Path, None] = {}  # insertion-ordered set
     failures: list[_Failure] = []
     earlier_outputs = 0
     for pattern in patterns:
@@ -118,7 +123,7 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]
             if not images:
                 failures.append(_Failure(pattern, "folder holds no image files"))
         elif path.exists():
-            found.add(path)
+            found.setdefault(path)
             continue
         elif glob.has_magic(pattern):
             images = [Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file()]
@@ -127,16 +132,17 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[_Failure]]
         else:
             failures.append(_Failure(pattern, "no such file or folder"))
             continue
+        images = sorted(set(images), key=str)
         fresh = [p for p in images if p not in found and not is_upscale_output(p)]
         earlier_outputs += sum(1 for p in images if p not in found) - len(fresh)
-        found.update(fresh)
+        found.update(dict.fromkeys(fresh))
     if earlier_outputs:
         tqdm.write(
             f"dasr: note: left out {earlier_outputs} earlier output(s) of dasr upscale found in "
             "the input folders (name a file to take it)",
             file=sys.stderr,
         )
-    return sorted(found, key=lambda p: str(p)), failures
+    return list(found), failures
 
 
 def _report(failure: _Failure) -> None:
@@ -262,6 +268,30 @@ def _clamped_slots(v: torch.Tensor) -> dict[str, float]:
     }
 
 
+# An excursion of a slot of v beyond [0, 1] by at most this much is the predictor's ordinary
+# overshoot (a hundredth of a slot's range); clamping it changes nothing a user would act on.
+CLAMP_NOTE_TOLERANCE = 0.01
+
+
+def _clamp_note(
+    clamped: dict[str, float], *, tolerance: float = CLAMP_NOTE_TOLERANCE
+) -> str | None:
+    """One line summarising the slots clamped by more than `tolerance`, or None if there are none.
+
+    Says how many slots were beyond [0, 1] by more than `tolerance` and which went furthest.
+    """
+    excursions = {name: max(-value, value - 1.0) for name, value in clamped.items()}
+    beyond = {name: excess for name, excess in excursions.items() if excess > tolerance}
+    if not beyond:
+        return None
+    worst = max(beyond, key=beyond.__getitem__)
+    return (
+        f"note: {len(beyond)} of the {len(SLOTS)} slots of v were outside [0, 1] by more than "
+        f"{tolerance:g} and were clamped before decoding; largest: {worst} = {clamped[worst]:.4g} "
+        f"({beyond[worst]:.4g} beyond)"
+    )
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         model = _load(args)
@@ -306,9 +336,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}  (decoded with the {Level(args.level).value} ranges)")
             for name, value in physical.items():
                 print(f"  {name:<20} {_format_value(value)}")
-            if clamped:
-                listed = ", ".join(f"{name} {value:.4g}" for name, value in clamped.items())
-                print(f"  note: clamped to [0, 1] before decoding: {listed}")
+            note = _clamp_note(clamped)
+            if note is not None:
+                print(f"  {note}")
             print(f"  {'expert_weights':<20} " + " ".join(f"{float(x):.4g}" for x in a))
     if args.json:
         print(json.dumps(records, indent=2))

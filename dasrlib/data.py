@@ -1,8 +1,8 @@
 """HR image sets, random training patches, the embedded default photos and the DIV2K fetcher.
 
 The paper trains on DIV2K + Flickr2K + OutdoorSceneTraining HR images with random 256x256 patches
-(DESIGN section 1). Those sets are not on every machine, so the default data set is the handful
-of natural photos shipped inside scikit-image, scikit-learn and matplotlib (DESIGN section 4):
+(Sec. 4.1 of the paper). Those sets are not on every machine, so the default data set is the handful
+of natural photos shipped inside scikit-image, scikit-learn and matplotlib (no download):
 `open_hr_images(None)` gives them, `open_hr_images(path)` gives any folder of images.
 
 `PatchSampler` keeps every HR image as a uint8 tensor on the training device and cuts random,
@@ -71,7 +71,7 @@ DATASET_FOLDERS: dict[str, tuple[str, ...]] = {
 """Known HR data sets and the folder names their archives unpack to."""
 
 TRAINING_SETS = ("div2k_train", "flickr2k", "ost")
-"""The paper's training data (DESIGN section 1): DIV2K train + Flickr2K + OST."""
+"""The paper's training data (Sec. 4.1): DIV2K train + Flickr2K + OST."""
 
 _SEARCH_DEPTH = 3  # how many folder levels below a root find_dataset_root looks
 
@@ -260,7 +260,7 @@ def _package_dir(package: str) -> Path | None:
 
 
 class EmbeddedPhotos(ImageList):
-    """The default data set: natural photos shipped inside installed packages (DESIGN section 4).
+    """The default data set: natural photos shipped inside installed packages (no download needed).
 
     scikit-image (astronaut, chelsea, coffee, rocket, motorcycle_left/right), scikit-learn
     (china, flower) and matplotlib (grace_hopper); 300 to 600 pixels on the short side. Nothing is

@@ -1,4 +1,4 @@
-"""The evaluation loop and the rendering of its results (DESIGN section 3; Tables 1 and 2).
+"""The evaluation loop and the rendering of its results (Sec. 4.1 protocol; Tables 1 and 2).
 
 `evaluate` runs one `dasrlib.methods.Method` over the test sets built by `dasrlib.testsets` and
 returns long-format rows (STYLE point 8): one row per image and metric, then one mean row per
@@ -352,11 +352,13 @@ def evaluate_methods(
     lpips: LPIPSMetric | LPIPSUnavailable | None,
     paper: PaperTable,
     upscalers: Mapping[str, Upscaler] | None = None,
+    how_to_fill: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """`evaluate` every provided method; the others keep their rows, marked "not provided".
 
     A method given as None, or whose weight file does not exist (a conventional location the
-    user has not filled), gets NaN rows whose note says which.
+    user has not filled), gets NaN rows whose note says which, followed by ``how_to_fill[name]``
+    (where the weights are published and where to put them) when given.
 
     `lpips=None` fills the LPIPS cells with "n/a: LPIPS not requested" (the row stays).
     `upscalers` gives, by method name, a model already in memory instead of loading its weights.
@@ -372,6 +374,9 @@ def evaluate_methods(
         )
         if method is None or absent is not None:
             note = NOT_PROVIDED if absent is None else f"{NOT_PROVIDED}: no file at {absent}"
+            hint = (how_to_fill or {}).get(name)
+            if hint:
+                note = f"{note}; to fill: {hint}"
             if absent is None:
                 logger.info("%s: weights not provided; its cells say %r", name, note)
             else:
@@ -410,6 +415,8 @@ class TableResult:
     tables: dict[str, pd.DataFrame]
     csv_path: Path
     markdown_path: Path
+    title: str = ""
+    """The first line of the markdown file (without ``# ``): a smoke run says so here."""
 
 
 def lpips_description(lpips: LPIPSMetric | LPIPSUnavailable | None) -> str | None:
@@ -447,7 +454,11 @@ def write_table(
     markdown_path = csv_path.with_suffix(".md")
     atomic_write_text(markdown_path, "\n".join(lines))
     return TableResult(
-        rows=rows, tables=dict(tables), csv_path=csv_path, markdown_path=markdown_path
+        rows=rows,
+        tables=dict(tables),
+        csv_path=csv_path,
+        markdown_path=markdown_path,
+        title=title,
     )
 
 

@@ -1,4 +1,4 @@
-"""Image quality metrics with the paper's conventions (DESIGN section 3; Sec. 4.1 of the paper).
+"""Image quality metrics with the paper's conventions (Sec. 4.1 of the paper).
 
 - PSNR on the Y channel of YCbCr (ITU-R BT.601, studio range 16-235), 4-pixel border crop, computed
   on 8-bit rounded images (as BasicSR's `calculate_psnr(..., test_y_channel=True)`).

@@ -1,4 +1,4 @@
-"""The paper's published numbers (DESIGN section 3) and the names they are keyed by.
+"""The paper's published numbers (Tables 1 and 2) and the names they are keyed by.
 
 Tables 1 and 2 of Liang, Zeng and Zhang (ECCV 2022): PSNR-Y (dB) / LPIPS per method and test
 set, and Table 2's cost (latency on a V100, GMACs at a 256x256 input, parameters, memory). Rows
@@ -43,7 +43,7 @@ METRIC_LPIPS = "lpips_alex"
 METRIC_V_MAE = "v_mae"
 
 # --------------------------------------------------------------------------------------------------
-# The paper's numbers (DESIGN section 3): {method: {level: (PSNR-Y dB, LPIPS)}}
+# The paper's numbers (Tables 1 and 2): {method: {level: (PSNR-Y dB, LPIPS)}}
 # --------------------------------------------------------------------------------------------------
 
 PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {

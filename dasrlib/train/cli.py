@@ -16,7 +16,7 @@ from dasrlib.config import ConfigError, read_config_file, to_dict
 from dasrlib.data import TRAINING_INPUT_ERRORS
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.models.checkpoints import CheckpointError
-from dasrlib.train.config import config_from_parameters
+from dasrlib.train.config import config_from_parameters, explicit_names
 from dasrlib.train.loop import train
 from dasrlib.train.validation import validation_summary
 
@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets[key.strip()] = yaml.safe_load(value)
     try:
         parameters: dict[str, Any] = {} if args.params is None else read_config_file(args.params)
-        config = config_from_parameters(parameters, overrides=sets)
+        config = config_from_parameters(
+            parameters, overrides=sets, explicit=explicit_names(parameters, sets)
+        )
         resolve_device(config.run.device)
     except (ConfigError, DeviceUnavailableError) as error:
         print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)

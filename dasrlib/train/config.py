@@ -1,4 +1,4 @@
-"""The training configuration (Sec. 4.1, DESIGN 1): typed sections, validated once when built.
+"""The training configuration (Sec. 4.1): typed sections, validated once when built.
 
 Attribute paths (the flat names of files, notebooks and ``--set`` on the left)::
 
@@ -39,8 +39,9 @@ hash is the hash of the config with those two sections at their defaults.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,8 +64,11 @@ __all__ = [
     "OptimiserSection",
     "RunSection",
     "ScheduleSection",
+    "STAGE_ONLY_FIELDS",
     "TrainConfig",
     "config_from_parameters",
+    "explicit_names",
+    "fields_without_effect",
     "loss_weights",
     "resume_hash",
 ]
@@ -73,6 +77,8 @@ STAGES = ("pretrain", "dasr", "baseline", "both")
 SINGLE_NETWORKS = ("srresnet", "edsr", "rrdb", "swinir")
 DASR_BACKBONES = {"srresnet": "srresnet", "edsr": "edsr_m", "edsr_m": "edsr_m"}
 """A DASR expert topology by its config name (DASR's own name on the right)."""
+
+logger = logging.getLogger(__name__)
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - the metadata key is "help"
@@ -297,7 +303,7 @@ def loss_weights(stage: str, loss: LossSection) -> dict[str, float]:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything a training run does; the defaults are the paper's (Sec. 4.1, DESIGN 1).
+    """Everything a training run does; the defaults are the paper's (Sec. 4.1).
 
     Every check that needs only the config runs here, once, when it is built.
     """
@@ -360,8 +366,54 @@ def resume_differences(saved: Mapping[str, Any], config: TrainConfig) -> list[st
     return sorted(k for k in now if k not in RESUME_FREE_FIELDS and saved.get(k) != now[k])
 
 
+_DASR_STAGES = ("dasr", "both")
+STAGE_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
+    "pretrain_iterations": ("both",),
+    "num_experts": _DASR_STAGES,
+    "weighting": _DASR_STAGES,
+    "mixing": _DASR_STAGES,
+    "per_sample_impl": _DASR_STAGES,
+    "predictor_feat": _DASR_STAGES,
+    "expert_init_noise": _DASR_STAGES,
+    "regression_weight": _DASR_STAGES,
+    "predictor_warmup_iters": _DASR_STAGES,
+    "perceptual_weight": ("dasr", "baseline", "both"),
+    "adversarial_weight": ("dasr", "baseline", "both"),
+}
+"""Flat names that have an effect only in the stages listed (`loss_weights`, `build_generator`)."""
+
+
+def fields_without_effect(stage: str, names: Iterable[str]) -> list[str]:
+    """The flat `names` that have no effect in `stage` (see `STAGE_ONLY_FIELDS`), sorted."""
+    return sorted({name for name in names if stage not in STAGE_ONLY_FIELDS.get(name, (stage,))})
+
+
+def _given_names(mapping: Mapping[str, Any]) -> set[str]:
+    """Flat names of a parameter mapping: flat keys, dotted keys' last part, sections' keys."""
+    sections = {f.name for f in dataclasses.fields(TrainConfig)}
+    names: set[str] = set()
+    for key, value in mapping.items():
+        if key in sections and isinstance(value, Mapping):
+            names.update(value)
+        else:
+            names.add(key.rpartition(".")[2])
+    return names
+
+
+def _without_effect_message(config: TrainConfig, names: Sequence[str]) -> str:
+    flat = to_dict(config)
+    listed = "; ".join(
+        f"{name} = {flat.get(name)!r} (used only in stage {' / '.join(STAGE_ONLY_FIELDS[name])})"
+        for name in names
+    )
+    return f"stage {config.stage!r} does not use {listed}"
+
+
 def config_from_parameters(
-    parameters: Mapping[str, Any], *, overrides: Mapping[str, Any] | None = None
+    parameters: Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    explicit: Collection[str] | None = None,
 ) -> TrainConfig:
     """A `TrainConfig` from notebook parameters: flat names plus an ``overrides`` dict.
 
@@ -369,10 +421,37 @@ def config_from_parameters(
     one parameter file gives the same run either way. Every name must be a config key (flat, a
     section, or dotted); an unknown one raises `dasrlib.config.ConfigError` naming it. A run's
     recorded config (``run.json``, a checkpoint state) reads back the same way.
+
+    A field that has no effect in the chosen stage (`STAGE_ONLY_FIELDS`, e.g.
+    ``pretrain_iterations`` with ``stage: pretrain``) is a `ConfigError` when its name is in
+    `explicit` (the names a user set: a parameter file's keys and ``--set``). Without `explicit`
+    (a notebook, whose namespace mixes its own defaults with what a file injected) such fields
+    that differ from `TrainConfig`'s defaults are logged as a warning instead.
     """
     values = dict(parameters)
     extra = values.pop("overrides", None) or {}
-    return load_config(TrainConfig, values, overrides={**extra, **(overrides or {})})
+    config = load_config(TrainConfig, values, overrides={**extra, **(overrides or {})})
+    if explicit is not None:
+        unused = fields_without_effect(config.stage, explicit)
+        if unused:
+            raise ConfigError(_without_effect_message(config, unused))
+        return config
+    given = explicit_names(parameters, overrides)
+    defaults = to_dict(TrainConfig())
+    flat = to_dict(config)
+    unused = [n for n in fields_without_effect(config.stage, given) if flat[n] != defaults[n]]
+    if unused:
+        logger.warning("%s: ignored", _without_effect_message(config, unused))
+    return config
+
+
+def explicit_names(
+    parameters: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> set[str]:
+    """The flat names a parameter file (with its ``overrides``) and ``--set`` items set."""
+    values = dict(parameters)
+    extra = values.pop("overrides", None) or {}
+    return _given_names(values) | _given_names(extra) | _given_names(overrides or {})
 
 
 def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The deterministic training-data stream: batches as a function of (seed, rank, iteration).
 
-Exact resume (Sec. 4.1 schedule, DESIGN 1). The only randomness after initialisation is the data
+Exact resume (Sec. 4.1 schedule). The only randomness after initialisation is the data
 stream, and it is made a deterministic function of (seed, rank, iteration): iterations are grouped
 into blocks of `data_block_iters`; each block starts a fresh patch sampler generator and a fresh
 `TrainingPairSource` (its 192-sample queue refilled) seeded from (seed, rank, block). Resuming at

@@ -201,3 +201,28 @@ def test_negative_tile_is_a_usage_error(checkpoint: Path, tmp_path: Path, capsys
     assert code == 2
     assert "--tile" in capsys.readouterr().err
     assert not (tmp_path / "out" / "in_x4.png").exists()
+
+
+def test_predict_keeps_the_order_given_on_the_command_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    inside = [_image(folder / name, seed=20 + i) for i, name in enumerate(("y.png", "x.png"))]
+    last, first = _image(tmp_path / "a.png", seed=30), _image(tmp_path / "z.png", seed=31)
+    assert _run("predict", first, folder, last, first, "--json", "--model", checkpoint) == 0
+    paths = [record["path"] for record in json.loads(capsys.readouterr().out)]
+    # as given; a folder's files in name order at its place; a repeated file once
+    assert paths == [str(first), str(inside[1]), str(inside[0]), str(last)]
+
+
+def test_predict_summarises_clamped_slots_in_one_line() -> None:
+    from dasrlib.cli import _clamp_note
+
+    tiny = {f"slot{i}": -1e-4 * (i + 1) for i in range(24)}
+    assert _clamp_note(tiny) is None  # ordinary overshoot within the tolerance: no note
+    note = _clamp_note({**tiny, "blur1_sigma_x": 1.3, "noise1_level": -0.05})
+    assert note is not None and "\n" not in note
+    assert note.startswith("note: 2 of the 33 slots")
+    assert "blur1_sigma_x = 1.3" in note and "0.3 beyond" in note
+    assert "slot0" not in note

@@ -58,7 +58,7 @@ def test_slot_table_matches_design() -> None:
     assert {i for i, k in kinds.items() if k == "flag"} == {19, 23}
     onehot = {i for i, k in kinds.items() if k == "onehot"}
     assert onehot == {11, 12, 13, 15, 16, 17, 20, 21, 24, 25, 28, 29, 30, 31, 32}
-    # the ranges of DESIGN section 2, per level
+    # the ranges of dasrlib/degradation/levels.py (Sec. 3.2), per level
     by_name = {s.name: s for s in SLOTS}
     assert by_name["blur1_sigma_x"].ranges == {
         Level.WEAK: (0.2, 0.8),

@@ -207,10 +207,10 @@ def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
     )  # (set, metric) rows: PSNR and LPIPS
     assert not (result.tables["PSNR-Y (dB) and LPIPS"] == "missing").any().any()
     rrdb = result.tables["PSNR-Y (dB) and LPIPS"]["RRDB"]
-    assert rrdb.str.startswith("not provided; paper").all()
+    assert rrdb.str.startswith("not provided; to fill: put RRDB_PSNR_x4.pth").all()
     assert (
         result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-III", paper.METRIC_PSNR), "RRDB"]
-        == "not provided; paper 23.91"
+        == f"not provided; to fill: {table1.TABLE1_HOW_TO_FILL['RRDB']}; paper 23.91"
     )
     assert (
         result.tables["PSNR-Y (dB) and LPIPS"]
@@ -218,12 +218,15 @@ def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
         .endswith("(n=2)")
     )
     bsrgan = result.tables["PSNR-Y (dB) and LPIPS"].loc[("Level-I", paper.METRIC_PSNR), "BSRGAN"]
-    assert bsrgan == f"not provided: no file at {absent}; paper 26.78"
+    assert bsrgan == (
+        f"not provided: no file at {absent}; to fill: {table1.TABLE1_HOW_TO_FILL['BSRGAN']}; "
+        "paper 26.78"
+    )
     written = pd.read_csv(result.csv_path)
     assert set(written["method"]) == set(methods)
     assert (tmp_path / "table1.json").is_file()
     text = result.markdown_path.read_text()
-    assert "| Level-II | psnr_y_db |" in text and "not provided; paper 26.46" in text
+    assert "| Level-II | psnr_y_db |" in text and "pretrained models) into data/weights/" in text
 
 
 def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:

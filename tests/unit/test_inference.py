@@ -89,7 +89,7 @@ def test_srresnet_receptive_field_is_two_per_block_plus_three(num_block: int) ->
 
 
 def test_default_overlap_covers_the_paper_expert() -> None:
-    # 16 residual blocks (DESIGN section 1): radius 35, so tiled DASR equals untiled DASR.
+    # 16 residual blocks (Sec. 3.1): radius 35, so tiled DASR equals untiled DASR.
     assert DEFAULT_OVERLAP >= 2 * 16 + 3
 
 

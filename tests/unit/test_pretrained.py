@@ -25,8 +25,11 @@ from dasrlib.losses import PerceptualLoss
 from dasrlib.metrics import LPIPSMetric, lpips_linear_weights_path
 from dasrlib.models.checkpoints import load_third_party
 
-LPIPS_REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "reference"
-LPIPS_REFERENCE = LPIPS_REFERENCE / "lpips"
+LPIPS_REFERENCE_NAME = "../shared/data/reference/lpips"
+"""An optional external data folder beside the repository (not part of a clone) holding the LPIPS
+authors' example images ex_ref.png, ex_p0.png and ex_p1.png (github.com/richzhang/
+PerceptualSimilarity, folder imgs/); without them the published-distances check is skipped."""
+LPIPS_REFERENCE = Path(__file__).resolve().parents[2] / LPIPS_REFERENCE_NAME
 
 
 def _fetch_or_skip(name: str) -> list[Path]:
@@ -196,7 +199,11 @@ def _rgb(path: Path) -> np.ndarray:
 
 def test_lpips_alex_reproduces_the_published_distances(imagenet_features, monkeypatch) -> None:
     if not (LPIPS_REFERENCE / "ex_ref.png").is_file():
-        pytest.skip(f"the LPIPS example images are not at {LPIPS_REFERENCE}")
+        pytest.skip(
+            f"optional external data folder {LPIPS_REFERENCE_NAME} (beside the repository) does "
+            "not hold the LPIPS example images ex_ref.png, ex_p0.png, ex_p1.png "
+            "(https://github.com/richzhang/PerceptualSimilarity, imgs/)"
+        )
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")  # the converted file, not a cache
     metric = LPIPSMetric(device="cpu")
     assert metric.alexnet_path == imagenet_features["alexnet"]
