@@ -28,7 +28,8 @@ Attribute paths (the flat names of files, notebooks and ``--set`` on the left)::
 Build one from flat names with `config_from_parameters` or ``load_config(TrainConfig, flat)``;
 change fields with ``config.replace(name="x", lr=3e-4)`` (flat or dotted names). Files keep the
 flat layout: ``to_dict(config)`` is the flat mapping that ``run.json`` and checkpoint states have
-always held, and `config_hash` hashes it, so hashes of old runs are unchanged.
+always held. `config_hash` hashes the fields of `FORMAT_1_FIELDS` in full and a field added since
+only when it differs from its default, so adding a field with a default changes no run's hash.
 
 The sections split the science from the bookkeeping: `model`, `data`, `loss`, `optimiser` and the
 top-level stage and seed decide what a run computes; `schedule` (how long, how often to log) and
@@ -42,7 +43,7 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from dasrlib.config import (
     ConfigError,
@@ -55,6 +56,7 @@ from dasrlib.config import (
 from dasrlib.degradation import Level
 
 __all__ = [
+    "FORMAT_1_FIELDS",
     "RESUME_FREE_FIELDS",
     "STAGES",
     "DataSection",
@@ -275,6 +277,14 @@ class RunSection:
     tensorboard: bool = _f(False, "also log scalars to <run>/tensorboard")
     progress: bool = _f(True, "tqdm progress bar")
 
+    @property
+    def path(self) -> str:
+        """The run folder ``<out_dir>/<name>`` as written (relative paths stay relative; make it
+        absolute with `dasrlib.results.project_path`). The one place a run folder is named: the
+        trainer writes there, stage 'both' and the experiments' plans point ``init_from`` at it.
+        """
+        return f"{self.out_dir}/{self.name}"
+
 
 def _section(cls: type, help: str) -> Any:  # noqa: A002 - the metadata key is "help"
     return field(default_factory=cls, metadata=flat_section(help))
@@ -295,6 +305,35 @@ def loss_weights(stage: str, loss: LossSection) -> dict[str, float]:
     return {k: v for k, v in weights.items() if v > 0}
 
 
+FORMAT_1_FIELDS: tuple[str, ...] = (
+    # top level and model
+    "stage", "seed", "pretrain_iterations", "backbone", "num_feat", "num_block", "num_experts",
+    "weighting", "mixing", "per_sample_impl", "predictor_feat", "init_from", "expert_init_noise",
+    "disc_num_feat",
+    # data
+    "data_root", "batch_size", "patch_size", "scale", "level_probs", "queue_size", "usm_targets",
+    "data_block_iters", "val_images", "val_crop", "val_levels",
+    # loss
+    "pixel_weight", "regression_weight", "perceptual_weight", "adversarial_weight",
+    "perceptual_layer_weights", "vgg_network", "vgg_weights", "allow_random_vgg_for_tests",
+    # optimiser
+    "lr", "disc_lr", "betas", "lr_milestones", "lr_gamma", "ema_decay", "predictor_warmup_iters",
+    "max_nonfinite_in_a_row",
+    # schedule
+    "iterations", "start_iteration", "time_limit_minutes", "log_every", "val_every",
+    "checkpoint_every",
+    # run
+    "name", "out_dir", "resume", "device", "precision", "channels_last", "compile",
+    "prefetch_data", "export_dtype", "tensorboard", "progress",
+)  # fmt: skip
+"""The flat fields `TrainConfig` had when run hashes were format 1 (every field hashed): frozen.
+
+`config_hash` hashes these in full and any field added since only when it differs from its
+default, so every existing run keeps its `config_hash` and `resume_hash`. Never add a name
+here; a new field needs no entry anywhere to leave old hashes alone.
+"""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Everything a training run does; the defaults are the paper's (Sec. 4.1, DESIGN 1).
@@ -313,6 +352,8 @@ class TrainConfig:
     optimiser: OptimiserSection = _section(OptimiserSection, "optimisation")
     schedule: ScheduleSection = _section(ScheduleSection, "length and log cadence")
     run: RunSection = _section(RunSection, "run folder, machine, outputs")
+
+    HASHED_IN_FULL: ClassVar[tuple[str, ...]] = FORMAT_1_FIELDS  # see `config_hash`
 
     def __post_init__(self) -> None:
         stages = ("pretrain", "dasr") if self.stage == "both" else (self.stage,)
