@@ -54,6 +54,7 @@ from dasrlib.config import (
     to_dict,
 )
 from dasrlib.degradation import Level
+from dasrlib.models import backbones
 
 __all__ = [
     "FORMAT_1_FIELDS",
@@ -72,9 +73,6 @@ __all__ = [
 ]
 
 STAGES = ("pretrain", "dasr", "baseline", "both")
-SINGLE_NETWORKS = ("srresnet", "edsr", "rrdb", "swinir")
-DASR_BACKBONES = {"srresnet": "srresnet", "edsr": "edsr_m", "edsr_m": "edsr_m"}
-"""A DASR expert topology by its config name (DASR's own name on the right)."""
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - the metadata key is "help"
@@ -94,8 +92,8 @@ class ModelSection:
 
     backbone: str = _f(
         "srresnet",
-        "network of pretrain/baseline (srresnet, edsr, rrdb, swinir); expert topology of dasr "
-        "(srresnet or edsr)",
+        f"network of pretrain/baseline ({', '.join(b.name for b in backbones.BACKBONES)}); "
+        f"expert topology of dasr ({', '.join(b.name for b in backbones.BACKBONES if b.expert)})",
     )
     num_feat: int = _f(64, "features of srresnet/edsr/dasr experts")
     num_block: int = _f(16, "residual blocks of srresnet/edsr/dasr experts")
@@ -361,10 +359,16 @@ class TrainConfig:
         if self.stage == "both" and self.pretrain_iterations <= 0:
             raise ValueError("stage='both' needs pretrain_iterations > 0")
         backbone = self.model.backbone
-        if self.stage in ("pretrain", "baseline") and backbone not in SINGLE_NETWORKS:
-            raise ValueError(f"backbone {backbone!r} is not one of {SINGLE_NETWORKS}")
-        if self.stage in ("dasr", "both") and backbone not in DASR_BACKBONES:
-            raise ValueError(f"DASR backbone {backbone!r} is not one of srresnet, edsr")
+        if self.stage in ("pretrain", "baseline") and backbone not in backbones.backbone_names():
+            raise ValueError(
+                f"backbone {backbone!r} is not one of {backbones.backbone_names()} "
+                "(dasrlib.models.backbones)"
+            )
+        if self.stage in ("dasr", "both") and backbone not in backbones.expert_names():
+            raise ValueError(
+                f"DASR backbone {backbone!r} is not one of {backbones.expert_names()} "
+                "(dasrlib.models.backbones)"
+            )
         for stage in stages:
             weights = loss_weights(stage, self.loss)
             if not weights or set(weights) == {"adversarial"}:
