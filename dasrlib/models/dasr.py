@@ -137,9 +137,7 @@ class DASR(nn.Module):
             )
         if per_sample_impl == "expert_sum" and mixing != "weights":
             raise ValueError("per_sample_impl 'expert_sum' needs mixing='weights'")
-        expert_name = _expert_backbone(backbone).expert  # "edsr" and "edsr_m": "edsr_m"
-        assert expert_name is not None
-        backbone = expert_name
+        backbone = str(_expert_backbone(backbone).expert)  # DASR's name: edsr -> edsr_m
         self.num_experts = num_experts
         self.backbone = backbone
         self.scale = scale
