@@ -119,7 +119,7 @@ def test_the_campaign_run_record_hashes_as_recorded() -> None:
     """The full flat config a run.json holds (every field written) gives the recorded hashes."""
     record = config_from_parameters(CAMPAIGN_PRETRAIN)
     full = to_dict(record)
-    assert set(full) == set(FORMAT_1_FIELDS) and len(FORMAT_1_FIELDS) == 58
+    assert set(FORMAT_1_FIELDS) <= set(full) and len(set(FORMAT_1_FIELDS)) == 58
     assert resume_hash(config_from_parameters(json.loads(json.dumps(full)))) == "2cce5e392b4a"
 
 
