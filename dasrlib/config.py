@@ -41,6 +41,7 @@ from dasrlib.io import atomic_write_text
 
 __all__ = [
     "ConfigError",
+    "HASH_FORMAT",
     "config_hash",
     "describe",
     "flat_section",
@@ -396,14 +397,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def config_hash(config: Any, *, length: int = 12) -> str:
-    """Short stable hash of a config's class name and values (hex sha256 prefix).
+HASH_FORMAT = 2
+"""The tag of the growth-safe hash payload (`config_hash`); format 1 hashed every field."""
 
-    Equal configs give equal hashes across processes and machines; key order does not matter.
+
+def config_hash(config: Any, *, length: int = 12) -> str:
+    """Short stable hash of what a config says (hex sha256 prefix); growth-safe.
+
+    Hashed: the class name and the flat values (`to_dict`) that differ from the class defaults,
+    tagged ``"format": HASH_FORMAT``, so adding a field with a default changes no existing hash.
+    A class whose hashes predate this (format 1 hashed every field) lists the fields it had then
+    in a class attribute ``HASHED_IN_FULL``: those are hashed whatever their value, and while
+    every other field is at its default the payload is exactly format 1's (no tag), so old
+    digests stay valid. Equal configs give equal hashes across processes and machines; key order
+    does not matter.
     """
-    payload = {"class": type(config).__qualname__, "values": to_dict(config)}
+    values = to_dict(config)
+    in_full = frozenset(getattr(type(config), "HASHED_IN_FULL", ()))
+    defaults = _default_values(type(config))
+    hashed = {
+        k: v for k, v in values.items() if k in in_full or k not in defaults or v != defaults[k]
+    }
+    payload: dict[str, Any] = {"class": type(config).__qualname__, "values": hashed}
+    if not in_full or not set(hashed) <= in_full:
+        payload["format"] = HASH_FORMAT
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def _default_values(cls: type) -> dict[str, Any]:
+    """The flat plain default of every field of `cls` that has one (as `to_dict` writes it)."""
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if _is_flat(f):
+            defaults.update(_plain(value))
+        else:
+            defaults[f.name] = _plain(value)
+    return defaults
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:

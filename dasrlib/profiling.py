@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dasrlib.device import DeviceUnavailableError, autocast_dtype, module_device, resolve_device
-from dasrlib.models.baselines import build_model
+from dasrlib.models.build import build_model, model_names
 from dasrlib.models.dasr import DASR, DASRInference
 
 __all__ = ["count_gmacs", "count_parameters", "inference_module", "main", "profile_model"]
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         required=True,
-        help="srresnet, edsr, rrdb, swinir, predictor, "
-        "discriminator, dasr or a Fig. 4 variant (dasr_n3, dasr_moe, ...)",
+        help=f"{', '.join(model_names())} or a Fig. 4 variant (dasr_n3, dasr_moe, ...)",
     )
     parser.add_argument(
         "--size", type=_at_least(8), default=256, help="LR height (and width) in pixels"

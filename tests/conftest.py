@@ -64,3 +64,13 @@ def hr_folder(make_image_file: Callable[..., Path], tmp_path: Path) -> Path:
     make_image_file("hr/sub/0004.tif", width=72, height=100, seed=4)
     (tmp_path / "hr" / "notes.txt").write_text("not an image")
     return tmp_path / "hr"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.safetensors from the current code instead of comparing "
+        "(tests/unit/test_golden.py; commit the new files with the numerics change)",
+    )

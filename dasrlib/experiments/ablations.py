@@ -50,6 +50,7 @@ from dasrlib.experiments.cost import GMACS_SIZE, height_width, measure_cost
 from dasrlib.io import read_image
 from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
+from dasrlib.models import backbones
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
 from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
@@ -100,8 +101,6 @@ _VARIANT_FIELDS: tuple[str, ...] = ("num_experts", "backbone", "weighting", "mix
 _DASR_DEFAULTS: dict[str, Any] = {
     name: inspect.signature(DASR).parameters[name].default for name in _VARIANT_FIELDS
 }
-# Backbone of the pretraining stage (a plain network) for each DASR expert topology.
-_PRETRAIN_BACKBONE = {"srresnet": "srresnet", "edsr_m": "edsr"}
 
 
 @dataclass(frozen=True)
@@ -201,11 +200,12 @@ def budget_config(
 
 
 def _pretraining(backbone: str) -> runs.Pretraining:
-    if backbone not in _PRETRAIN_BACKBONE:
-        raise ValueError(
-            f"unknown backbone {backbone!r}; expected one of {list(_PRETRAIN_BACKBONE)}"
-        )
-    return runs.Pretraining(role=f"pretrain_{backbone}", backbone=_PRETRAIN_BACKBONE[backbone])
+    """The pretraining of the plain network a DASR expert topology copies: its backbone entry
+    (`dasrlib.models.backbones`; ``edsr_m`` pretrains ``edsr``)."""
+    if backbone not in backbones.expert_names():
+        known = list(backbones.expert_names())
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {known}")
+    return runs.Pretraining(role=f"pretrain_{backbone}", backbone=backbones.backbone(backbone).name)
 
 
 def _network(variant: Ablation) -> runs.NetworkRun:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dasrlib.config import config_hash, to_dict
+from dasrlib.config import config_hash
 from dasrlib.results import project_path
 from dasrlib.train import TrainConfig, config_from_parameters, resume_hash, train
 
@@ -40,7 +40,6 @@ __all__ = [
     "network_config",
     "plan_runs",
     "pretrain_config",
-    "run_path",
     "run_planned",
     "train_or_load",
 ]
@@ -111,17 +110,6 @@ class TrainedRun:
         return self.run_dir / EXPORTED_MODEL
 
 
-def _settings(config: TrainConfig) -> dict[str, Any]:
-    """The flat fields of `config` (the layout of run.json); the one place they are read."""
-    return to_dict(config)
-
-
-def run_path(config: TrainConfig) -> str:
-    """``<out_dir>/<name>`` of `config`, as written (relative paths stay relative)."""
-    settings = _settings(config)
-    return f"{settings['out_dir']}/{settings['name']}"
-
-
 def train_or_load(config: TrainConfig) -> TrainedRun:
     """Train `config`, or load its run when `run.json` says it finished with the same config hash.
 
@@ -129,12 +117,11 @@ def train_or_load(config: TrainConfig) -> TrainedRun:
     which resumes from the run's checkpoint when there is one and ``resume="auto"``. `message`
     says which happened and why.
     """
-    settings = _settings(config)
-    name = str(settings["name"])
-    run_dir = project_path(run_path(config))
+    name = config.run.name
+    run_dir = project_path(config.run.path)
     wanted = config_hash(config)
     reason = "no run yet"
-    if settings["resume"] == "never":
+    if config.run.resume == "never":
         reason = "resume='never'"
     elif (run_dir / RUN_RECORD).is_file():
         record = RunRecord.read(run_dir)
@@ -171,12 +158,16 @@ class RunNaming:
     prefix: str
     hashed: bool = False
 
-    def name(self, role: str, values: Mapping[str, Any]) -> str:
-        """The run name of the config with flat fields `values` playing `role`."""
+    def name(self, role: str, config: TrainConfig) -> str:
+        """The run name of `config` playing `role` (its own name does not matter)."""
         base = f"{self.prefix}_{role}"
         if not self.hashed:
             return base
-        return f"{base}_{resume_hash(config_from_parameters({**values, 'name': base}))[:8]}"
+        return f"{base}_{resume_hash(config)[:8]}"
+
+    def named(self, role: str, config: TrainConfig) -> TrainConfig:
+        """`config` with its run name for `role`."""
+        return config.replace(name=self.name(role, config))
 
 
 @dataclass(frozen=True)
@@ -197,11 +188,11 @@ class NetworkRun:
     pretraining: Pretraining | None = None
 
 
-def _budget_values(budget: Mapping[str, Any] | TrainConfig) -> dict[str, Any]:
-    """Every flat field of the budget (a `TrainConfig` or flat fields, validated here)."""
-    if isinstance(budget, Mapping):
-        budget = config_from_parameters(dict(budget))
-    return _settings(budget)
+def _budget_config(budget: Mapping[str, Any] | TrainConfig) -> TrainConfig:
+    """The budget as a `TrainConfig` (flat fields are validated here)."""
+    if isinstance(budget, TrainConfig):
+        return budget
+    return config_from_parameters(dict(budget))
 
 
 def pretrain_config(
@@ -214,14 +205,10 @@ def pretrain_config(
     """The pretraining run: the budget with stage ``pretrain``, its backbone and `iterations`."""
     if iterations <= 0:
         raise ValueError(f"pretrain iterations must be positive, got {iterations}")
-    values = {
-        **_budget_values(budget),
-        "stage": "pretrain",
-        "backbone": pretraining.backbone,
-        "iterations": iterations,
-        "init_from": None,
-    }
-    return config_from_parameters({**values, "name": naming.name(pretraining.role, values)})
+    config = _budget_config(budget).replace(
+        stage="pretrain", backbone=pretraining.backbone, iterations=iterations, init_from=None
+    )
+    return naming.named(pretraining.role, config)
 
 
 def network_config(
@@ -232,8 +219,8 @@ def network_config(
     naming: RunNaming,
 ) -> TrainConfig:
     """The run of `network`: the budget plus the network's fields, started from `init_from`."""
-    values = {**_budget_values(budget), **network.fields, "init_from": init_from}
-    return config_from_parameters({**values, "name": naming.name(network.role, values)})
+    config = _budget_config(budget).replace(**network.fields, init_from=init_from)
+    return naming.named(network.role, config)
 
 
 def plan_runs(
@@ -260,7 +247,7 @@ def plan_runs(
                     budget, network.pretraining, iterations=pretrain_iterations, naming=naming
                 )
                 stages.append(first)
-                init_from = run_path(first)
+                init_from = first.run.path
             else:
                 logger.warning("pretrain_iterations=0: %s starts from random experts", key)
         stages.append(network_config(budget, network, init_from=init_from, naming=naming))
@@ -275,7 +262,7 @@ def run_planned(plan: Mapping[str, Sequence[TrainConfig]]) -> dict[str, TrainedR
     runs: dict[str, TrainedRun] = {}
     for key, stages in plan.items():
         for config in stages:
-            path = run_path(config)
+            path = config.run.path
             if path not in done:
                 done[path] = train_or_load(config)
             runs[key] = done[path]

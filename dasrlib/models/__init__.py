@@ -1,7 +1,7 @@
 """Models (Sec. 3.1): mixed convolution, experts, predictor P, weighting A, DASR, baselines,
 discriminator and checkpoints. See docs/ARCHITECTURE.md for the contracts."""
 
-from dasrlib.models.baselines import build_model
+from dasrlib.models.build import build_model
 from dasrlib.models.checkpoints import (
     CheckpointError,
     import_official_dasr,

@@ -1,27 +1,17 @@
-"""Table 2 baselines (RRDB, SwinIR) and `build_model`, which rebuilds a recorded architecture.
+"""Table 2 baselines: RRDB (the ESRGAN generator) and SwinIR, from spandrel's architecture code.
 
-RRDB (the ESRGAN generator) and SwinIR come from spandrel's architecture code; SRResNet, EDSR,
-the predictor, DASR and the discriminator are this package's. Every SR model built here maps
-[B, 3, H, W] in [0, 1] to [B, 3, 4H, 4W] (DASR returns a `DASROutput`; wrap it in `DASRInference`
-for a plain SR model). Each returned module carries ``architecture = {"name", "options"}`` so that
-checkpoints can record how to rebuild it (`dasrlib.models.checkpoints.load_model`).
+Both map [B, 3, H, W] in [0, 1] to [B, 3, 4H, 4W] and carry ``architecture = {"name",
+"options"}`` so that checkpoints can record how to rebuild them; they are entries of the backbone
+table (`dasrlib.models.backbones`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 
 from torch import nn
 
-from dasrlib.models.dasr import DASR, DASR_VARIANTS
-from dasrlib.models.discriminator import UNetDiscriminatorSN
-from dasrlib.models.experts import EDSR, SRResNet
-from dasrlib.models.predictor import DegradationPredictor
-
-__all__ = ["MODEL_NAMES", "build_model", "build_rrdb", "build_swinir"]
-
-MODEL_NAMES = ("srresnet", "edsr", "rrdb", "swinir", "predictor", "discriminator", "dasr")
+__all__ = ["build_rrdb", "build_swinir"]
 
 
 def build_rrdb(*, num_feat: int = 64, num_block: int = 23, scale: int = 4) -> nn.Module:
@@ -82,31 +72,3 @@ def build_swinir(
         },
     }
     return model
-
-
-_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
-    "srresnet": SRResNet,
-    "edsr": EDSR,
-    "rrdb": build_rrdb,
-    "swinir": build_swinir,
-    "predictor": DegradationPredictor,
-    "discriminator": UNetDiscriminatorSN,
-}
-
-
-def build_model(name: str, **options: object) -> nn.Module:
-    """Rebuild a model from its recorded name and keyword options (unknown options raise).
-
-    This is how a checkpoint's ``architecture`` metadata and the profiling CLI's ``--model``
-    become a network; code that knows what it builds calls the class (`SRResNet`, `DASR`, ...)
-    or `build_rrdb` / `build_swinir` directly. Names: ``srresnet``, ``edsr`` (EDSR-M), ``rrdb``,
-    ``swinir``, ``predictor``, ``discriminator``, ``dasr`` and the Fig. 4 variants of
-    `DASR_VARIANTS` (``dasr_n3``, ``dasr_n9``, ``dasr_sigmoid``, ``dasr_moe``, ``dasr_mapping``,
-    ``dasr_dcd``, ``dasr_edsr_m``), whose options override the variant's.
-    """
-    if name in _CONSTRUCTORS:
-        return _CONSTRUCTORS[name](**options)
-    if name in DASR_VARIANTS:
-        return DASR(**{**DASR_VARIANTS[name], **options})
-    known = ", ".join([*MODEL_NAMES, *(v for v in DASR_VARIANTS if v != "dasr")])
-    raise ValueError(f"unknown model {name!r}; expected one of: {known}")

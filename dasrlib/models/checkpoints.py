@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from dasrlib.io import atomic_write
-from dasrlib.models.baselines import build_model
+from dasrlib.models.build import build_model
 from dasrlib.models.dasr import DASR
 from dasrlib.models.mixed import ExpertBank
 

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from dasrlib.models import backbones
 from dasrlib.models.dynamic import ChannelMappedExpert, DecomposedDynamicExpert
-from dasrlib.models.experts import EDSR, SRResNet
 from dasrlib.models.mixed import (
     PER_SAMPLE_IMPLS,
     ExpertBank,
@@ -40,7 +40,6 @@ from dasrlib.models.mixed import (
 from dasrlib.models.predictor import DegradationPredictor, WeightingModule
 
 __all__ = [
-    "BACKBONES",
     "DASR",
     "DASR_VARIANTS",
     "DEFAULT_PER_SAMPLE_IMPL",
@@ -51,7 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = ("srresnet", "edsr_m")
 MIXING_MODES = ("weights", "outputs", "single_expert_mapping", "dcd")
 # Per-sample training path. Measured on 2 CPU cores (DASR N=5, batch 8, LR 32x32, forward +
 # backward): grouped ~2 s, bmm ~10 s, expert_sum ~12 s per step. All three are exact
@@ -79,6 +77,14 @@ class DASROutput(NamedTuple):
     a: Tensor
 
 
+def _expert_backbone(name: str) -> backbones.Backbone:
+    """The `dasrlib.models.backbones` entry of the expert topology `name` (an expert entry)."""
+    if name not in backbones.expert_names():
+        known = list(backbones.expert_names())
+        raise ValueError(f"unknown backbone {name!r}; expected one of {known}")
+    return backbones.backbone(name)
+
+
 def _expert_topology(
     backbone: str,
     *,
@@ -87,24 +93,14 @@ def _expert_topology(
     scale: int,
     conv_layer: type[nn.Module],
     generator: torch.Generator | None = None,
-) -> SRResNet | EDSR:
-    if backbone == "srresnet":
-        return SRResNet(
-            num_feat=num_feat,
-            num_block=num_block,
-            scale=scale,
-            conv_layer=conv_layer,
-            generator=generator,
-        )
-    if backbone == "edsr_m":
-        return EDSR(
-            num_feat=num_feat,
-            num_block=num_block,
-            scale=scale,
-            conv_layer=conv_layer,
-            generator=generator,
-        )
-    raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+) -> nn.Module:
+    return _expert_backbone(backbone).build(
+        num_feat=num_feat,
+        num_block=num_block,
+        scale=scale,
+        conv_layer=conv_layer,
+        generator=generator,
+    )
 
 
 class DASR(nn.Module):
@@ -141,6 +137,7 @@ class DASR(nn.Module):
             )
         if per_sample_impl == "expert_sum" and mixing != "weights":
             raise ValueError("per_sample_impl 'expert_sum' needs mixing='weights'")
+        backbone = str(_expert_backbone(backbone).expert)  # DASR's name: edsr -> edsr_m
         self.num_experts = num_experts
         self.backbone = backbone
         self.scale = scale
@@ -203,7 +200,7 @@ class DASR(nn.Module):
     def _expert_param(self) -> Tensor:
         return next(self.experts.parameters())
 
-    def plain_expert(self) -> SRResNet | EDSR:
+    def plain_expert(self) -> nn.Module:
         """A new ordinary network of this DASR's expert topology (random weights)."""
         return _expert_topology(self.backbone, conv_layer=nn.Conv2d, **self._topology_options)
 
@@ -280,7 +277,7 @@ class DASR(nn.Module):
         return DASROutput(self.super_resolve(lr, a), v_hat, a)
 
     @torch.no_grad()
-    def fuse(self, a: Tensor) -> SRResNet | EDSR:
+    def fuse(self, a: Tensor) -> nn.Module:
         """An ordinary expert network (``nn.Conv2d`` layers) with the mixed weights for a [N]
         (Eq. 2, "only one adapted network"); same device and dtype as the experts."""
         if self.mixing == "outputs":

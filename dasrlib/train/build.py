@@ -22,13 +22,12 @@ from torch import Tensor, nn
 
 from dasrlib import losses
 from dasrlib.device import resolve_device
-from dasrlib.models.baselines import build_rrdb, build_swinir
+from dasrlib.models import backbones
 from dasrlib.models.checkpoints import read_state_dict
 from dasrlib.models.dasr import DASR
 from dasrlib.models.discriminator import UNetDiscriminatorSN
-from dasrlib.models.experts import EDSR, SRResNet
 from dasrlib.results import project_path
-from dasrlib.train.config import DASR_BACKBONES, TrainConfig
+from dasrlib.train.config import TrainConfig
 from dasrlib.train.state import unprefixed
 from dasrlib.train.stream import derive_seed, seeded_generator
 
@@ -52,7 +51,7 @@ def build_generator(config: TrainConfig, *, generator: torch.Generator) -> nn.Mo
     if config.stage == "dasr":
         return DASR(
             num_experts=model.num_experts,
-            backbone=DASR_BACKBONES[model.backbone],
+            backbone=model.backbone,
             scale=scale,
             num_feat=model.num_feat,
             num_block=model.num_block,
@@ -62,20 +61,15 @@ def build_generator(config: TrainConfig, *, generator: torch.Generator) -> nn.Mo
             predictor_feat=model.predictor_feat,
             generator=generator,
         )
-    if model.backbone == "srresnet":
-        return SRResNet(
-            num_feat=model.num_feat, num_block=model.num_block, scale=scale, generator=generator
-        )
-    if model.backbone == "edsr":
-        return EDSR(
-            num_feat=model.num_feat, num_block=model.num_block, scale=scale, generator=generator
-        )
-    # rrdb and swinir: their Table 2 sizes; spandrel initialises them from the global RNG, so
-    # draw under a fork seeded from the run's seed.
-    build = {"rrdb": build_rrdb, "swinir": build_swinir}[model.backbone]
+    entry = backbones.backbone(model.backbone)
+    size = {"num_feat": model.num_feat, "num_block": model.num_block}
+    options = size if entry.sized_by_config else {}  # else the published size (Table 2)
+    if entry.seeded_by_generator:
+        return entry.build(**options, scale=scale, generator=generator)
+    # spandrel's networks initialise from the global RNG: draw under a fork seeded from the run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        return build(scale=scale)
+        return entry.build(**options, scale=scale)
 
 
 def build_discriminator(config: TrainConfig) -> UNetDiscriminatorSN:

@@ -28,7 +28,8 @@ Attribute paths (the flat names of files, notebooks and ``--set`` on the left)::
 Build one from flat names with `config_from_parameters` or ``load_config(TrainConfig, flat)``;
 change fields with ``config.replace(name="x", lr=3e-4)`` (flat or dotted names). Files keep the
 flat layout: ``to_dict(config)`` is the flat mapping that ``run.json`` and checkpoint states have
-always held, and `config_hash` hashes it, so hashes of old runs are unchanged.
+always held. `config_hash` hashes the fields of `FORMAT_1_FIELDS` in full and a field added since
+only when it differs from its default, so adding a field with a default changes no run's hash.
 
 The sections split the science from the bookkeeping: `model`, `data`, `loss`, `optimiser` and the
 top-level stage and seed decide what a run computes; `schedule` (how long, how often to log) and
@@ -43,7 +44,7 @@ import logging
 import types
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from dasrlib.config import (
     ConfigError,
@@ -54,8 +55,10 @@ from dasrlib.config import (
     to_dict,
 )
 from dasrlib.degradation import Level
+from dasrlib.models import backbones
 
 __all__ = [
+    "FORMAT_1_FIELDS",
     "RESUME_FREE_FIELDS",
     "STAGES",
     "DataSection",
@@ -74,9 +77,6 @@ __all__ = [
 ]
 
 STAGES = ("pretrain", "dasr", "baseline", "both")
-SINGLE_NETWORKS = ("srresnet", "edsr", "rrdb", "swinir")
-DASR_BACKBONES = {"srresnet": "srresnet", "edsr": "edsr_m", "edsr_m": "edsr_m"}
-"""A DASR expert topology by its config name (DASR's own name on the right)."""
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class ModelSection:
 
     backbone: str = _f(
         "srresnet",
-        "network of pretrain/baseline (srresnet, edsr, rrdb, swinir); expert topology of dasr "
-        "(srresnet or edsr)",
+        f"network of pretrain/baseline ({', '.join(b.name for b in backbones.BACKBONES)}); "
+        f"expert topology of dasr ({', '.join(b.name for b in backbones.BACKBONES if b.expert)})",
     )
     num_feat: int = _f(64, "features of srresnet/edsr/dasr experts")
     num_block: int = _f(16, "residual blocks of srresnet/edsr/dasr experts")
@@ -281,6 +281,14 @@ class RunSection:
     tensorboard: bool = _f(False, "also log scalars to <run>/tensorboard")
     progress: bool = _f(True, "tqdm progress bar")
 
+    @property
+    def path(self) -> str:
+        """The run folder ``<out_dir>/<name>`` as written (relative paths stay relative; make it
+        absolute with `dasrlib.results.project_path`). The one place a run folder is named: the
+        trainer writes there, stage 'both' and the experiments' plans point ``init_from`` at it.
+        """
+        return f"{self.out_dir}/{self.name}"
+
 
 def _section(cls: type, help: str) -> Any:  # noqa: A002 - the metadata key is "help"
     return field(default_factory=cls, metadata=flat_section(help))
@@ -299,6 +307,35 @@ def loss_weights(stage: str, loss: LossSection) -> dict[str, float]:
         weights["perceptual"] = loss.perceptual_weight
         weights["adversarial"] = loss.adversarial_weight
     return {k: v for k, v in weights.items() if v > 0}
+
+
+FORMAT_1_FIELDS: tuple[str, ...] = (
+    # top level and model
+    "stage", "seed", "pretrain_iterations", "backbone", "num_feat", "num_block", "num_experts",
+    "weighting", "mixing", "per_sample_impl", "predictor_feat", "init_from", "expert_init_noise",
+    "disc_num_feat",
+    # data
+    "data_root", "batch_size", "patch_size", "scale", "level_probs", "queue_size", "usm_targets",
+    "data_block_iters", "val_images", "val_crop", "val_levels",
+    # loss
+    "pixel_weight", "regression_weight", "perceptual_weight", "adversarial_weight",
+    "perceptual_layer_weights", "vgg_network", "vgg_weights", "allow_random_vgg_for_tests",
+    # optimiser
+    "lr", "disc_lr", "betas", "lr_milestones", "lr_gamma", "ema_decay", "predictor_warmup_iters",
+    "max_nonfinite_in_a_row",
+    # schedule
+    "iterations", "start_iteration", "time_limit_minutes", "log_every", "val_every",
+    "checkpoint_every",
+    # run
+    "name", "out_dir", "resume", "device", "precision", "channels_last", "compile",
+    "prefetch_data", "export_dtype", "tensorboard", "progress",
+)  # fmt: skip
+"""The flat fields `TrainConfig` had when run hashes were format 1 (every field hashed): frozen.
+
+`config_hash` hashes these in full and any field added since only when it differs from its
+default, so every existing run keeps its `config_hash` and `resume_hash`. Never add a name
+here; a new field needs no entry anywhere to leave old hashes alone.
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -320,16 +357,24 @@ class TrainConfig:
     schedule: ScheduleSection = _section(ScheduleSection, "length and log cadence")
     run: RunSection = _section(RunSection, "run folder, machine, outputs")
 
+    HASHED_IN_FULL: ClassVar[tuple[str, ...]] = FORMAT_1_FIELDS  # see `config_hash`
+
     def __post_init__(self) -> None:
         stages = ("pretrain", "dasr") if self.stage == "both" else (self.stage,)
         require_range(self, "pretrain_iterations", low=0)
         if self.stage == "both" and self.pretrain_iterations <= 0:
             raise ValueError("stage='both' needs pretrain_iterations > 0")
         backbone = self.model.backbone
-        if self.stage in ("pretrain", "baseline") and backbone not in SINGLE_NETWORKS:
-            raise ValueError(f"backbone {backbone!r} is not one of {SINGLE_NETWORKS}")
-        if self.stage in ("dasr", "both") and backbone not in DASR_BACKBONES:
-            raise ValueError(f"DASR backbone {backbone!r} is not one of srresnet, edsr")
+        if self.stage in ("pretrain", "baseline") and backbone not in backbones.backbone_names():
+            raise ValueError(
+                f"backbone {backbone!r} is not one of {backbones.backbone_names()} "
+                "(dasrlib.models.backbones)"
+            )
+        if self.stage in ("dasr", "both") and backbone not in backbones.expert_names():
+            raise ValueError(
+                f"DASR backbone {backbone!r} is not one of {backbones.expert_names()} "
+                "(dasrlib.models.backbones)"
+            )
         for stage in stages:
             weights = loss_weights(stage, self.loss)
             if not weights or set(weights) == {"adversarial"}:

@@ -159,8 +159,7 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
     pretrain = config.replace(
         stage="pretrain", name=f"{name}_pretrain", iterations=config.pretrain_iterations
     )
-    run_dir = Path(config.run.out_dir) / pretrain.run.name
-    dasr = config.replace(stage="dasr", init_from=run_dir.as_posix())
+    dasr = config.replace(stage="dasr", init_from=pretrain.run.path)
     return [pretrain, dasr]
 
 

@@ -83,7 +83,7 @@ class Trainer:
         self.resume_hash = resume_hash(config)
         self.dist = dist_ctx
         self.device = device
-        self.run_dir = project_path(config.run.out_dir) / config.run.name
+        self.run_dir = project_path(config.run.path)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.is_dasr = config.stage == "dasr"
         self.amp_dtype = autocast_dtype(device, config.run.precision)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dasrlib.models import DASR, SRResNet, UNetDiscriminatorSN
-from dasrlib.models.baselines import build_model
+from dasrlib.models.build import build_model
 from dasrlib.models.checkpoints import (
     CheckpointError,
     import_official_dasr,

@@ -16,7 +16,6 @@ from dasrlib import evaluate as ev
 from dasrlib import paper, testsets
 from dasrlib.config import to_dict
 from dasrlib.experiments import runs, table1, table2
-from dasrlib.experiments.runs import run_path
 from dasrlib.io import write_png
 from dasrlib.methods import Method, MethodKind, method_from_spec
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME, LPIPSUnavailable, load_lpips, psnr_y
@@ -263,9 +262,9 @@ def test_table2_configs_share_the_budget() -> None:
     assert dasr["stage"] == "dasr" and dasr["init_from"] == f"runs/{pretrain['name']}"
     # Another budget gets other run folders; more iterations continue the same one.
     other = table2.table2_configs({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
-    assert run_path(other["SRResNet"][0]) != run_path(configs["SRResNet"][0])
+    assert other["SRResNet"][0].run.path != configs["SRResNet"][0].run.path
     longer = table2.table2_configs({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
-    assert run_path(longer["SRResNet"][0]) == run_path(configs["SRResNet"][0])
+    assert longer["SRResNet"][0].run.path == configs["SRResNet"][0].run.path
     with pytest.raises(ValueError, match="backbone"):
         table2.table2_configs({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
 

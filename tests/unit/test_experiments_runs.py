@@ -14,7 +14,6 @@ from dasrlib.experiments.runs import (
     RunNaming,
     RunRecord,
     plan_runs,
-    run_path,
 )
 
 BUDGET = {"iterations": 3, "batch_size": 2, "patch_size": 32, "out_dir": "runs", "seed": 4}
@@ -40,7 +39,7 @@ def test_networks_on_one_backbone_share_one_pretraining_run() -> None:
     )
     for config, experts in ((a, 3), (b, 4)):
         values = to_dict(config)
-        assert values["init_from"] == "runs/x_pretrain_srresnet" == run_path(pre_a)
+        assert values["init_from"] == "runs/x_pretrain_srresnet" == pre_a.run.path
         assert values["num_experts"] == experts and values["iterations"] == 3
     plain = to_dict(plan["plain"][0])
     assert plain["name"] == "x_plain" and plain["init_from"] is None

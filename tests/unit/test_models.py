@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from dasrlib.models import DASR, EDSR, DASRInference, DegradationPredictor, SRResNet
-from dasrlib.models.baselines import build_model, build_swinir
+from dasrlib.models.baselines import build_swinir
+from dasrlib.models.build import build_model
 from dasrlib.models.dasr import DASR_VARIANTS
 from dasrlib.models.discriminator import UNetDiscriminatorSN
 from dasrlib.profiling import count_gmacs, count_parameters
