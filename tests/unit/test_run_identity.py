@@ -36,7 +36,9 @@ TINY_UNIT = dict(  # tests/unit/test_train.py's TINY with its out_dir and name
     name="run",
 )
 
-CAMPAIGN_PRETRAIN = {  # results/campaign/runs/pretrain_from0/run.json, fields off their defaults
+# results/campaign/runs/pretrain_from0/run.json, fields off their defaults; its data_root is the
+# campaign's optional external data folder of training images
+CAMPAIGN_PRETRAIN = {
     "stage": "pretrain",
     "data_root": "../shared/data/train",
     "batch_size": 16,
