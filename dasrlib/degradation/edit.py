@@ -13,10 +13,11 @@ import logging
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from .levels import Level
-from .vector import SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
+from .vector import NUM_SLOTS, SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
 
 __all__ = [
     "PARAMETER_ALIASES",
@@ -52,14 +53,23 @@ _SLOTS_OF: dict[str, tuple[int, ...]] = {
 }
 
 
-def as_vector(v: Tensor) -> Tensor:
-    """One degradation vector [v_dim] (from [v_dim] or [1, v_dim]), detached float32."""
+def as_vector(v: Tensor, *, length: int = NUM_SLOTS) -> Tensor:
+    """One degradation vector [length] (from [length] or [1, length]), detached float32.
+
+    `length` is the model's v_dim (the 33 slots of Eq. 1 by default). Raises `ValueError` for
+    another shape or a non-finite value.
+    """
+    if not isinstance(v, Tensor):
+        raise TypeError(f"v must be a tensor of {length} values, got {type(v).__name__}")
     if v.ndim == 2 and v.shape[0] == 1:
         v = v[0]
-    if v.ndim != 1:
+    if v.ndim != 1 or v.shape[0] != length:
         raise ValueError(
-            f"v must be one degradation vector [v_dim] or [1, v_dim], got {tuple(v.shape)}"
+            f"v must be one degradation vector of {length} slots ([{length}] or [1, {length}]), "
+            f"got shape {tuple(v.shape)}"
         )
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"v holds NaN or Inf values: {v.tolist()}")
     return v.detach().float()
 
 
