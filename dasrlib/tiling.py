@@ -177,13 +177,8 @@ def check_tile_memory(
     free = available_memory_bytes(device)
     if free is None or needed <= free:
         return
-    side = math.isqrt(
-        max(
-            1,
-            free
-            // max(1, estimate_tile_bytes(1, 1, scale=scale, feature_channels=feature_channels)),
-        )
-    )
+    per_pixel = estimate_tile_bytes(1, 1, scale=scale, feature_channels=feature_channels)
+    side = math.isqrt(max(1, free // 2 // per_pixel))  # a tile that fits in half of what is free
     suggestion = max(16, (side - 2 * (overlap + BLEND_WIDTH)) // 16 * 16)
     how = "untiled" if tile is None else f"with tile {tile}"
     raise TileMemoryError(
