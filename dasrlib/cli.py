@@ -13,7 +13,9 @@ one line with its cause and skipped; the exit status is 1 if any input failed, 2
 error (a bad option value, a model that cannot be loaded, a device that is not there).
 
 ``upscale`` writes only new files or (with ``--overwrite``) files an earlier ``dasr upscale``
-wrote; any other existing file at an output path is left alone and that image fails.
+wrote; any other existing file at an output path is left alone and that image fails, and so does
+an output another process is writing (each output is claimed while it is computed). The output
+folder is checked for writability before the model is loaded.
 """
 
 from __future__ import annotations

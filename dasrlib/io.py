@@ -9,7 +9,10 @@ Every file the workbench writes goes through `atomic_write`: data lands in a tem
 the destination directory and is moved into place with `os.replace`, so a crash never leaves a
 half-written result behind. A kill can leave the (empty or partial) temporary file itself; its
 name carries the writer's process id, and `remove_stale_temporaries` deletes those whose writer
-is gone (entry points call it on their output folders at start).
+is gone (entry points call it on their output folders at start). Results get the permissions a
+plain open() gives (0o666 minus the umask), whatever mode the writer used; ``overwrite=False``
+never replaces a file that appeared meanwhile. `claim_output` holds an output path for one
+process while it is computed, so two writers of one path do not race.
 """
 
 from __future__ import annotations
