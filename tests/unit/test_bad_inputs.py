@@ -878,3 +878,29 @@ def test_every_atomic_writer_leaves_the_permissions_of_a_plain_open(tmp_path: Pa
         assert modes == {p.name: oct(expected) for p in written}
     finally:
         os.umask(previous)
+
+
+def test_unreadable_images_and_parameter_files_say_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from dasrlib.io import ImageReadError
+
+    image = _image(tmp_path / "a.png", seed=4)
+    params = _params(tmp_path)
+    real_read_bytes, real_read_text = Path.read_bytes, Path.read_text
+
+    def deny(path: Path) -> None:
+        if path in (image, params):  # what mode 000 does to a user who is not root
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_bytes", lambda self: deny(self) or real_read_bytes(self))
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: deny(self) or real_read_text(self, *a, **k)
+    )
+    with pytest.raises(ImageReadError, match="a.png.*permission denied"):
+        read_image(image)
+    assert train.main(["--params", str(params)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert str(params) in line and "permission denied" in line
