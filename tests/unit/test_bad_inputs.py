@@ -697,12 +697,22 @@ def test_resuming_with_a_changed_field_is_one_line(
     assert checkpoint_before.read_bytes() == kept
 
 
+def _params_with_huge(tmp_path: Path, key: str, letter: str) -> Path:
+    """`_params` with `key` set to a 10 MB plain scalar (written as text: dumping it is slow)."""
+    import yaml
+
+    values = {**TINY_PARAMS, "out_dir": str(tmp_path / "runs")}
+    values.pop(key, None)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values) + f"{key}: {letter * 10_000_000}\n")
+    return path
+
+
 @pytest.mark.parametrize("key", ["name", "data_root", "out_dir", "init_from"])
 def test_a_huge_string_value_is_quoted_by_a_short_prefix(
     key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    huge = "x" * 10_000_000
-    assert train.main(["--params", str(_params(tmp_path, **{key: huge}))]) == 2
+    assert train.main(["--params", str(_params_with_huge(tmp_path, key, "x"))]) == 2
     err = capsys.readouterr().err
     _no_traceback(err)
     (line,) = _errors(err)
@@ -714,7 +724,7 @@ def test_a_huge_string_value_is_quoted_by_a_short_prefix(
 def test_a_huge_wrongly_typed_value_is_quoted_by_a_short_prefix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train.main(["--params", str(_params(tmp_path, lr="y" * 10_000_000))]) == 2
+    assert train.main(["--params", str(_params_with_huge(tmp_path, "lr", "y"))]) == 2
     err = capsys.readouterr().err
     (line,) = _errors(err)
     assert "lr" in line and len(err) < 600
