@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dasrlib.config import shown
+
 from .levels import Level
 from .vector import NUM_SLOTS, SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
 
@@ -78,7 +80,7 @@ def _continuous_slot(name: str) -> Slot:
         if slot.name == name and slot.kind == "continuous":
             return slot
     known = [slot.name for slot in SLOTS if slot.kind == "continuous"]
-    raise ValueError(f"{name!r} is not a continuous degradation parameter; known: {known}")
+    raise ValueError(f"{shown(name)} is not a continuous degradation parameter; known: {known}")
 
 
 def physical_range(name: str, *, level: Level | str, noise_type: str | None = None) -> Range:
@@ -106,7 +108,7 @@ def expand_edits(edits: dict[str, float | str]) -> dict[str, float | str]:
         for target in targets:
             if target not in _SLOTS_OF:
                 raise ValueError(
-                    f"unknown degradation parameter {name!r}; {valid_parameter_names()}"
+                    f"unknown degradation parameter {shown(name)}; {valid_parameter_names()}"
                 )
             expanded[target] = value
     return expanded
@@ -118,13 +120,13 @@ def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name.strip() or not text.strip():
-            raise ValueError(f"{item!r}: expected NAME=VALUE, e.g. blur_sigma=1.2")
+            raise ValueError(f"{shown(item)}: expected NAME=VALUE, e.g. blur_sigma=1.2")
         try:
             value: float | str = float(text)
         except ValueError:
             value = text.strip()
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{item!r}: the value must be a finite number")
+            raise ValueError(f"{shown(item)}: the value must be a finite number")
         edits[name.strip()] = value
     expand_edits(edits)  # unknown names fail here, before any image is processed
     return edits

@@ -914,3 +914,15 @@ def test_unreadable_images_and_parameter_files_say_permission_denied(
     assert train.main(["--params", str(params)]) == 2
     (line,) = _errors(capsys.readouterr().err)
     assert str(params) in line and "permission denied" in line
+
+
+def test_a_huge_set_value_is_quoted_by_a_short_prefix(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    for item in ("blur_sigma=" + "9" * 1_000_000, "x" * 1_000_000 + "=1"):
+        argv = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
+        assert dasr([*argv, "--set", item]) == 2
+        err = capsys.readouterr().err
+        (line,) = _errors(err)
+        assert "..." in line and len(err) < 1200
