@@ -117,13 +117,15 @@ class TileMemoryError(MemoryError):
 def estimate_tile_bytes(height: int, width: int, *, scale: int, feature_channels: int) -> int:
     """A conservative bound on the bytes one network pass over ``height x width`` LR pixels needs.
 
-    The largest activations of an SRResNet / EDSR style network are at the output resolution: the
-    upsampler's last convolution reads and writes ``feature_channels`` planes of ``sH x sW``
-    (float32 counted, whatever the autocast dtype), plus the input, the output image and one
-    output-sized accumulation band.
+    The largest activations of an SRResNet / EDSR style network are at the output resolution
+    (``sH x sW``): the last upsampling convolution's input and output, the pixel-shuffle copy and
+    the next convolution's output, each ``feature_channels`` planes or a quarter of that. Counted
+    as four such feature maps in float32 (whatever the autocast dtype), plus the input, the output
+    image and one output-sized accumulation band. Measured on the CPU in float32 (64 features,
+    x4, 120-240 pixel squares): the peak grows by 11.7 kB per LR pixel; this bound says 16.8 kB.
     """
     out_pixels = scale * scale * height * width
-    elements = 2 * feature_channels * out_pixels + 3 * height * width + 2 * 3 * out_pixels
+    elements = 4 * feature_channels * out_pixels + 3 * height * width + 2 * 3 * out_pixels
     return 4 * elements
 
 
