@@ -14,7 +14,9 @@ skipped; the exit status is 1 if any input failed, 2 for a usage error (a bad op
 model that cannot be loaded, a device that is not there).
 
 ``upscale`` writes only new files or (with ``--overwrite``) files an earlier ``dasr upscale``
-wrote; any other existing file at an output path is left alone and that image fails.
+wrote; any other existing file at an output path is left alone and that image fails, and so does
+an output another process is writing (each output is claimed while it is computed). The output
+folder is checked for writability before the model is loaded.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ from dasrlib.inference import (
 )
 from dasrlib.io import (
     ImageReadError,
+    check_writable_folder,
+    claim_output,
     is_upscale_output,
     read_image,
     remove_stale_temporaries,
 )
 from dasrlib.models.loading import choose_model
+from dasrlib.tiling import TileMemoryError
 
 __all__ = ["main"]
 
@@ -68,8 +73,16 @@ logger = logging.getLogger("dasrlib.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# What one image can fail with (FloatingPointError: the network gave NaN/Inf for that image).
-_IMAGE_ERRORS = (ImageReadError, OSError, ValueError, RuntimeError, FloatingPointError)
+# What one image can fail with (FloatingPointError: the network gave NaN/Inf for that image;
+# TileMemoryError: the image untiled, or one tile, would not fit in memory).
+_IMAGE_ERRORS = (
+    ImageReadError,
+    OSError,
+    ValueError,
+    RuntimeError,
+    FloatingPointError,
+    TileMemoryError,
+)
 # What loading the model or checking the options can fail with (CheckpointError is a ValueError).
 _USAGE_ERRORS = (ValueError, FileNotFoundError, DeviceUnavailableError)
 
@@ -179,6 +192,11 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         print(f"dasr upscale: error: -o {args.output!r} is a file, not a folder", file=sys.stderr)
         return EXIT_USAGE
     try:
+        out_dir = check_writable_folder(args.output)  # before any model is loaded or image run
+    except OSError as error:
+        print(f"dasr upscale: error: -o: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         edits = parse_edits(args.set)
         model = _load(args)
     except _USAGE_ERRORS as error:
@@ -196,7 +214,6 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         _report(failure)
     scale = int(getattr(model, "scale", 4))
     suffix = args.suffix if args.suffix is not None else f"_x{scale}"
-    out_dir = Path(args.output)
     remove_stale_temporaries(out_dir)  # what a killed earlier run left (0-byte .*.tmp files)
     input_set = {p.resolve() for p in inputs}
     claimed: dict[Path, Path] = {}
@@ -205,54 +222,70 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     for path in tqdm(inputs, desc="dasr upscale", unit="image", file=sys.stderr, disable=None):
         out_path = out_dir / f"{path.stem}{suffix}.png"
         resolved = out_path.resolve()
-        if resolved in input_set:
-            failures.append(_Failure(str(path), f"output {out_path} is an input file; not touched"))
-        elif resolved in claimed:
-            failures.append(
-                _Failure(
-                    str(path), f"output {out_path} is already the output of {claimed[resolved]}"
-                )
-            )
-        elif out_path.exists() and not args.overwrite:
-            failures.append(
-                _Failure(str(path), f"output {out_path} exists (pass --overwrite to replace it)")
-            )
-        elif out_path.exists() and not is_upscale_output(out_path):
-            failures.append(
-                _Failure(
-                    str(path),
-                    f"output {out_path} exists and was not written by dasr upscale; not "
-                    "replaced, even with --overwrite (choose another -o or --suffix)",
-                )
-            )
-        else:
-            claimed[resolved] = path
-            try:
-                image = read_image(path)
-                v = None
-                if edits:
-                    predicted = predict_vector(image, model, precision=args.precision)
-                    v = edit_vector(predicted, edits, level=args.level)
-                upscale_to_file(
-                    image,
-                    model,
-                    out_path,
-                    tile=tile,
-                    overlap=args.overlap,
-                    precision=args.precision,
-                    v=v,
-                    keep_gray=args.keep_gray,
-                )
-                written += 1
-                continue
-            except _IMAGE_ERRORS as error:
-                failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
+        try:
+            # The claim makes a concurrent `dasr upscale` of the same output fail, not race.
+            with claim_output(out_path):
+                refusal = _refusal(out_path, input_set, claimed, overwrite=args.overwrite)
+                if refusal is None:
+                    claimed[resolved] = path
+                    _upscale_one(path, out_path, model, edits, args, tile=tile)
+                    written += 1
+                    continue
+                failures.append(_Failure(str(path), refusal))
+        except _IMAGE_ERRORS as error:
+            failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
         _report(failures[-1])
     print(
         f"dasr: wrote {written} of {len(inputs)} images to {out_dir}; {len(failures)} failed",
         file=sys.stderr,
     )
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _refusal(
+    out_path: Path, input_set: set[Path], claimed: dict[Path, Path], *, overwrite: bool
+) -> str | None:
+    """Why `out_path` may not be written (held by its claim), or None."""
+    resolved = out_path.resolve()
+    if resolved in input_set:
+        return f"output {out_path} is an input file; not touched"
+    if resolved in claimed:
+        return f"output {out_path} is already the output of {claimed[resolved]}"
+    if out_path.exists() and not overwrite:
+        return f"output {out_path} exists (pass --overwrite to replace it)"
+    if out_path.exists() and not is_upscale_output(out_path):
+        return (
+            f"output {out_path} exists and was not written by dasr upscale; not replaced, even "
+            "with --overwrite (choose another -o or --suffix)"
+        )
+    return None
+
+
+def _upscale_one(
+    path: Path,
+    out_path: Path,
+    model: torch.nn.Module,
+    edits: dict[str, float | str],
+    args: argparse.Namespace,
+    *,
+    tile: int | None,
+) -> None:
+    image = read_image(path)
+    v = None
+    if edits:
+        predicted = predict_vector(image, model, precision=args.precision)
+        v = edit_vector(predicted, edits, level=args.level)
+    upscale_to_file(
+        image,
+        model,
+        out_path,
+        tile=tile,
+        overlap=args.overlap,
+        precision=args.precision,
+        v=v,
+        keep_gray=args.keep_gray,
+        overwrite=args.overwrite,
+    )
 
 
 def _format_value(value: float | str) -> str:

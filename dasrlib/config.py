@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -40,15 +41,19 @@ import yaml
 from dasrlib.io import atomic_write_text
 
 __all__ = [
+    "MAX_YAML_NODES",
     "ConfigError",
     "HASH_FORMAT",
+    "check_path_text",
     "config_hash",
     "describe",
     "flat_section",
     "load_config",
     "read_config_file",
     "require_range",
+    "safe_load_yaml",
     "save_config",
+    "shown",
     "to_dict",
 ]
 
@@ -57,6 +62,102 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and the class."""
+
+
+SHOWN_CHARACTERS = 80
+"""The most characters of a user's value an error message quotes (then "...")."""
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = SHOWN_CHARACTERS
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message: at most `SHOWN_CHARACTERS` characters and "..."
+    (a 10 MB string or a deeply nested value is quoted by a short prefix, found in bounded time)."""
+    if isinstance(value, str | bytes) and len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
+    text = _SHOWN.repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
+
+
+_MAX_PATH_CHARACTERS = 4096  # PATH_MAX on Linux
+_MAX_NAME_BYTES = 255  # NAME_MAX: one folder or file name
+
+
+def check_path_text(where: str, text: str) -> None:
+    """Raise `ConfigError` naming `where` when `text` cannot be a path on this system (a NUL
+    character, more than 4096 characters, or one name over 255 bytes)."""
+    if "\0" in text:
+        raise ConfigError(f"{where}: a path may not hold a NUL character, got {shown(text)}")
+    if len(text) > _MAX_PATH_CHARACTERS:
+        raise ConfigError(
+            f"{where}: a path of {len(text)} characters is longer than any the system accepts "
+            f"({_MAX_PATH_CHARACTERS}): {shown(text)}"
+        )
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > _MAX_NAME_BYTES:
+            raise ConfigError(
+                f"{where}: the name {shown(part)} is longer than a folder or file name may be "
+                f"({_MAX_NAME_BYTES} bytes)"
+            )
+
+
+MAX_YAML_NODES = 100_000
+"""The most nodes a YAML document may expand to, aliases counted at every use (`safe_load_yaml`).
+
+A parameter file has a few hundred; a "billion laughs" alias bomb has ~10^9 and is refused."""
+
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C: faster
+
+
+class _BoundedLoader(_SafeLoader):
+    """`yaml.SafeLoader` that refuses documents whose aliases expand beyond `max_nodes`."""
+
+    max_nodes = MAX_YAML_NODES
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node, self.max_nodes)
+        return super().construct_document(node)
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Count `root`'s nodes as if every alias were expanded (memoised per shared node: fast)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > 200:
+            raise ConfigError("YAML nesting is deeper than 200 levels")
+        sizes[key] = 1  # a recursive alias counts once per cycle
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        sizes[key] = total
+        if total > limit:
+            raise ConfigError(
+                f"YAML document expands to more than {limit} values through its aliases "
+                "(an alias bomb?); refused"
+            )
+        return total
+
+    size(root, 0)
+
+
+def safe_load_yaml(text: str, *, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """`yaml.safe_load` with aliases expanded within a bound: a document that would expand to more
+    than `max_nodes` values raises `ConfigError` at once (nothing is expanded to find out)."""
+    loader = _BoundedLoader(text)
+    loader.max_nodes = max_nodes
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def flat_section(help: str) -> dict[str, Any]:  # noqa: A002 - the metadata key is "help"
@@ -127,19 +228,20 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} {what}")
     try:
         text = path.read_text(encoding="utf-8")
+    except PermissionError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: permission denied") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read ({exc})") from exc
     suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {str(path)!r}: expected .yaml, .yml or .json")
     try:
-        if suffix in (".yaml", ".yml"):
-            loaded = yaml.safe_load(text)
-        elif suffix == ".json":
-            loaded = json.loads(text)
-        else:
-            raise ConfigError(f"config file {str(path)!r}: expected .yaml, .yml or .json")
+        loaded = json.loads(text) if suffix == ".json" else safe_load_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:]}: {first}") from exc
+    except ConfigError as exc:  # an alias bomb
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -157,14 +259,16 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, cls: type) -> Non
         elif dataclasses.is_dataclass(child) and not isinstance(child, type):
             child = node[part] = to_dict(child)
         elif not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r} for {cls.__name__}: {part!r} is not a section")
+            raise ConfigError(
+                f"override {shown(dotted)} for {cls.__name__}: {shown(part)} is not a section"
+            )
         node = child
     node[last] = value
 
 
 def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping of fields, got {shown(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     flat = _flat_sections(cls)
     if flat:
@@ -176,7 +280,7 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown key {key!r} for {cls.__name__} (at {where}){hint} "
+            f"unknown key {shown(key)} for {cls.__name__} (at {where}){hint} "
             f"Known keys: {', '.join(known)}"
         )
     hints = typing.get_type_hints(cls)
@@ -211,7 +315,9 @@ def _gather_flat(
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 value = to_dict(value)
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.{key}: expected a mapping of fields, got {value!r}")
+                raise ConfigError(
+                    f"{where}.{key}: expected a mapping of fields, got {shown(value)}"
+                )
             for sub, sub_value in value.items():
                 sections.setdefault(key, {}).setdefault(sub, sub_value)
         elif key in flat:
@@ -246,18 +352,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arm, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(f"{where}: {shown(value)} matches none of {_type_name(tp)}")
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        raise ConfigError(f"{where}: {shown(value)} is not one of {', '.join(map(repr, args))}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}")
+            raise ConfigError(
+                f"{where}: expected {len(args)} items, got {len(value)}: {shown(value)}"
+            )
         if not args:
             return tuple(value)
         pairs = enumerate(zip(args, value, strict=True))
@@ -266,7 +374,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: use tuple[...] for sequences in frozen configs, not {tp}")
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {shown(value)}")
         key_type, value_type = args if args else (Any, Any)
         return {
             _coerce(k, key_type, f"{where}.key"): _coerce(v, value_type, f"{where}.{k}")
@@ -283,11 +391,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tp(value)
         except ValueError:
             choices = ", ".join(repr(m.value) for m in tp)
-            raise ConfigError(f"{where}: {value!r} is not one of {choices}") from None
+            raise ConfigError(f"{where}: {shown(value)} is not one of {choices}") from None
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
     if tp is int:
         return _to_int(value, where)
     if tp is float:
@@ -295,39 +403,39 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {shown(value)}")
     if tp is Path:
         if isinstance(value, str | os.PathLike):
             return Path(value)
-        raise ConfigError(f"{where}: expected a path, got {value!r}")
+        raise ConfigError(f"{where}: expected a path, got {shown(value)}")
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {shown(value)}")
     raise ConfigError(f"{where}: unsupported annotation {tp!r}")
 
 
 def _to_int(value: Any, where: str) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
         try:
             value = float(value.strip()) if any(c in value for c in ".eE") else int(value, 0)
         except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"{where}: expected an integer, got {shown(value)}") from None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, int):
         return value
-    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
 
 
 def _to_float(value: Any, where: str) -> float:
     """A finite float: NaN and infinities are refused (no setting means "not a number")."""
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
     number: float | None = None
     if isinstance(value, int | float):
         number = float(value)
@@ -335,9 +443,9 @@ def _to_float(value: Any, where: str) -> float:
         with contextlib.suppress(ValueError):
             number = float(value.strip())  # YAML 1.1 reads 1e-4 (no dot) as a string
     if number is None:
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
     if not math.isfinite(number):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite number, got {shown(value)}")
     return number
 
 
@@ -366,7 +474,9 @@ def require_range(
             lo_text = "-inf" if low is None else f"{low:g}"
             hi_text = "inf" if high is None else f"{high:g}"
             bounds = f"{left}{lo_text}, {hi_text}{right}"
-            raise ConfigError(f"{type(config).__name__}.{name} must be in {bounds}, got {value!r}")
+            raise ConfigError(
+                f"{type(config).__name__}.{name} must be in {bounds}, got {shown(value)}"
+            )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

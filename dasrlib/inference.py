@@ -50,6 +50,7 @@ from dasrlib.degradation.edit import (
     parse_edits,
     valid_parameter_names,
 )
+from dasrlib.degradation.vector import NUM_SLOTS
 from dasrlib.device import autocast_dtype, module_device, prefers_channels_last, resolve_device
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.loading import (
@@ -65,6 +66,8 @@ from dasrlib.tiling import (
     OUTPUT_DTYPES,
     PrecisionGuard,
     SRNetwork,
+    TileMemoryError,
+    check_tile_memory,
     even_cuts,
     run_tiled,
 )
@@ -75,8 +78,10 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
     "PARAMETER_ALIASES",
+    "PIXEL_RANGE_TOLERANCE",
     "PREDICTOR_MAX_SIDE",
     "ModelNotFoundError",
+    "TileMemoryError",
     "UpscalePlan",
     "UpscaledImage",
     "default_model_path",
@@ -195,8 +200,17 @@ def _eval_mode(model: object) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_batch(image: Tensor) -> Tensor:
-    """[3, H, W] / [1, 3, H, W] (or one gray channel) float in [0, 1] -> [1, 3, H, W] float32."""
+PIXEL_RANGE_TOLERANCE = 0.05
+"""How far outside [0, 1] input pixels may lie (resampling overshoot) before `upscale` and
+`predict_vector` refuse them as being in another range (0-255 data, say)."""
+
+
+def _as_batch(image: Tensor, *, what: str = "image") -> Tensor:
+    """[3, H, W] / [1, 3, H, W] (or one gray channel) float in [0, 1] -> [1, 3, H, W] float32.
+
+    Raises `ValueError` naming `what` for an empty image, NaN or Inf pixels, or values outside
+    [0, 1] by more than `PIXEL_RANGE_TOLERANCE` (they would be clamped into a wrong result).
+    """
     if not isinstance(image, Tensor):
         raise TypeError(f"expected a LoadedImage or a Tensor, got {type(image).__name__}")
     if not image.is_floating_point():
@@ -207,9 +221,39 @@ def _as_batch(image: Tensor) -> Tensor:
             f"expected an image [3, H, W] or [1, 3, H, W] (or one gray channel), "
             f"got {tuple(image.shape)}"
         )
+    if batch.shape[-2] == 0 or batch.shape[-1] == 0:
+        raise ValueError(
+            f"{what} is empty ({batch.shape[-1]}x{batch.shape[-2]} pixels); nothing to upscale"
+        )
+    finite = torch.isfinite(batch)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"{what} holds {bad} NaN or Inf pixel value(s) of {batch.numel()}; the input image "
+            "is invalid (expected finite values in [0, 1])"
+        )
+    low, high = float(batch.min()), float(batch.max())
+    if low < -PIXEL_RANGE_TOLERANCE or high > 1.0 + PIXEL_RANGE_TOLERANCE:
+        hint = " (0-255 data? divide by 255)" if high > 2.0 else ""
+        raise ValueError(
+            f"{what} has pixel values in [{low:.4g}, {high:.4g}]; expected [0, 1]{hint}"
+        )
     if batch.shape[1] == 1:
         batch = batch.expand(1, 3, *batch.shape[2:])
     return batch.detach().float()
+
+
+def _architecture_options(model: object) -> dict[str, object]:
+    """The constructor options a model of this project records (``model.architecture``), or {}."""
+    architecture = getattr(model, "architecture", None)
+    options = architecture.get("options") if isinstance(architecture, dict) else None
+    return options if isinstance(options, dict) else {}
+
+
+def _v_dim(model: object) -> int:
+    """The length of the degradation vector `model` takes (its predictor's output)."""
+    v_dim = _architecture_options(model).get("v_dim", NUM_SLOTS)
+    return v_dim if isinstance(v_dim, int) else NUM_SLOTS
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +285,10 @@ def predict_vector(
         )
     if predictor_max_side < 16:
         raise ValueError(f"predictor_max_side must be at least 16, got {predictor_max_side}")
-    lr = _as_batch(image.rgb if isinstance(image, LoadedImage) else image)
+    if isinstance(image, LoadedImage):
+        lr = _as_batch(image.rgb, what=str(image.path))
+    else:
+        lr = _as_batch(image)
     run_device = _pick_device(model, device)
     guard = PrecisionGuard(run_device, precision)
     height, width = lr.shape[-2:]
@@ -295,7 +342,7 @@ def plan_upscale(
             device=run_device,
             predictor_max_side=predictor_max_side,
         )
-    v = as_vector(v)
+    v = as_vector(v, length=_v_dim(model))
     fused = False
     with torch.no_grad(), _eval_mode(model):
         a = model.expert_weights(v.to(run_device)[None])[0]
@@ -333,6 +380,23 @@ def _network_scale(model: object, lr: Tensor, device: torch.device) -> int:
             "not a whole-number super-resolution scale"
         )
     return int(ratio_h)
+
+
+def _feature_channels(model: object) -> int:
+    """The network's feature width (``num_feat``), for the memory bound of `check_tile_memory`.
+
+    Read from the recorded architecture, else the widest convolution input; 64 where neither
+    exists (an arbitrary callable).
+    """
+    num_feat = _architecture_options(model).get("num_feat")
+    if isinstance(num_feat, int):
+        return num_feat
+    module = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+    if isinstance(module, nn.Module):
+        widths = [m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
+        if widths:
+            return max(widths)
+    return 64
 
 
 def _bicubic(scale: int) -> SRNetwork:
@@ -385,12 +449,22 @@ def upscale(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     source = image if isinstance(image, LoadedImage) else None
     if source is not None:
-        lr = _as_batch(source.rgb)
+        lr = _as_batch(source.rgb, what=str(source.path))
         gray = source.was_gray
     else:
         lr = _as_batch(image)
         gray = image.shape[-3] == 1
     run_device = _pick_device(model, device)
+    check_tile_memory(
+        lr.shape[-2],
+        lr.shape[-1],
+        tile=tile,
+        overlap=overlap,
+        scale=_network_scale(model, lr, run_device),
+        feature_channels=_feature_channels(model),
+        device=run_device,
+        what=_describe(source),
+    )
     if channels_last is None:
         channels_last = prefers_channels_last(run_device, autocast_dtype(run_device, precision))
     plan = plan_upscale(
@@ -458,12 +532,15 @@ def upscale_to_file(
     predictor_max_side: int = PREDICTOR_MAX_SIDE,
     keep_gray: bool = False,
     channels_last: bool | None = None,
+    overwrite: bool = True,
 ) -> UpscaledImage:
     """Read (if given a path), super-resolve and write a PNG atomically; return the result.
 
     The output is quantised tile by tile into a uint8 (8-bit input) or uint16 (16-bit input)
     array, which is what is written: memory stays at one integer copy of the output. Alpha is
     kept; a gray input is written gray when ``keep_gray``. Refuses to write onto the input file.
+    ``overwrite=False``: `dasrlib.io.OutputExistsError` if ``out_path`` exists when the result is
+    moved into place (nothing is replaced).
     """
     image = source if isinstance(source, LoadedImage) else read_image(source)
     out = Path(out_path)
@@ -490,5 +567,6 @@ def upscale_to_file(
         bit_depth=result.bit_depth,
         gray=result.rgb.shape[0] == 1,
         text=UPSCALE_OUTPUT_TEXT,
+        overwrite=overwrite,
     )
     return result

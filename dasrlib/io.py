@@ -9,12 +9,16 @@ Every file the workbench writes goes through `atomic_write`: data lands in a tem
 the destination directory and is moved into place with `os.replace`, so a crash never leaves a
 half-written result behind. A kill can leave the (empty or partial) temporary file itself; its
 name carries the writer's process id, and `remove_stale_temporaries` deletes those whose writer
-is gone (entry points call it on their output folders at start).
+is gone (entry points call it on their output folders at start). Results get the permissions a
+plain open() gives (0o666 minus the umask), whatever mode the writer used; ``overwrite=False``
+never replaces a file that appeared meanwhile. `claim_output` holds an output path for one
+process while it is computed, so two writers of one path do not race.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -22,6 +26,7 @@ import os
 import re
 import struct
 import tempfile
+import time
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
@@ -38,9 +43,14 @@ __all__ = [
     "UPSCALE_OUTPUT_TEXT",
     "ImageReadError",
     "LoadedImage",
+    "OutputExistsError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable_folder",
+    "claim_output",
+    "default_file_mode",
+    "give_default_mode",
     "is_process_alive",
     "is_upscale_output",
     "png_text",
@@ -90,12 +100,34 @@ def _current_umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The permission bits a plain ``open(path, "w")`` gives a new file: 0o666 minus the umask."""
+    return 0o666 & ~_current_umask()
+
+
+def give_default_mode(path: str | os.PathLike[str]) -> None:
+    """Set `path`'s permissions to `default_file_mode` (writers such as mkstemp and safetensors
+    create their files 0600, which other users and processes of the group cannot read)."""
+    os.chmod(path, default_file_mode())
+
+
+class OutputExistsError(FileExistsError):
+    """An output file exists (or appeared while it was written) and may not be replaced."""
+
+    def __init__(self, path: str | os.PathLike[str], detail: str = "exists") -> None:
+        self.path = Path(path)
+        super().__init__(f"output {str(path)!r} {detail}")
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to `path`; move it onto `path` when the block succeeds.
 
     Parent directories are created. If the block raises, the temporary file is removed and
-    `path` is left untouched.
+    `path` is left untouched. The result gets the permissions a plain open() would give
+    (`default_file_mode`), whatever mode the writer created the temporary file with.
+    ``overwrite=False`` moves the result into place only if `path` does not exist at that moment
+    (a hard link, which fails atomically when `path` appeared meanwhile): `OutputExistsError`.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -105,13 +137,31 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # mkstemp creates the file 0600; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_current_umask())
         yield tmp
-        os.replace(tmp, final)
+        # After the block: some writers replace the file rather than fill it (safetensors).
+        give_default_mode(tmp)
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            _move_if_absent(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _move_if_absent(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final` unless `final` exists; atomic where the filesystem has hard links."""
+    appeared = "appeared while it was being written; not replaced"
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise OutputExistsError(final, appeared) from None
+    except OSError:  # no hard links here (some network and FAT filesystems): check, then rename
+        if final.exists():
+            raise OutputExistsError(final, appeared) from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
 
 
 _TEMP_MARK = ".atomic-"
@@ -156,6 +206,94 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+_CLAIM_SUFFIX = ".claim"
+_CLAIM_GRACE_S = 60.0  # an empty claim file younger than this is being written by its owner
+
+
+@contextlib.contextmanager
+def claim_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold `path` for this process while it is computed and written; yields `path`.
+
+    The claim is a hidden file ``.<name>.claim`` beside `path`, created exclusively (``O_EXCL``)
+    and holding this process id, removed when the block ends. A second writer of the same path
+    gets `OutputExistsError` naming the process that holds it; a claim whose process has
+    exited (a kill) is taken over.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    claim = final.with_name(f".{final.name}{_CLAIM_SUFFIX}")
+    for _attempt in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_file_mode())
+        except FileExistsError:
+            holder = _claim_holder(claim)
+            if holder is not None:
+                raise OutputExistsError(
+                    final, f"is being written by another process (pid {holder}); not touched"
+                ) from None
+            logger.warning("taking over %s, a claim left by a stopped process", claim)
+            claim.unlink(missing_ok=True)
+            continue
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise OutputExistsError(final, "is claimed by another process; not touched")
+    try:
+        yield final
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def _claim_holder(claim: Path) -> int | None:
+    """The live process id that holds `claim`, or None when the claim is stale."""
+    try:
+        text = claim.read_text(encoding="ascii", errors="replace").strip()
+        age = time.time() - claim.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return -1  # cannot tell: treat as held
+    if not text.isdigit():
+        return -1 if age < _CLAIM_GRACE_S else None  # its owner may not have written it yet
+    pid = int(text)
+    return pid if pid != os.getpid() and is_process_alive(pid) else None
+
+
+def check_writable_folder(folder: str | os.PathLike[str]) -> Path:
+    """Prove that files can be created in `folder` (or, while it does not exist yet, in the
+    nearest existing folder above it, where it would be created); returns `folder`.
+
+    Nothing is left behind (a hidden probe file is created and removed; no folder is created).
+    Raises `OSError` (`PermissionError` for a permission problem) whose message names `folder`
+    and the cause in words (permission denied, read-only filesystem, ...), before any work is done.
+    """
+    root = Path(folder)
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        fd, probe = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", dir=existing)
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            cause = "permission denied"
+        elif exc.errno == errno.EROFS:
+            cause = "read-only filesystem"
+        else:
+            cause = exc.strerror or str(exc)
+        where = "" if existing == root else f" (its parent {str(existing)!r})"
+        raise type(exc)(
+            exc.errno, f"output folder {str(root)!r} is not writable{where}: {cause}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return root
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The hex sha256 of a file's bytes, read in 4 MiB chunks."""
     digest = hashlib.sha256()
@@ -165,9 +303,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_write(path) as tmp:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
+) -> None:
+    """Write `data` to `path` atomically (``overwrite=False``: see `atomic_write`)."""
+    with atomic_write(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
 
 
@@ -276,12 +416,18 @@ def _chw_copy(array: np.ndarray) -> np.ndarray:
 
 
 def _decode(path: Path, *, max_pixels: int) -> _Decoded:
-    if not path.exists():
-        raise ImageReadError(path, "file does not exist")
+    try:
+        path.stat()
+    except PermissionError as exc:
+        raise ImageReadError(path, "permission denied (a folder on its path is not open)") from exc
+    except OSError as exc:
+        raise ImageReadError(path, "file does not exist") from exc
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
     try:
         data = path.read_bytes()
+    except PermissionError as exc:
+        raise ImageReadError(path, "permission denied (the file is not readable)") from exc
     except OSError as exc:
         raise ImageReadError(path, f"file cannot be opened ({exc.strerror or exc})") from exc
     if not data:
@@ -509,6 +655,7 @@ def write_png(
     bit_depth: int = 8,
     gray: bool = False,
     text: Mapping[str, str] | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Write an RGB float image [3, H, W] in [0, 1] as a PNG, atomically.
 
@@ -517,11 +664,14 @@ def write_png(
     Values outside [0, 1] are clamped. Already quantised planes (uint8 for 8 bit, uint16 for
     16 bit; `gray` needs them [1, H, W]) are written as they are, with no float copy.
     `text` is stored as PNG tEXt chunks (Latin-1 keys and values; read back with `png_text`).
+    ``overwrite=False``: `OutputExistsError` if `path` exists when the file is moved into place.
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r} for {str(path)!r}")
     if not rgb.is_floating_point():
-        _write_png_quantised(path, rgb, alpha=alpha, bit_depth=bit_depth, gray=gray, text=text)
+        _write_png_quantised(
+            path, rgb, alpha=alpha, bit_depth=bit_depth, gray=gray, text=text, overwrite=overwrite
+        )
         return
     color = rgb.detach().to("cpu", torch.float32)
     if color.ndim != 3 or color.shape[0] not in (1, 3):
@@ -546,9 +696,10 @@ def write_png(
         planes.append(alpha_plane)
     stacked = torch.cat(planes, dim=0).permute(1, 2, 0)  # [H, W, C]
     if bit_depth == 8:
-        _save_png(path, to_uint8(stacked).numpy(), text=text)
+        _save_png(path, to_uint8(stacked).numpy(), text=text, overwrite=overwrite)
     else:
-        _save_png(path, to_uint16(stacked).numpy().astype(np.uint16), text=text)
+        array16 = to_uint16(stacked).numpy().astype(np.uint16)
+        _save_png(path, array16, text=text, overwrite=overwrite)
 
 
 def _write_png_quantised(
@@ -559,6 +710,7 @@ def _write_png_quantised(
     bit_depth: int,
     gray: bool,
     text: Mapping[str, str] | None = None,
+    overwrite: bool = True,
 ) -> None:
     """`write_png` for integer planes: uint8 [C, H, W] at 8 bit, uint16 at 16 bit."""
     expected = torch.uint8 if bit_depth == 8 else torch.uint16
@@ -581,15 +733,19 @@ def _write_png_quantised(
     if not gray and color.shape[0] == 1:
         planes[0] = color.expand(3, -1, -1)
     array = torch.cat([plane.detach().cpu() for plane in planes]).permute(1, 2, 0).numpy()
-    _save_png(path, array, text=text)
+    _save_png(path, array, text=text, overwrite=overwrite)
 
 
 def _save_png(
-    path: str | os.PathLike[str], array: np.ndarray, *, text: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    *,
+    text: Mapping[str, str] | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Write uint8 or uint16 [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) atomically."""
     if array.dtype == np.uint16:
-        atomic_write_bytes(path, _encode_png16(array, text=text))
+        atomic_write_bytes(path, _encode_png16(array, text=text), overwrite=overwrite)
         return
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
     pil_image = Image.fromarray(array if array.shape[-1] > 1 else array[..., 0], mode=mode)
@@ -598,7 +754,7 @@ def _save_png(
         info = PngImagePlugin.PngInfo()
         for key, value in text.items():
             info.add_text(key, value)
-    with atomic_write(path) as tmp:
+    with atomic_write(path, overwrite=overwrite) as tmp:
         pil_image.save(tmp, format="PNG", pnginfo=info)
 
 

@@ -149,6 +149,7 @@ def build_testsets(
     if not hr_root.is_dir():
         what = "is not a folder" if hr_root.exists() else "does not exist"
         raise FileNotFoundError(f"HR folder {str(hr_root)!r} {what}")
+    _refuse_overlap(hr_root, out_dir)
     files = list_image_files(hr_root)
     if not files:
         raise FileNotFoundError(f"no images found under {str(hr_root)!r}")
@@ -165,6 +166,24 @@ def build_testsets(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / MANIFEST_NAME
+
+
+def _refuse_overlap(hr_root: Path, out_dir: Path) -> None:
+    """`ValueError` when `out_dir` is `hr_root`, inside it or holds it: a build would read its
+    own output as HR images on the next build, or move its source away while swapping in."""
+    hr, out = hr_root.resolve(), out_dir.resolve()
+    if out == hr:
+        relation = "is the HR folder"
+    elif out.is_relative_to(hr):
+        relation = "is inside the HR folder"
+    elif hr.is_relative_to(out):
+        relation = "holds the HR folder"
+    else:
+        return
+    raise ValueError(
+        f"output folder {str(out_dir)!r} {relation} {str(hr_root)!r}: the test set would take its "
+        "own images as HR images; choose an output folder outside it"
+    )
 
 
 def _work_folder(out_dir: Path, kind: str) -> Path:

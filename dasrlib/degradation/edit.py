@@ -13,10 +13,13 @@ import logging
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
+from dasrlib.config import shown
+
 from .levels import Level
-from .vector import SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
+from .vector import NUM_SLOTS, SLOTS, Range, Slot, decode_vector, encode_physical, parameter_names
 
 __all__ = [
     "PARAMETER_ALIASES",
@@ -52,14 +55,23 @@ _SLOTS_OF: dict[str, tuple[int, ...]] = {
 }
 
 
-def as_vector(v: Tensor) -> Tensor:
-    """One degradation vector [v_dim] (from [v_dim] or [1, v_dim]), detached float32."""
+def as_vector(v: Tensor, *, length: int = NUM_SLOTS) -> Tensor:
+    """One degradation vector [length] (from [length] or [1, length]), detached float32.
+
+    `length` is the model's v_dim (the 33 slots of Eq. 1 by default). Raises `ValueError` for
+    another shape or a non-finite value.
+    """
+    if not isinstance(v, Tensor):
+        raise TypeError(f"v must be a tensor of {length} values, got {type(v).__name__}")
     if v.ndim == 2 and v.shape[0] == 1:
         v = v[0]
-    if v.ndim != 1:
+    if v.ndim != 1 or v.shape[0] != length:
         raise ValueError(
-            f"v must be one degradation vector [v_dim] or [1, v_dim], got {tuple(v.shape)}"
+            f"v must be one degradation vector of {length} slots ([{length}] or [1, {length}]), "
+            f"got shape {tuple(v.shape)}"
         )
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"v holds NaN or Inf values: {v.tolist()}")
     return v.detach().float()
 
 
@@ -68,7 +80,7 @@ def _continuous_slot(name: str) -> Slot:
         if slot.name == name and slot.kind == "continuous":
             return slot
     known = [slot.name for slot in SLOTS if slot.kind == "continuous"]
-    raise ValueError(f"{name!r} is not a continuous degradation parameter; known: {known}")
+    raise ValueError(f"{shown(name)} is not a continuous degradation parameter; known: {known}")
 
 
 def physical_range(name: str, *, level: Level | str, noise_type: str | None = None) -> Range:
@@ -96,7 +108,7 @@ def expand_edits(edits: dict[str, float | str]) -> dict[str, float | str]:
         for target in targets:
             if target not in _SLOTS_OF:
                 raise ValueError(
-                    f"unknown degradation parameter {name!r}; {valid_parameter_names()}"
+                    f"unknown degradation parameter {shown(name)}; {valid_parameter_names()}"
                 )
             expanded[target] = value
     return expanded
@@ -108,13 +120,13 @@ def parse_edits(items: Sequence[str]) -> dict[str, float | str]:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name.strip() or not text.strip():
-            raise ValueError(f"{item!r}: expected NAME=VALUE, e.g. blur_sigma=1.2")
+            raise ValueError(f"{shown(item)}: expected NAME=VALUE, e.g. blur_sigma=1.2")
         try:
             value: float | str = float(text)
         except ValueError:
             value = text.strip()
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{item!r}: the value must be a finite number")
+            raise ValueError(f"{shown(item)}: the value must be a finite number")
         edits[name.strip()] = value
     expand_edits(edits)  # unknown names fail here, before any image is processed
     return edits

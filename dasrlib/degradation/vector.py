@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from dasrlib.config import shown
+
 from .levels import FINAL_ORDERS, LEVEL_SPECS, NOISE_TYPES, RESIZE_MODES, Level
 
 if TYPE_CHECKING:  # the record encodes itself through this module (record -> vector -> levels)
@@ -403,12 +405,14 @@ def encode_physical(
             continue
         if name in _OPTIONS:
             if value not in _OPTIONS[name]:
-                raise ValueError(f"{name}={value!r}; expected one of {_OPTIONS[name]} or 'none'")
+                raise ValueError(
+                    f"{name}={shown(value)}; expected one of {_OPTIONS[name]} or 'none'"
+                )
             cols[name] = (torch.tensor([float(_OPTIONS[name].index(str(value)))]), None)
         else:
             number = float(value)
             if not math.isfinite(number):
-                raise ValueError(f"{name}={value!r}: expected a finite number")
+                raise ValueError(f"{name}={shown(value)}: expected a finite number")
             cols[name] = (torch.tensor([number]), None)
     return _encode_columns(cols, level, 1, torch.device("cpu"))[0]
 

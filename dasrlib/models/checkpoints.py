@@ -143,6 +143,8 @@ def read_state_dict(path: PathLike, *, prefer_ema: bool = True) -> dict[str, Ten
 
 def _safetensors_problem(file: Path, error: Exception) -> str:
     """What is wrong with a safetensors file the library refused, in words."""
+    if isinstance(error, PermissionError) or "permission denied" in str(error).lower():
+        return "permission denied (the file is not readable)"
     size = file.stat().st_size if file.is_file() else 0
     if size == 0:
         return "file is empty (0 bytes); not a safetensors checkpoint"
@@ -310,9 +312,39 @@ def load_third_party(path: PathLike, *, scale: int | None = 4) -> nn.Module:
 
 
 def _existing(path: PathLike) -> Path:
+    """`path` as a readable checkpoint file, else an error that says what is wrong with it.
+
+    Missing: `FileNotFoundError`. A folder (a run folder, say), a broken link or a file this
+    process may not read: `CheckpointError` saying so, not "not found".
+    """
     file = Path(path)
+    try:
+        file.stat()
+    except PermissionError as error:
+        raise CheckpointError(
+            f"{file}: permission denied (a folder on its path cannot be searched)"
+        ) from error
+    except FileNotFoundError as error:
+        if file.is_symlink():
+            raise CheckpointError(
+                f"{file}: a link to {os.readlink(file)!r}, which does not exist"
+            ) from error
+        raise FileNotFoundError(f"checkpoint not found: {file}") from error
+    except OSError as error:
+        raise CheckpointError(f"{file}: cannot be read ({error.strerror or error})") from error
+    if file.is_dir():
+        inside = sorted(p.name for p in file.glob("*.safetensors"))[:_MAX_LISTED]
+        hint = f"; it holds {inside}: pass one of them" if inside else ""
+        raise CheckpointError(f"{file}: is a folder, not a checkpoint file{hint}")
     if not file.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {file}")
+        raise CheckpointError(f"{file}: not a regular file (a device or pipe?)")
+    try:
+        with open(file, "rb"):
+            pass
+    except PermissionError as error:
+        raise CheckpointError(f"{file}: permission denied (the file is not readable)") from error
+    except OSError as error:
+        raise CheckpointError(f"{file}: cannot be opened ({error.strerror or error})") from error
     return file
 
 

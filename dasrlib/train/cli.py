@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +13,13 @@ from typing import Any
 
 import yaml
 
-from dasrlib.config import ConfigError, read_config_file, to_dict
+from dasrlib.config import SHOWN_CHARACTERS, ConfigError, read_config_file, safe_load_yaml, to_dict
 from dasrlib.data import TRAINING_INPUT_ERRORS
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.models.checkpoints import CheckpointError
 from dasrlib.train.config import config_from_parameters, explicit_names
 from dasrlib.train.loop import train
+from dasrlib.train.state import RunFolderLocked
 from dasrlib.train.validation import validation_summary
 
 __all__ = ["main"]
@@ -35,32 +37,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
     args = parser.parse_args(argv)
-    sets = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        sets[key.strip()] = yaml.safe_load(value)
     try:
+        sets = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--set expects KEY=VALUE, got {_clipped(item)}")
+            sets[key.strip()] = safe_load_yaml(value)
         parameters: dict[str, Any] = {} if args.params is None else read_config_file(args.params)
         config = config_from_parameters(
             parameters, overrides=sets, explicit=explicit_names(parameters, sets)
         )
         resolve_device(config.run.device)
-    except (ConfigError, DeviceUnavailableError) as error:
-        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, DeviceUnavailableError, yaml.YAMLError) as error:
+        return _fail(error, 2)
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         run_dir = train(config)
-    except (*TRAINING_INPUT_ERRORS, CheckpointError) as error:
-        print(f"python -m dasrlib.train: error: {error}", file=sys.stderr)
-        return 1
+    except ConfigError as error:  # the run folder's checkpoint was made with another config
+        return _fail(error, 2)
+    except (*TRAINING_INPUT_ERRORS, CheckpointError, RunFolderLocked) as error:
+        return _fail(error, 1)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
         if (run_dir / "val.csv").is_file():
             print(validation_summary(run_dir).to_string(index=False))
     return 0
+
+
+def _fail(error: BaseException, status: int) -> int:
+    print(f"python -m dasrlib.train: error: {_clipped(str(error))}", file=sys.stderr)
+    return status
+
+
+def _clipped(text: str) -> str:
+    """`text` on one line, each run of more than 200 non-blank characters cut to a short prefix
+    and "..." (a path or value megabytes long is not printed whole)."""
+    one_line = " ".join(text.split())
+    return re.sub(r"\S{201,}", lambda match: match[0][:SHOWN_CHARACTERS] + "...", one_line)

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal
 
 from dasrlib.config import (
     ConfigError,
+    check_path_text,
     config_hash,
     flat_section,
     load_config,
@@ -123,6 +124,8 @@ class ModelSection:
     disc_num_feat: int = _f(64, "features of the U-Net discriminator")
 
     def __post_init__(self) -> None:
+        if self.init_from is not None:
+            check_path_text("init_from", self.init_from)
         require_range(self, "expert_init_noise", low=0)
         for name in ("num_feat", "num_block", "num_experts", "predictor_feat", "disc_num_feat"):
             require_range(self, name, low=1)
@@ -151,6 +154,8 @@ class DataSection:
     )
 
     def __post_init__(self) -> None:
+        if self.data_root is not None:
+            check_path_text("data_root", self.data_root)
         _positive(self, "batch_size", "patch_size", "scale", "data_block_iters")
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not divisible by scale {self.scale}")
@@ -280,6 +285,12 @@ class RunSection:
     export_dtype: Literal["fp32", "fp16", "bf16"] = _f("fp32", "dtype of model.safetensors")
     tensorboard: bool = _f(False, "also log scalars to <run>/tensorboard")
     progress: bool = _f(True, "tqdm progress bar")
+
+    def __post_init__(self) -> None:
+        check_path_text("out_dir", self.out_dir)
+        check_path_text("name", self.name)
+        if not self.name.strip():
+            raise ConfigError("name: a run name may not be empty")
 
     @property
     def path(self) -> str:

@@ -21,6 +21,7 @@ limit) validates, checkpoints and exports ``model.safetensors``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,10 +31,11 @@ import torch
 import torch.distributed as dist
 
 from dasrlib.io import remove_stale_temporaries
+from dasrlib.results import project_path
 from dasrlib.train.build import DistContext, setup_distributed
 from dasrlib.train.config import TrainConfig
 from dasrlib.train.logger import TrainingLog
-from dasrlib.train.state import latest_iteration, resume_from
+from dasrlib.train.state import latest_iteration, resume_from, run_folder_lock
 from dasrlib.train.trainer import Trainer
 
 __all__ = ["StopCondition", "stage_configs", "train"]
@@ -61,6 +63,22 @@ def _stop_now(
 
 
 def _run_stage(
+    config: TrainConfig,
+    *,
+    deadline: float | None,
+    stop: StopCondition | None,
+    dist_ctx: DistContext,
+    device: torch.device,
+) -> Path:
+    run_dir = project_path(config.run.out_dir) / config.run.name
+    lock = run_folder_lock(run_dir) if dist_ctx.is_main else contextlib.nullcontext()
+    with lock:  # one training process per run folder (the other ranks write nothing)
+        return _run_locked_stage(
+            config, deadline=deadline, stop=stop, dist_ctx=dist_ctx, device=device
+        )
+
+
+def _run_locked_stage(
     config: TrainConfig,
     *,
     deadline: float | None,

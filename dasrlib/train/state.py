@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from dasrlib.config import ConfigError
-from dasrlib.io import file_sha256
+from dasrlib.io import file_sha256, give_default_mode
 from dasrlib.train.config import (
     RESUME_FREE_FIELDS,
     TrainConfig,
@@ -40,6 +41,7 @@ from dasrlib.train.config import (
 __all__ = [
     "STATE_FORMAT",
     "CheckpointNotFound",
+    "RunFolderLocked",
     "latest_iteration",
     "load_checkpoint",
     "optimizer_from_files",
@@ -47,6 +49,7 @@ __all__ = [
     "prefixed",
     "read_run_config",
     "resume_from",
+    "run_folder_lock",
     "unprefixed",
     "write_checkpoint",
 ]
@@ -58,6 +61,49 @@ STATE_FORMAT = "dasrlib-train-state/1"
 
 class CheckpointNotFound(FileNotFoundError):
     """No consistent checkpoint pair in a checkpoint folder."""
+
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderLocked(RuntimeError):
+    """Another training process holds the run folder (`run_folder_lock`)."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` while the block runs (``<run_dir>/.lock``).
+
+    A second process that asks for the same folder gets `RunFolderLocked` naming the holder's
+    process id, at once. The lock is an ``flock`` on the open file, so the operating system
+    releases it when the holder exits in any way (a crash, a kill); the file itself stays. Where
+    ``fcntl`` does not exist (Windows) the folder is not locked and a warning says so.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        logger.warning(
+            "no file locks on this system: %s is not protected from a second run", run_dir
+        )
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / LOCK_NAME
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise RunFolderLocked(
+                f"run folder {run_dir} is in use by another training process (pid {holder}); "
+                "wait for it to finish or choose another run name"
+            ) from error
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync(path: Path) -> None:
@@ -79,6 +125,7 @@ def write_checkpoint(folder: Path, tensors: dict[str, Tensor], state: dict[str, 
     header = {"checkpoint_id": checkpoint_id, "iteration": str(state["iteration"])}
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(cpu, str(next_w), metadata=header)
+    give_default_mode(next_w)  # safetensors creates its files 0600
     _fsync(next_w)
     state = {**state, "checkpoint_id": checkpoint_id, "weights_sha256": file_sha256(next_w)}
     next_s.write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")

@@ -527,3 +527,402 @@ def test_export_bad_inputs(
     assert export([*argv, "--set", "noise_level=nan"]) == 2
     assert "noise_level=nan" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile inputs and faults: concurrent writers, overlapping folders, API pixels, config files,
+# messages that point the right way, file permissions
+# --------------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_an_output_another_process_is_writing_is_refused_and_kept(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    claim = out / ".a_x4.png.claim"  # what a concurrent dasr upscale of a.png holds
+    claim.write_text(f"{os.getppid()}\n")
+    for overwrite in ([], ["--overwrite"]):
+        argv = ["upscale", str(inputs), "-o", str(out), "--model", str(checkpoint), *overwrite]
+        assert dasr(argv) == 1
+        err = capsys.readouterr().err
+        _no_traceback(err)
+        (line,) = _errors(err)
+        assert (
+            "a_x4.png" in line and f"being written by another process (pid {os.getppid()})" in line
+        )
+    assert sorted(p.name for p in out.iterdir()) == [".a_x4.png.claim", "b_x4.png"]
+    assert claim.read_text() == f"{os.getppid()}\n"  # the other writer's claim is not touched
+
+
+def test_a_claim_left_by_a_killed_upscale_is_taken_over(checkpoint: Path, tmp_path: Path) -> None:
+    inputs = _two_images(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a_x4.png.claim").write_text(f"{_dead_pid()}\n")
+    assert dasr(["upscale", str(inputs), "-o", str(out), "--model", str(checkpoint)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_x4.png", "b_x4.png"]
+
+
+def test_an_output_that_appears_while_writing_is_not_replaced_without_overwrite(
+    tmp_path: Path,
+) -> None:
+    from dasrlib.io import OutputExistsError, atomic_write
+
+    target = tmp_path / "a_x4.png"
+    with pytest.raises(OutputExistsError, match="appeared while it was being written"):
+        with atomic_write(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"mine")
+            target.write_bytes(b"the other writer's")  # a concurrent writer finished first
+    assert target.read_bytes() == b"the other writer's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_x4.png"]  # no temporary left
+    with pytest.raises(OutputExistsError):
+        write_png(target, torch.zeros(3, 4, 4), overwrite=False)
+    assert target.read_bytes() == b"the other writer's"
+
+
+def test_a_second_training_process_on_one_run_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dasrlib.train.state import run_folder_lock
+
+    params = _params(tmp_path)
+    run_dir = tmp_path / "runs" / "dasr"
+    with run_folder_lock(run_dir):  # another training process holds the folder
+        assert train.main(["--params", str(params)]) == 1
+        err = capsys.readouterr().err
+        _no_traceback(err)
+        (line,) = _errors(err)
+        assert (
+            str(run_dir) in line
+            and f"in use by another training process (pid {os.getpid()})" in line
+        )
+    assert not (run_dir / "checkpoints").exists()  # the second process wrote nothing
+    pid = os.fork()
+    if pid == 0:  # a process that crashes while holding the lock (no cleanup runs)
+        with run_folder_lock(run_dir):
+            os._exit(3)
+    assert os.waitpid(pid, 0)[1] >> 8 == 3
+    with run_folder_lock(run_dir):  # the operating system released it
+        pass
+
+
+@pytest.mark.parametrize("where", ["inside", "equal", "containing"])
+def test_testset_output_overlapping_the_hr_folder_is_refused(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if where == "containing":
+        hr = _hr_folder(tmp_path / "data" / "photos")
+        out = tmp_path / "data"
+    else:
+        hr = _hr_folder(tmp_path / "photos")
+        out = hr / "sets" if where == "inside" else hr
+    before = _tree(tmp_path)
+    assert testsets.main(["build", "--hr", str(hr), "--out", str(out), "--levels", "bicubic"]) == 1
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert str(out) in line and str(hr) in line and "HR folder" in line
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+def test_api_pixels_outside_zero_one_are_refused_naming_the_range() -> None:
+    from dasrlib.inference import predict_vector, upscale
+
+    model = _dasr_model()
+    image = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"pixel values in \[0, 255\]; expected \[0, 1\]"):
+        upscale((image * 255).round(), model)
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
+        predict_vector(image * 255, model)
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
+        upscale(image - 0.5, model)
+    tiny = (image * 1.02 - 0.01).clamp(-0.01, 1.01)  # resampling overshoot is accepted
+    assert upscale(tiny, model).shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 0), (3, 0, 8), (1, 3, 8, 0)])
+def test_an_empty_image_is_a_clear_error(shape: tuple[int, ...]) -> None:
+    from dasrlib.inference import predict_vector, upscale
+
+    model = _dasr_model()
+    for call in (upscale, predict_vector):
+        with pytest.raises(ValueError, match="is empty"):
+            call(torch.zeros(shape), model)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_input_pixels_blame_the_input(bad: float) -> None:
+    from dasrlib.inference import upscale
+
+    image = torch.rand(3, 12, 12)
+    image[1, 3, 4] = bad
+    with pytest.raises(ValueError, match="1 NaN or Inf pixel value.*input image is invalid"):
+        upscale(image, _dasr_model())
+
+
+@pytest.mark.parametrize("length", [32, 34, 0])
+def test_a_degradation_vector_of_the_wrong_length_names_the_33_slots(length: int) -> None:
+    from dasrlib.degradation import edit_vector
+    from dasrlib.inference import upscale
+
+    image = torch.rand(3, 12, 12)
+    with pytest.raises(ValueError, match=rf"33 slots.*got shape \({length},\)"):
+        upscale(image, _dasr_model(), v=torch.full((length,), 0.5))
+    with pytest.raises(ValueError, match="33 slots"):
+        edit_vector(torch.full((length,), 0.5), {"blur_sigma": 1.0})
+
+
+def test_resuming_with_a_changed_field_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = _params(tmp_path)
+    assert train.main(["--params", str(params)]) == 0
+    checkpoint_before = tmp_path / "runs" / "dasr" / "checkpoints" / "latest.safetensors"
+    kept = checkpoint_before.read_bytes()
+    capsys.readouterr()
+    assert train.main(["--params", str(params), "--set", "lr=0.001", "--set", "iterations=2"]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert "cannot resume" in line and "lr" in line
+    assert checkpoint_before.read_bytes() == kept
+
+
+def _params_with_huge(tmp_path: Path, key: str, letter: str) -> Path:
+    """`_params` with `key` set to a 10 MB plain scalar (written as text: dumping it is slow)."""
+    import yaml
+
+    values = {**TINY_PARAMS, "out_dir": str(tmp_path / "runs")}
+    values.pop(key, None)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values) + f"{key}: {letter * 10_000_000}\n")
+    return path
+
+
+@pytest.mark.parametrize("key", ["name", "data_root", "out_dir", "init_from"])
+def test_a_huge_string_value_is_quoted_by_a_short_prefix(
+    key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train.main(["--params", str(_params_with_huge(tmp_path, key, "x"))]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert key in line and len(err) < 600, err[:600]
+    assert "x" * 80 + "'..." in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_huge_wrongly_typed_value_is_quoted_by_a_short_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train.main(["--params", str(_params_with_huge(tmp_path, "lr", "y"))]) == 2
+    err = capsys.readouterr().err
+    (line,) = _errors(err)
+    assert "lr" in line and len(err) < 600
+
+
+def test_a_yaml_alias_bomb_is_refused_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join([*lines, "name: *a9", ""]))  # 9**10 = 3.5e9 strings expanded
+    started = time.monotonic()
+    assert train.main(["--params", str(path)]) == 2
+    assert time.monotonic() - started < 5.0
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert str(path) in line and "alias" in line and len(err) < 400
+    flow = ", ".join(
+        ["&b0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+        + [f"&b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 10)]
+    )
+    started = time.monotonic()  # the same bomb as a --set value
+    assert train.main(["--params", str(_params(tmp_path)), "--set", f"name=[{flow}]"]) == 2
+    assert time.monotonic() - started < 5.0
+    (line,) = _errors(capsys.readouterr().err)
+    assert "alias" in line and len(line) < 400
+
+
+def test_an_unreadable_checkpoint_says_permission_denied(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import builtins
+    import errno
+
+    locked = tmp_path / "locked.safetensors"
+    locked.write_bytes(checkpoint.read_bytes())
+    real_open = builtins.open
+
+    def denying_open(file: object, *args: object, **kwargs: object) -> object:
+        if str(file) == str(locked):  # what a file mode 000 does to a user who is not root
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denying_open)
+    inputs = _two_images(tmp_path / "in")
+    assert dasr(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(locked)]) == 2
+    err = capsys.readouterr().err
+    (line,) = _errors(err)
+    assert str(locked) in line and "permission denied" in line
+    assert "No such file" not in line and "corrupt" not in line
+
+
+def test_an_existing_folder_given_as_model_is_not_reported_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    save_weights(_dasr_model(), run / "model.safetensors")
+    inputs = _two_images(tmp_path / "in")
+    assert dasr(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(run)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert str(run) in line and "is a folder" in line and "model.safetensors" in line
+    assert "not found" not in line
+    link = tmp_path / "dangling.safetensors"
+    link.symlink_to(tmp_path / "gone.safetensors")
+    assert dasr(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(link)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert "gone.safetensors" in line and "does not exist" in line
+
+
+def test_a_read_only_output_folder_fails_before_inference(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import errno
+    import tempfile
+
+    import dasrlib.cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        if Path(str(kwargs.get("dir"))) == out:  # what a read-only folder does (root ignores 0555)
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkstemp(*args, **kwargs)
+
+    def no_model(*args: object) -> None:
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(dasrlib.cli, "_load", no_model)
+    inputs = _two_images(tmp_path / "in")
+    assert dasr(["upscale", str(inputs), "-o", str(out), "--model", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert str(out) in line and "permission denied" in line and ".tmp" not in line
+    assert list(out.iterdir()) == []
+
+
+def test_untiled_upscale_beyond_memory_fails_early_suggesting_tiles(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import dasrlib.tiling
+    from dasrlib.tiling import TileMemoryError, estimate_tile_bytes
+
+    # The issue's case: 4000x3000 untiled with the 64-channel expert needs far more than 6 GB.
+    assert estimate_tile_bytes(3000, 4000, scale=4, feature_channels=64) > 90e9
+    monkeypatch.setattr(dasrlib.tiling, "available_memory_bytes", lambda device: 100_000_000)
+    source = _image(tmp_path / "big.png", seed=3, size=(300, 400))
+    out = tmp_path / "out"
+    calls = []
+    monkeypatch.setattr(DASR, "fuse", lambda self, a: calls.append(a))  # inference never starts
+    assert (
+        dasr(["upscale", str(source), "-o", str(out), "--model", str(checkpoint), "--tile", "0"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    (line,) = _errors(err)
+    assert "big.png" in line and "400x300" in line and "GB" in line and "--tile" in line
+    assert calls == [] and not (out / "big_x4.png").exists()
+    with pytest.raises(TileMemoryError, match="tile="):
+        from dasrlib.inference import upscale
+
+        upscale(torch.rand(3, 300, 400), _dasr_model())
+    monkeypatch.undo()
+    assert (
+        dasr(["upscale", str(source), "-o", str(out), "--model", str(checkpoint), "--tile", "64"])
+        == 0
+    )
+
+
+def test_every_atomic_writer_leaves_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    from dasrlib.io import atomic_write_text
+    from dasrlib.train.state import write_checkpoint
+
+    previous = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        expected = plain.stat().st_mode & 0o777
+        assert expected == 0o644
+        written = [
+            save_weights(_dasr_model(), tmp_path / "model.safetensors"),
+            write_checkpoint(tmp_path / "ckpt", {"w": torch.zeros(2)}, {"iteration": 1}),
+        ]
+        atomic_write_text(tmp_path / "a.json", "{}")
+        write_png(tmp_path / "a.png", torch.zeros(3, 4, 4))
+        write_png(tmp_path / "b.png", torch.zeros(3, 4, 4), bit_depth=16)
+        written += [tmp_path / "a.json", tmp_path / "a.png", tmp_path / "b.png"]
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in written}
+        assert modes == {p.name: oct(expected) for p in written}
+    finally:
+        os.umask(previous)
+
+
+def test_unreadable_images_and_parameter_files_say_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from dasrlib.io import ImageReadError
+
+    image = _image(tmp_path / "a.png", seed=4)
+    params = _params(tmp_path)
+    real_read_bytes, real_read_text = Path.read_bytes, Path.read_text
+
+    def deny(path: Path) -> None:
+        if path in (image, params):  # what mode 000 does to a user who is not root
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_bytes", lambda self: deny(self) or real_read_bytes(self))
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: deny(self) or real_read_text(self, *a, **k)
+    )
+    with pytest.raises(ImageReadError, match="a.png.*permission denied"):
+        read_image(image)
+    assert train.main(["--params", str(params)]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert str(params) in line and "permission denied" in line
+
+
+def test_a_huge_set_value_is_quoted_by_a_short_prefix(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _two_images(tmp_path / "in")
+    for item in ("blur_sigma=" + "9" * 1_000_000, "x" * 1_000_000 + "=1"):
+        argv = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
+        assert dasr([*argv, "--set", item]) == 2
+        err = capsys.readouterr().err
+        (line,) = _errors(err)
+        assert "..." in line and len(err) < 1200
