@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# The demo trains with the training command first (its progress bar: stage, iteration, rate, time
+# left; a run cut short exits non-zero with one line saying how to continue), then runs the
+# notebook, which finds the finished run (resume: auto) and reports on it.
 demo: $(STAMP)
 	mkdir -p results/runs
+	$(PY) -m dasrlib.train --params notebooks/params/demo.yaml
 	$(VENV)/bin/papermill notebooks/train.ipynb results/runs/demo.ipynb -f notebooks/params/demo.yaml
 
 test: $(STAMP)

@@ -29,7 +29,13 @@ from dasrlib.train.config import (
     notebook_parameters,
     resume_hash,
 )
-from dasrlib.train.loop import StopCondition, stage_configs, train
+from dasrlib.train.loop import (
+    StopCondition,
+    TrainingIncompleteError,
+    require_finished,
+    stage_configs,
+    train,
+)
 from dasrlib.train.state import (
     CheckpointNotFound,
     load_checkpoint,
@@ -58,6 +64,7 @@ __all__ = [
     "StopCondition",
     "TrainConfig",
     "Trainer",
+    "TrainingIncompleteError",
     "ValidationSet",
     "build_generator",
     "config_from_parameters",
@@ -68,6 +75,7 @@ __all__ = [
     "read_run_config",
     "resume_from",
     "resume_hash",
+    "require_finished",
     "stage_configs",
     "train",
     "validation_example",

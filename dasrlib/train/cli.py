@@ -18,7 +18,7 @@ from dasrlib.data import TRAINING_INPUT_ERRORS
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.models.checkpoints import CheckpointError
 from dasrlib.train.config import config_from_parameters, explicit_names
-from dasrlib.train.loop import train
+from dasrlib.train.loop import TrainingIncompleteError, require_finished, train
 from dasrlib.train.state import RunFolderLocked
 from dasrlib.train.validation import validation_summary
 
@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run folder: {run_dir}")
         if (run_dir / "val.csv").is_file():
             print(validation_summary(run_dir).to_string(index=False))
+    try:
+        require_finished(config)
+    except TrainingIncompleteError as error:
+        return _fail(error, 3)
     return 0
 
 

@@ -11,7 +11,8 @@ Stages (`TrainConfig.stage`, Sec. 4.1):
   objective minus the regression term, optionally continued from ``init_from``: the
   equal-budget comparison of Table 2.
 - ``both``: ``pretrain`` for `pretrain_iterations` into ``<name>_pretrain``, then ``dasr``
-  initialised from it into ``<name>``; one wall-clock budget for the two.
+  initialised from it into ``<name>``; one wall-clock budget for the two, and ``dasr`` starts only
+  from a finished pretraining (`require_finished` says what a cut-short call left undone).
 
 A stage resumes from its run folder's checkpoint (`dasrlib.train.state.resume_from`), then each
 iteration is one `Trainer.advance`, one `TrainingLog.add`, and at its cadence a metrics row, a
@@ -22,6 +23,7 @@ limit) validates, checkpoints and exports ``model.safetensors``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -38,12 +40,23 @@ from dasrlib.train.logger import TrainingLog
 from dasrlib.train.state import latest_iteration, resume_from, run_folder_lock
 from dasrlib.train.trainer import Trainer
 
-__all__ = ["StopCondition", "stage_configs", "train"]
+__all__ = [
+    "StopCondition",
+    "TrainingIncompleteError",
+    "require_finished",
+    "stage_configs",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
 StopCondition = Callable[[int], bool]
 """Asked with the iteration before each step; True stops the run as its time limit does."""
+
+
+class TrainingIncompleteError(RuntimeError):
+    """A stage of the config has not reached its planned iterations (a time limit or a stop
+    condition ended the call); the message says what is missing and how to continue."""
 
 
 def _stop_now(
@@ -69,7 +82,8 @@ def _run_stage(
     stop: StopCondition | None,
     dist_ctx: DistContext,
     device: torch.device,
-) -> Path:
+) -> tuple[Path, bool]:
+    """One stage in its locked run folder: (run folder, whether it reached its iterations)."""
     run_dir = project_path(config.run.out_dir) / config.run.name
     lock = run_folder_lock(run_dir) if dist_ctx.is_main else contextlib.nullcontext()
     with lock:  # one training process per run folder (the other ranks write nothing)
@@ -85,7 +99,7 @@ def _run_locked_stage(
     stop: StopCondition | None,
     dist_ctx: DistContext,
     device: torch.device,
-) -> Path:
+) -> tuple[Path, bool]:
     trainer = Trainer(config, device=device, dist_ctx=dist_ctx)
     schedule = config.schedule
     log = TrainingLog(
@@ -158,7 +172,7 @@ def _run_locked_stage(
         done,
         elapsed,
     )
-    return trainer.run_dir
+    return trainer.run_dir, trainer.iteration >= schedule.iterations
 
 
 def _log_metrics(trainer: Trainer, log: TrainingLog) -> None:
@@ -181,6 +195,36 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
     return [pretrain, dasr]
 
 
+def _stage_progress(config: TrainConfig) -> int | None:
+    """The iteration a stage's run folder reached (``run.json``), None when it has not started."""
+    record = project_path(config.run.path) / "run.json"
+    try:
+        return int(json.loads(record.read_text())["iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def require_finished(config: TrainConfig) -> None:
+    """Raise `TrainingIncompleteError` unless every stage of ``config`` (`stage_configs`) reached
+    its planned iterations: one line naming what is not done and how to continue."""
+    missing = []
+    for stage in stage_configs(config):
+        reached, planned = _stage_progress(stage), stage.schedule.iterations
+        if reached is None:
+            missing.append(f"stage {stage.stage} not started ({planned} iterations)")
+        elif reached < planned:
+            missing.append(f"stage {stage.stage} stopped at iteration {reached} of {planned}")
+    if not missing:
+        return
+    limit = config.schedule.time_limit_minutes
+    cause = "" if limit is None else f" within the time limit of {limit:g} min"
+    raise TrainingIncompleteError(
+        f"{config.run.name}: training did not finish{cause}: {'; '.join(missing)}. Run the same "
+        "command again to continue from the last checkpoint (resume: auto), or raise "
+        "time_limit_minutes"
+    )
+
+
 def train(config: TrainConfig, *, stop: StopCondition | None = None) -> Path:
     """Run the stage(s) of `config`; returns the (last) run folder ``<out_dir>/<name>``.
 
@@ -196,12 +240,12 @@ def train(config: TrainConfig, *, stop: StopCondition | None = None) -> Path:
     try:
         run_dir = Path()
         for stage_config in stage_configs(config):
-            run_dir = _run_stage(
+            run_dir, finished = _run_stage(
                 stage_config, deadline=deadline, stop=stop, dist_ctx=dist_ctx, device=device
             )
             if dist_ctx.world_size > 1:
                 dist.barrier()
-            if deadline is not None and time.monotonic() >= deadline:
+            if not finished:  # the next stage starts from this one's finished model only
                 break
         return run_dir
     finally:

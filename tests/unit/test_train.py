@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from dasrlib import losses
@@ -21,14 +23,17 @@ from dasrlib.train import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
+    TrainingIncompleteError,
     config_from_parameters,
     load_checkpoint,
     read_run_config,
+    require_finished,
     resume_hash,
     stage_configs,
     train,
     write_checkpoint,
 )
+from dasrlib.train.cli import main as train_main
 
 TINY = dict(
     num_feat=4,
@@ -384,3 +389,33 @@ def test_warm_restart_continues_count_and_schedule_with_fresh_adam(tmp_path) -> 
     assert steps and all(float(s) == 2 for s in steps)  # two Adam steps: a fresh optimiser
     with pytest.raises(ValueError, match="start_iteration"):
         config.replace(start_iteration=-1)
+
+
+# -- a main job cut short says so --------------------------------------------------------------
+def test_a_stage_cut_short_names_what_is_missing_and_how_to_continue(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, stage="both", pretrain_iterations=4, iterations=3)
+    train(config, stop=lambda iteration: iteration == 2)  # as a time limit would
+    with pytest.raises(TrainingIncompleteError) as error:
+        require_finished(config)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "stage pretrain stopped at iteration 2 of 4" in message
+    assert "stage dasr not started (3 iterations)" in message
+    assert "Run the same command again" in message
+    train(config)  # the second call finishes both stages
+    require_finished(config)
+
+
+def test_the_training_command_exits_non_zero_with_one_line_when_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "p.yaml"
+    fields = {**TINY, "out_dir": str(tmp_path), "name": "run", "stage": "both"}
+    fields.update(pretrain_iterations=50, iterations=3, time_limit_minutes=1e-6)
+    params.write_text(
+        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
+    )
+    assert train_main(["--params", str(params)]) == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "training did not finish within the time limit" in lines[0]
+    assert "stage dasr not started" in lines[0]
