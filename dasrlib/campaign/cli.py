@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         plan = _plan(args.set, parser)
         resolve_device(plan.device)
     except (ValueError, TypeError, DeviceUnavailableError, yaml.YAMLError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     paths = CampaignPaths(models=args.models, work=args.work, testsets=args.testsets)
