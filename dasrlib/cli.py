@@ -193,7 +193,13 @@ def _load(args: argparse.Namespace) -> torch.nn.Module:
     return choice.model
 
 
-def _cmd_upscale(args: argparse.Namespace) -> int:
+def _log_warnings() -> None:
+    """The log format of the image commands: warnings, or everything with ``dasr -v``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _cmd_upscale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _log_warnings()
     if args.tile < 0:
         print(f"dasr upscale: error: --tile must be >= 0, got {args.tile}", file=sys.stderr)
         return EXIT_USAGE
@@ -344,7 +350,8 @@ def _clamp_note(
     )
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _log_warnings()
     try:
         model = _load(args)
     except _USAGE_ERRORS as error:
@@ -441,16 +448,6 @@ Runner = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
 """What runs a subcommand: (its parsed options, its parser for usage errors) -> exit status."""
 
 
-def _image_logging(run: Callable[[argparse.Namespace], int]) -> Runner:
-    """`run` of an image command, with this command's log format (warnings unless ``-v``)."""
-
-    def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return run(args)
-
-    return run_command
-
-
 @dataclass(frozen=True)
 class Subcommand:
     """One ``dasr`` subcommand: its name and help, and the two functions beside its code that
@@ -471,7 +468,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "upscale",
         "super-resolve images to PNG",
         _add_upscale_arguments,
-        _image_logging(_cmd_upscale),
+        _cmd_upscale,
         description="Super-resolve images. Writes OUT/<stem>_x4.png (8-bit in: 8-bit out, "
         "16-bit in: 16-bit out; alpha kept). Never writes onto an input; an existing output is "
         "an error for that image unless --overwrite.",
@@ -481,7 +478,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "predict",
         "print the predicted degradation in physical units",
         _add_predict_arguments,
-        _image_logging(_cmd_predict),
+        _cmd_predict,
         description="Print the degradation DASR's predictor P sees in each image (Sec. 3.1), "
         "decoded from the 33-slot vector into physical units, and the expert weights.",
     ),
