@@ -1,4 +1,19 @@
-"""The ``dasr`` command: super-resolve images and show the degradation DASR predicts.
+"""The ``dasr`` command: one command line with a subcommand per task.
+
+    dasr upscale    super-resolve images to PNG                     (this module)
+    dasr predict    the predicted degradation in physical units     (this module)
+    dasr train      train SRResNet / DASR from a parameter file     (dasrlib/train/cli.py)
+    dasr fetch      download DIV2K or pretrained weights            (dasrlib/data.py)
+    dasr testsets   build the seeded test sets                      (dasrlib/testsets.py)
+    dasr profile    parameters, GMACs, latency of a model           (dasrlib/profiling.py)
+    dasr export     ONNX graphs of a checkpoint                     (dasrlib/export.py)
+    dasr campaign   training campaigns: run a budget, status        (dasrlib/campaign/cli.py)
+
+Each subcommand's options and behaviour live beside its code, in an ``add_arguments(parser)``
+and a ``run(args, parser) -> exit status`` that its module entry point (``python -m
+dasrlib.train``, ``python -m dasrlib.data fetch``, ...) runs too; `SUBCOMMANDS` lists them. The
+model options of the commands that load a checkpoint are one group,
+`dasrlib.cli_options.add_model_options`.
 
     dasr upscale IN... -o OUT [--model CKPT | --official NET_G NET_P] [--tile N] [--overlap N]
                        [--precision auto|fp32|tf32|bf16|fp16] [--device auto]
@@ -27,13 +42,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from dasrlib import data, export, profiling, testsets
+from dasrlib.campaign import cli as campaign_cli
+from dasrlib.cli_options import add_model_options
 from dasrlib.data import IMAGE_EXTENSIONS
 from dasrlib.degradation import (
     PARAMETER_ALIASES,
@@ -66,8 +84,9 @@ from dasrlib.io import (
 )
 from dasrlib.models.loading import choose_model
 from dasrlib.tiling import TileMemoryError
+from dasrlib.train import cli as train_cli
 
-__all__ = ["main"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 logger = logging.getLogger("dasrlib.cli")
 
@@ -174,7 +193,13 @@ def _load(args: argparse.Namespace) -> torch.nn.Module:
     return choice.model
 
 
-def _cmd_upscale(args: argparse.Namespace) -> int:
+def _log_warnings() -> None:
+    """The log format of the image commands: warnings, or everything with ``dasr -v``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _cmd_upscale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _log_warnings()
     if args.tile < 0:
         print(f"dasr upscale: error: --tile must be >= 0, got {args.tile}", file=sys.stderr)
         return EXIT_USAGE
@@ -325,7 +350,8 @@ def _clamp_note(
     )
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _log_warnings()
     try:
         model = _load(args)
     except _USAGE_ERRORS as error:
@@ -383,101 +409,150 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--model",
-        metavar="CKPT",
-        help="checkpoint: this project's .safetensors (DASR or a baseline), or a third-party SR "
-        "model spandrel recognises. Default: results/models/dasr/model.safetensors",
-    )
-    group.add_argument(
-        "--official",
-        nargs=2,
-        metavar=("NET_G", "NET_P"),
-        help="the official DASR release files (generator and predictor)",
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0, ...")
+def _add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    add_model_options(parser)
     parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
-        help="auto: bf16 on a CUDA GPU or a CPU that has it (AVX512-BF16 / AMX), else fp32; "
-        "bf16 runs channels-last. A bf16 / fp16 overflow falls back to fp32",
-    )
-    parser.add_argument(
-        "--level",
-        default=Level.SEVERE.value,
-        choices=[level.value for level in Level if level is not Level.BICUBIC],
-        help="whose parameter ranges map v to physical units and back (default: severe, widest)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dasr",
-        description="Degradation-adaptive x4 super-resolution (DASR, ECCV 2022).",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    up = commands.add_parser(
-        "upscale",
-        help="super-resolve images to PNG",
-        description="Super-resolve images. Writes OUT/<stem>_x4.png (8-bit in: 8-bit out, "
-        "16-bit in: 16-bit out; alpha kept). Never writes onto an input; an existing output is "
-        "an error for that image unless --overwrite.",
-        epilog=_PARAMETER_HELP,
-    )
-    up.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
-    up.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    _add_model_options(up)
-    up.add_argument(
         "--tile",
         type=int,
         default=DEFAULT_TILE,
         help=f"tile size in LR pixels, bounds memory (default {DEFAULT_TILE}; 0: whole image)",
     )
-    up.add_argument(
+    parser.add_argument(
         "--overlap",
         type=int,
         default=DEFAULT_OVERLAP,
         help=f"LR pixels of context around each tile (default {DEFAULT_OVERLAP}, the DASR "
         "expert's receptive field: tiled equals untiled)",
     )
-    up.add_argument(
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="override one predicted degradation parameter (repeatable); names below",
     )
-    up.add_argument("--keep-gray", action="store_true", help="write gray inputs as gray PNGs")
-    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    up.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>)")
-    up.set_defaults(func=_cmd_upscale)
+    parser.add_argument("--keep-gray", action="store_true", help="write gray inputs as gray PNGs")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>)")
 
-    pr = commands.add_parser(
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    add_model_options(parser)
+
+
+Runner = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+"""What runs a subcommand: (its parsed options, its parser for usage errors) -> exit status."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``dasr`` subcommand: its name and help, and the two functions beside its code that
+    add its options to a parser and run it (returning the exit status)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Runner
+    description: str | None = None
+    epilog: str | None = None
+
+
+# Every subcommand of `dasr`, in the order `dasr --help` lists them. A new command is one entry
+# here plus an add_arguments / run pair in its module (and, if wanted, a `python -m` main).
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "upscale",
+        "super-resolve images to PNG",
+        _add_upscale_arguments,
+        _cmd_upscale,
+        description="Super-resolve images. Writes OUT/<stem>_x4.png (8-bit in: 8-bit out, "
+        "16-bit in: 16-bit out; alpha kept). Never writes onto an input; an existing output is "
+        "an error for that image unless --overwrite.",
+        epilog=_PARAMETER_HELP,
+    ),
+    Subcommand(
         "predict",
-        help="print the predicted degradation in physical units",
+        "print the predicted degradation in physical units",
+        _add_predict_arguments,
+        _cmd_predict,
         description="Print the degradation DASR's predictor P sees in each image (Sec. 3.1), "
         "decoded from the 33-slot vector into physical units, and the expert weights.",
+    ),
+    Subcommand(
+        "train",
+        "train SRResNet / DASR from a parameter file (python -m dasrlib.train)",
+        train_cli.add_arguments,
+        train_cli.run,
+        description=train_cli.DESCRIPTION,
+    ),
+    Subcommand(
+        "fetch",
+        f"{data.FETCH_HELP} (python -m dasrlib.data fetch)",
+        data.add_fetch_arguments,
+        data.run_fetch,
+        description=data.__doc__,
+    ),
+    Subcommand(
+        "testsets",
+        "build the seeded LR test sets (python -m dasrlib.testsets)",
+        testsets.add_arguments,
+        testsets.run,
+        description=testsets.__doc__,
+    ),
+    Subcommand(
+        "profile",
+        "parameters, GMACs, latency of a model (python -m dasrlib.profiling)",
+        profiling.add_arguments,
+        profiling.run,
+        description=profiling.__doc__,
+    ),
+    Subcommand(
+        "export",
+        "ONNX graphs of a checkpoint (python -m dasrlib.export)",
+        export.add_arguments,
+        export.run,
+        description=export.DESCRIPTION,
+    ),
+    Subcommand(
+        "campaign",
+        "training campaigns: run a budget, or status (python -m dasrlib.campaign)",
+        campaign_cli.add_arguments,
+        campaign_cli.run,
+        description=campaign_cli.DESCRIPTION,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dasr`` parser: one subparser per entry of `SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="dasr",
+        description="Degradation-adaptive x4 super-resolution (DASR, ECCV 2022).",
     )
-    pr.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or globs")
-    pr.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    _add_model_options(pr)
-    pr.set_defaults(func=_cmd_predict)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in SUBCOMMANDS:
+        sub = commands.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
+            epilog=command.epilog,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run_subcommand=command.run, subcommand_parser=sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dasr`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    return int(args.func(args))
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.run_subcommand(args, args.subcommand_parser))
 
 
 if __name__ == "__main__":

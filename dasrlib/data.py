@@ -655,28 +655,32 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dasrlib.data fetch {div2k,imagenet-features,realesrgan-x4plus} ...``."""
+def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dasrlib.data fetch`` / ``dasr fetch``."""
     from dasrlib import pretrained
 
-    parser = argparse.ArgumentParser(prog="python -m dasrlib.data", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download a data set or pretrained weights")
-    fetch.add_argument("dataset", choices=["div2k", *pretrained.WEIGHT_SETS])
-    fetch.add_argument("--root", type=Path, default=default_data_root(), help="data root (div2k)")
-    fetch.add_argument("--split", nargs="+", default=["train", "valid"], choices=["train", "valid"])
-    fetch.add_argument(
+    parser.add_argument("dataset", choices=["div2k", *pretrained.WEIGHT_SETS])
+    parser.add_argument("--root", type=Path, default=default_data_root(), help="data root (div2k)")
+    parser.add_argument(
+        "--split", nargs="+", default=["train", "valid"], choices=["train", "valid"]
+    )
+    parser.add_argument(
         "--timeout", type=_positive_seconds, default=10.0, help="network timeout in seconds"
     )
-    fetch.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip files")
-    fetch.add_argument("--force", action="store_true", help="download even if already present")
-    fetch.add_argument(
+    parser.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip files")
+    parser.add_argument("--force", action="store_true", help="download even if already present")
+    parser.add_argument(
         "--weights-dir",
         type=Path,
         default=None,
         help="folder for converted weights (default: $DASR_WEIGHTS_DIR, else data/weights)",
     )
-    args = parser.parse_args(argv)
+
+
+def run_fetch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Download DIV2K or fetch pretrained weights; 0 when done, 1 when a download or write fails."""
+    from dasrlib import pretrained
+
     if args.root.exists() and not args.root.is_dir():
         parser.error(f"--root {str(args.root)!r} is a file, not a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -708,6 +712,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for split, folder in folders.items():
         print(f"DIV2K {split}: {_count_images(folder)} images in {folder}")
     return 0
+
+
+FETCH_HELP = "download a data set or pretrained weights"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dasrlib.data fetch {div2k,imagenet-features,realesrgan-x4plus} ...``.
+
+    The same command as ``dasr fetch ...`` (`add_fetch_arguments`, `run_fetch`).
+    """
+    parser = argparse.ArgumentParser(prog="python -m dasrlib.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help=FETCH_HELP)
+    add_fetch_arguments(fetch)
+    return run_fetch(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dasrlib.cli_options import add_model_options
 from dasrlib.degradation import edit_vector, parse_edits
-from dasrlib.device import module_device
+from dasrlib.device import DeviceUnavailableError, module_device
 from dasrlib.inference import is_dasr, plan_upscale, predict_vector
 from dasrlib.io import ImageReadError, atomic_write, atomic_write_text, read_image
 from dasrlib.models.loading import load_sr_model
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = __doc__.split("\n\n")[0]  # the first paragraph, for --help
 
 VERIFY_SIZES: tuple[tuple[int, int], ...] = ((24, 32), (37, 19))
 """(H, W) of the two random inputs on which ONNX Runtime is compared with PyTorch."""
@@ -257,13 +260,9 @@ def export_all(
     return manifest
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dasrlib.export``: export a checkpoint's graphs to a folder."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dasrlib.export", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--model", help="checkpoint (default: the project's trained DASR)")
-    parser.add_argument("--official", nargs=2, metavar=("NET_G", "NET_P"), help="official DASR")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dasrlib.export`` / ``dasr export`` (the shared model options:
+    `dasrlib.cli_options.add_model_options`, on the CPU and in fp32 by default)."""
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--image", help="fuse the experts for this image's predicted degradation")
     parser.add_argument(
@@ -273,29 +272,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="edit the predicted degradation before fusing (see dasr upscale -h)",
     )
-    parser.add_argument("--level", default="severe", help="ranges for --set (default severe)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
-    args = parser.parse_args(argv)
+    add_model_options(
+        parser, device="cpu", precision="fp32", precision_note="; of the prediction for --image"
+    )
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Export the graphs; 2 for a usage error (model, options), 1 when the input image fails."""
     if Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"--out {args.out!r} is a file, not a folder")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         official = tuple(args.official) if args.official else None
-        model = load_sr_model(args.model, official_paths=official, device="cpu")
+        model = load_sr_model(args.model, official_paths=official, device=args.device)
         v = None
         if args.image is not None:
             _require_dasr(model)
-            v = predict_vector(read_image(args.image), model)
+            v = predict_vector(read_image(args.image), model, precision=args.precision)
             if args.set:
                 v = edit_vector(v, parse_edits(args.set), level=args.level)
         elif args.set:
             raise ValueError("--set edits the degradation of an --image; give --image too")
         manifest = export_all(model, args.out, v=v, verify=not args.no_verify)
     except ImageReadError as error:  # the input image failed, not the command line
-        print(f"python -m dasrlib.export: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-        print(f"python -m dasrlib.export: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, DeviceUnavailableError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     graphs = manifest["graphs"]
     assert isinstance(graphs, dict)
@@ -306,6 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"{Path(args.out) / entry['file']}{check}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dasrlib.export``: export a checkpoint's graphs (the same as ``dasr export``)."""
+    parser = argparse.ArgumentParser(prog="python -m dasrlib.export", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dasrlib.cli_options import PRECISIONS, add_device_option, add_precision_option
 from dasrlib.device import DeviceUnavailableError, autocast_dtype, module_device, resolve_device
 from dasrlib.models.build import build_model, model_names
 from dasrlib.models.dasr import DASR, DASRInference
@@ -202,9 +203,13 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dasrlib.profiling``: print a model's cost (one JSON object with --json)."""
-    parser = argparse.ArgumentParser(prog="python -m dasrlib.profiling", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dasrlib.profiling`` / ``dasr profile``.
+
+    ``--model`` here names an architecture (built with random weights), not a checkpoint, so the
+    checkpoint options of `add_model_options` do not apply; ``--device`` and ``--precision`` are
+    the shared ones (fp32 by default: a cost measured as the paper's).
+    """
     parser.add_argument(
         "--model",
         required=True,
@@ -214,13 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         "--size", type=_at_least(8), default=256, help="LR height (and width) in pixels"
     )
     parser.add_argument("--width", type=_at_least(8), default=None, help="LR width if not --size")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (latency)")
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "tf32", "bf16", "fp16"),
-        help="fp32, tf32, bf16 or fp16 (latency)",
-    )
+    add_device_option(parser, note="; for --latency")
+    add_precision_option(parser, default="fp32", choices=PRECISIONS[1:], note="; for --latency")
     parser.add_argument("--latency", action="store_true", help="also time the model")
     parser.add_argument(
         "--repeats", type=_at_least(1), default=20, help="timed runs (median reported)"
@@ -239,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         help="model option key=value (JSON value), repeatable",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print a model's cost; usage errors (unknown model or option, no such device) exit 2."""
     if args.meta and args.latency:
         parser.error("--meta counts only; drop --latency or --meta")
     try:
@@ -275,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             f"at {size[0]}x{size[1]}{timing}"
         )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dasrlib.profiling``: print a model's cost (the same as ``dasr profile``)."""
+    parser = argparse.ArgumentParser(prog="python -m dasrlib.profiling", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

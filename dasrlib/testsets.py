@@ -532,10 +532,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m dasrlib.testsets build ...``."""
-    parser = argparse.ArgumentParser(prog="python -m dasrlib.testsets", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The actions of ``python -m dasrlib.testsets`` / ``dasr testsets`` (today: ``build``)."""
+    commands = parser.add_subparsers(dest="testsets_command", required=True)
     build = commands.add_parser("build", help="build seeded LR test sets from an HR folder")
     build.add_argument("--hr", required=True, type=Path, help="folder of HR images")
     build.add_argument("--out", required=True, type=Path, help="output folder")
@@ -547,10 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument(
         "--max-images", type=_positive_int, default=None, help="only the first N images (N >= 1)"
     )
-    args = parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Build the test sets: 0 when written, 2 for bad levels or device, 1 when the input fails."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prog = "python -m dasrlib.testsets build"
+    prog = f"{parser.prog} {args.testsets_command}"
     try:
         levels = [Level(lv) for lv in args.levels.split(",") if lv.strip()]
         resolve_device(args.device)
@@ -574,6 +575,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(data['entries'])} LR images ({', '.join(data['levels'])}) to {args.out}")
     print(f"manifest: {manifest}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m dasrlib.testsets build ...`` (the same as ``dasr testsets``)."""
+    parser = argparse.ArgumentParser(prog="python -m dasrlib.testsets", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

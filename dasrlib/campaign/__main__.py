@@ -1,82 +1,8 @@
-"""``python -m dasrlib.campaign run --budget 140m [--set NAME=VALUE ...]`` and ``status``."""
+"""``python -m dasrlib.campaign run --budget 140m [--set NAME=VALUE ...]`` and ``status``: see
+`dasrlib.campaign.cli` (the same command as ``dasr campaign``)."""
 
-from __future__ import annotations
-
-import argparse
-import json
-import logging
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-import yaml
+from dasrlib.campaign.cli import main
 
-from dasrlib.campaign.plan import CampaignPlan, parse_duration
-from dasrlib.campaign.publish import PublishRefused, read_history
-from dasrlib.campaign.run import CampaignPaths, run_budget
-from dasrlib.config import ConfigError
-from dasrlib.data import TRAINING_INPUT_ERRORS
-from dasrlib.device import DeviceUnavailableError, resolve_device
-from dasrlib.models.checkpoints import CheckpointError
-from dasrlib.train import NonFiniteLossError
-
-PROG = "python -m dasrlib.campaign"
-
-
-def _plan(items: Sequence[str], parser: argparse.ArgumentParser) -> CampaignPlan:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects NAME=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return CampaignPlan.from_overrides(overrides)
-
-
-def _status(paths: CampaignPaths) -> int:
-    history = read_history(paths.resolved().models)
-    print(json.dumps({"budgets": len(history["budgets"]), "state": history["state"]}, indent=1))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="one budget: continue, train, evaluate, publish")
-    run.add_argument("--budget", required=True, help="wall-clock budget: 140m, 2h, 900s")
-    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    status = commands.add_parser("status", help="what is published")
-    for sub in (run, status):
-        sub.add_argument("--models", type=Path, default=Path("results/models"))
-        sub.add_argument("--work", type=Path, default=Path("results/campaign"))
-    run.add_argument("--testsets", type=Path, default=Path("data/testsets"))
-    args = parser.parse_args(argv)
-    if args.command == "status":
-        return _status(CampaignPaths(models=args.models, work=args.work))
-    try:
-        budget_s = parse_duration(args.budget)
-        plan = _plan(args.set, parser)
-        resolve_device(plan.device)
-    except (ValueError, TypeError, DeviceUnavailableError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    paths = CampaignPaths(models=args.models, work=args.work, testsets=args.testsets)
-    try:
-        record = run_budget(plan, budget_s=budget_s, paths=paths)
-    except (
-        *TRAINING_INPUT_ERRORS,
-        CheckpointError,
-        ConfigError,
-        NonFiniteLossError,
-        PublishRefused,
-    ) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    if record is not None:
-        print(record["note"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

@@ -1,4 +1,8 @@
-"""``python -m dasrlib.train --params notebooks/params/demo.yaml [--set key=value ...]``."""
+"""``python -m dasrlib.train --params notebooks/params/demo.yaml [--set key=value ...]``.
+
+The same command is ``dasr train ...``; this module holds its options (`add_arguments`) and what
+it does (`run`), and `main` is the module entry point.
+"""
 
 from __future__ import annotations
 
@@ -22,21 +26,28 @@ from dasrlib.train.loop import TrainingIncompleteError, require_finished, train
 from dasrlib.train.state import RunFolderLocked
 from dasrlib.train.validation import validation_summary
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "PROG", "add_arguments", "main", "run"]
+
+PROG = "python -m dasrlib.train"
+DESCRIPTION = "Train SRResNet / DASR (what notebooks/train.ipynb runs)."
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Build the config of a parameter file (+ ``--set`` overrides, flat or dotted names), train."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dasrlib.train",
-        description="Train SRResNet / DASR (what notebooks/train.ipynb runs).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dasrlib.train`` / ``dasr train``."""
     parser.add_argument("--params", type=Path, help="a notebook parameter file (YAML)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one field"
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Build the config of a parameter file (+ ``--set`` overrides, flat or dotted names), train.
+
+    Exit status 0 when trained (or the config printed), 2 for a bad config or device, 1 when the
+    training inputs or the run folder fail; errors are one line on stderr after ``parser.prog``.
+    """
+    prog = parser.prog
     try:
         sets = {}
         for item in args.set:
@@ -50,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         resolve_device(config.run.device)
     except (ConfigError, DeviceUnavailableError, yaml.YAMLError) as error:
-        return _fail(error, 2)
+        return _fail(prog, error, 2)
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
@@ -58,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_dir = train(config)
     except ConfigError as error:  # the run folder's checkpoint was made with another config
-        return _fail(error, 2)
+        return _fail(prog, error, 2)
     except (*TRAINING_INPUT_ERRORS, CheckpointError, RunFolderLocked) as error:
-        return _fail(error, 1)
+        return _fail(prog, error, 1)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
         if (run_dir / "val.csv").is_file():
@@ -72,8 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _fail(error: BaseException, status: int) -> int:
-    print(f"python -m dasrlib.train: error: {_clipped(str(error))}", file=sys.stderr)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dasrlib.train``: the same options and exit status as ``dasr train``."""
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
+
+
+def _fail(prog: str, error: BaseException, status: int) -> int:
+    print(f"{prog}: error: {_clipped(str(error))}", file=sys.stderr)
     return status
 
 
