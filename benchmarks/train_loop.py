@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import RESULTS_DIR, environment, summarize, write_json  # noqa: E402
 from train_step import FixedBatches, bench_config, make_trainer, time_steps  # noqa: E402
 
-from dasrlib.degradation import degrade  # noqa: E402
+from dasrlib.degradation.pipeline import degrade  # noqa: E402
 from dasrlib.device import describe_precision, resolve_device  # noqa: E402
-from dasrlib.train import train  # noqa: E402
+from dasrlib.train.loop import train  # noqa: E402
 
 
 def time_synthesis(trainer, *, repeats: int) -> dict[str, float]:

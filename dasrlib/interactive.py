@@ -33,7 +33,9 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
-from dasrlib.degradation import SLOTS, Level, decode_vector, edit_vector, physical_range
+from dasrlib.degradation.edit import edit_vector, physical_range
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import LoadedImage, read_image, to_uint8
 from dasrlib.models.loading import ModelChoice, ModelKind

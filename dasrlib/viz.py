@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dasrlib.degradation import Level, degrade
-from dasrlib.inference import edit_vector, fig5_edits, predict_vector, upscale
+from dasrlib.degradation.edit import edit_vector, fig5_edits
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.pipeline import degrade
+from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import atomic_write
 
 __all__ = [

@@ -18,7 +18,7 @@ from dasrlib.config import ConfigError
 from dasrlib.data import TRAINING_INPUT_ERRORS
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.models.checkpoints import CheckpointError
-from dasrlib.train import NonFiniteLossError
+from dasrlib.train.trainer import NonFiniteLossError
 
 PROG = "python -m dasrlib.campaign"
 

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dasrlib.degradation import SLOTS, Level, Slot, decode_vector, edit_vector
+from dasrlib.degradation.edit import edit_vector
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.vector import SLOTS, Slot, decode_vector
 from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import LoadedImage
 from dasrlib.results import project_path

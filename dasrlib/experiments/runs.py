@@ -29,7 +29,8 @@ from typing import Any
 
 from dasrlib.config import config_hash
 from dasrlib.results import project_path
-from dasrlib.train import TrainConfig, config_from_parameters, resume_hash, train
+from dasrlib.train.config import TrainConfig, config_from_parameters, resume_hash
+from dasrlib.train.loop import train
 
 __all__ = [
     "NetworkRun",

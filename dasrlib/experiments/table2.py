@@ -37,7 +37,7 @@ from dasrlib.models.checkpoints import load_model
 from dasrlib.paper import LEVELS, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
 from dasrlib.results import RESULT_COLUMNS, run_metadata
 from dasrlib.testsets import read_testset_manifest, testset_summary
-from dasrlib.train import TrainConfig
+from dasrlib.train.config import TrainConfig
 from dasrlib.train.state import latest_iteration, read_run_config
 
 __all__ = [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dasrlib.experiments import fig5
-from dasrlib.interactive import ModelChoice
+from dasrlib.models.loading import ModelChoice
 from dasrlib.results import project_path
 
 OUTSIDE = "/srv/elsewhere/results/runs/demo_dasr_short/model.safetensors"

@@ -14,23 +14,16 @@ from torch import nn
 
 import dasrlib.device
 from dasrlib.cli import main as dasr_main
-from dasrlib.degradation import SLOTS, decode_vector
+from dasrlib.degradation.edit import edit_vector, fig5_edits
+from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.device import describe_precision, prefers_channels_last
-from dasrlib.inference import (
-    DEFAULT_OVERLAP,
-    ModelNotFoundError,
-    UpscaledImage,
-    default_model_path,
-    edit_vector,
-    fig5_edits,
-    predict_vector,
-    upscale,
-    upscale_to_file,
-)
+from dasrlib.inference import UpscaledImage, predict_vector, upscale, upscale_to_file
 from dasrlib.io import LoadedImage, read_image, write_png
-from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
-from dasrlib.models.loading import MODEL_ROOT_ENV
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
+from dasrlib.models.loading import MODEL_ROOT_ENV, ModelNotFoundError, default_model_path
+from dasrlib.tiling import DEFAULT_OVERLAP
 
 NUM_BLOCK = 2
 RADIUS = 2 * NUM_BLOCK + 3  # receptive-field radius of the tiny expert, LR pixels
