@@ -14,9 +14,10 @@ from torch import nn
 
 import dasrlib.device
 from dasrlib.cli import main as dasr_main
-from dasrlib.degradation.edit import edit_vector, fig5_edits
+from dasrlib.degradation.edit import edit_vector
 from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.device import describe_precision, prefers_channels_last
+from dasrlib.experiments.fig5 import fig5_edits
 from dasrlib.inference import UpscaledImage, predict_vector, upscale, upscale_to_file
 from dasrlib.io import LoadedImage, read_image, write_png
 from dasrlib.models.checkpoints import save_weights
@@ -244,7 +245,7 @@ def test_fp16_overflow_falls_back_to_fp32_with_a_warning(caplog: pytest.LogCaptu
     net = _OverflowsInHalf().eval()
     image = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(8)) + 0.5
     reference = upscale(image.clamp(0, 1), net, precision="fp32")
-    with caplog.at_level(logging.WARNING, logger="dasrlib.tiling"):
+    with caplog.at_level(logging.WARNING, logger="dasrlib.device"):
         out = upscale(image.clamp(0, 1), net, precision="fp16", tile=4, overlap=1)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, reference, atol=1e-5)
