@@ -45,7 +45,13 @@ from dasrlib.degradation.edit import (
     as_vector,
 )
 from dasrlib.degradation.vector import NUM_SLOTS
-from dasrlib.device import autocast_dtype, module_device, prefers_channels_last, resolve_device
+from dasrlib.device import (
+    PrecisionGuard,
+    autocast_dtype,
+    module_device,
+    prefers_channels_last,
+    resolve_device,
+)
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.loading import (
     is_dasr,
@@ -53,7 +59,6 @@ from dasrlib.models.loading import (
 from dasrlib.tiling import (
     DEFAULT_OVERLAP,
     OUTPUT_DTYPES,
-    PrecisionGuard,
     SRNetwork,
     check_tile_memory,
     even_cuts,
