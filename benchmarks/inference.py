@@ -10,7 +10,7 @@ channels-last, CUDA-graph replay, optionally torch.compile) it times, interleave
 - ``srresnet``: the plain expert network (BasicSR MSRResNet, same topology as a DASR expert);
 - ``dasr``: the complete DASR path, `dasrlib.accel.FastDASR`: predictor P on the LR, weighting A,
   the mixing matmul (Eq. 2) and the expert network reading the mixed weights;
-- ``dasr_library``: `dasrlib.models.DASRInference` (the model's own shared-weights path);
+- ``dasr_library``: `dasrlib.models.dasr.DASRInference` (the model's own shared-weights path);
 - ``dasr_naive``: the per-sample training path with B = 1 (mix per call, one grouped conv per
   layer), the "naive DASR" of the H100 reference timings (`DESIGN_REFERENCE_MS`).
 

@@ -4,7 +4,7 @@ alone, and the training command end to end (data + step + EMA + logging), prefet
 - synthesis: `degrade` of one batch of HR patches per level (weak, standard, severe) and a whole
   batch of the training mix (`DataStream.batch`: patches, degradation, USM target, queue);
 - step: `Trainer.step` on pre-synthesised batches (SRResNet pixel loss; DASR pixel + regression);
-- end to end: `dasrlib.train.train` itself for `--iterations` steps, its it/s read from
+- end to end: `dasrlib.train.loop.train` itself for `--iterations` steps, its it/s read from
   ``metrics.csv`` (the rows after the first, so start-up is excluded); `e2e_over_step` is that
   rate over the step-only rate of the same network.
 

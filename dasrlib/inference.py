@@ -260,7 +260,7 @@ def predict_vector(
     if not is_dasr(model):
         raise TypeError(
             f"{type(model).__name__} has no degradation predictor (need predict_degradation, "
-            "expert_weights and fuse, as dasrlib.models.DASR has)"
+            "expert_weights and fuse, as dasrlib.models.dasr.DASR has)"
         )
     if predictor_max_side < 16:
         raise ValueError(f"predictor_max_side must be at least 16, got {predictor_max_side}")

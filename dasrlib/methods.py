@@ -44,7 +44,7 @@ class MethodKind(str, enum.Enum):
     """How a method's SR is produced."""
 
     BICUBIC = "bicubic"
-    CHECKPOINT = "checkpoint"  # ours: dasrlib.models.load_model
+    CHECKPOINT = "checkpoint"  # ours: dasrlib.models.checkpoints.load_model
     OFFICIAL_DASR = "official_dasr"  # the reference implementation's net_g + net_p
     THIRD_PARTY = "third_party"  # RRDB/ESRGAN, BSRGAN, Real-ESRGAN, SwinIR via spandrel
 
@@ -80,7 +80,8 @@ class Method:
     def checkpoint(
         cls, *, name: str, path: str | os.PathLike[str], paper_name: str | None = None
     ) -> Method:
-        """One of our checkpoints (DASR or a backbone), as `dasrlib.models.save_weights` writes."""
+        """One of our checkpoints (DASR or a backbone), as
+        `dasrlib.models.checkpoints.save_weights` writes."""
         return cls(
             name=name, kind=MethodKind.CHECKPOINT, weights=(Path(path),), paper_name=paper_name
         )

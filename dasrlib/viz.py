@@ -325,7 +325,7 @@ def training_example_figure(
     example: Mapping[str, object], out_png: str | os.PathLike[str], *, scale: int = 4
 ) -> Path:
     """LR (nearest) / bicubic / SR / HR of one held-out image, as returned by
-    `dasrlib.train.validation_example`, with PSNR-Y in the titles."""
+    `dasrlib.train.validation.validation_example`, with PSNR-Y in the titles."""
     lr = example["lr"]
     assert isinstance(lr, Tensor)
     enlarged = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]

@@ -46,7 +46,7 @@ PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
     "resize_mode": ("resize1_mode",),
 }
 """Short names for the parameters of the first degradation stage (``blur_sigma`` sets both
-sigmas of the first blur). Every name of `dasrlib.degradation.parameter_names` works too."""
+sigmas of the first blur). Every name of `dasrlib.degradation.vector.parameter_names` works too."""
 
 _SLOTS_OF: dict[str, tuple[int, ...]] = {
     name: tuple(slot.index for slot in SLOTS if slot.parameter == name)
@@ -140,7 +140,7 @@ def edit_vector(
     rotation in radians, noise sigma in 0-255 (Poisson: scale), JPEG quality, resize scale; one-hot
     parameters take an option name (``noise1_type="poisson"``) or ``"none"``. Slots of parameters
     not edited keep their exact values, so no edit gives v back. Physical values map to [0, 1]
-    with ``level``'s ranges (`dasrlib.degradation.encode_physical`); a noise level is encoded
+    with ``level``'s ranges (`dasrlib.degradation.vector.encode_physical`); a noise level is encoded
     with the range of its noise type (the edited one, else the one v says).
     """
     edits = expand_edits(edits)

@@ -97,7 +97,7 @@ def table2_configs(
     """The training runs of Table 2: one shared budget (`TrainConfig` fields) for every network.
 
     Returns, per method, its stage configs in order (DASR: the SRResNet pretrain, then DASR
-    initialised from it). Run names carry `dasrlib.train.resume_hash` of the config, so a run
+    initialised from it). Run names carry `dasrlib.train.config.resume_hash` of the config, so a run
     with other data, model or loss settings never resumes or overwrites this one, while more
     iterations (or another device) continue the same run from its checkpoint.
     """
