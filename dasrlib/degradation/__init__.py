@@ -5,4 +5,6 @@ Submodules: `levels` (the level specifications), `kernels` (Gaussian / sinc kern
 filtering), `ops` (resize, noise, JPEG, USM), `pipeline` (`degrade`), `record` (what was drawn),
 `vector` (the 33-slot table, encode / decode), `edit` (v edited by physical values, Sec. 4.6),
 `pairs` (`TrainingPairSource`). Imports run one way: record -> vector -> levels; edit -> vector.
+
+Import each name from the submodule that defines it: this package gathers none.
 """

@@ -11,4 +11,6 @@ One module per concern, imports running down this list:
 - `trainer`: one stage's state and its optimiser step.
 - `loop`: `train` (stages, step, log, validate, save).
 - `cli` (``python -m dasrlib.train``).
+
+Import each name from the submodule that defines it: this package gathers none.
 """
