@@ -28,7 +28,9 @@ from typing import Any
 import torch
 
 from dasrlib.data import EmbeddedPhotos, PatchSampler
-from dasrlib.degradation import Level, TrainingPairSource, degrade
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.pairs import TrainingPairSource
+from dasrlib.degradation.pipeline import degrade
 from dasrlib.device import resolve_device
 from dasrlib.io import atomic_write_text
 from dasrlib.results import run_metadata

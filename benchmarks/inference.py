@@ -10,7 +10,7 @@ channels-last, CUDA-graph replay, optionally torch.compile) it times, interleave
 - ``srresnet``: the plain expert network (BasicSR MSRResNet, same topology as a DASR expert);
 - ``dasr``: the complete DASR path, `dasrlib.accel.FastDASR`: predictor P on the LR, weighting A,
   the mixing matmul (Eq. 2) and the expert network reading the mixed weights;
-- ``dasr_library``: `dasrlib.models.DASRInference` (the model's own shared-weights path);
+- ``dasr_library``: `dasrlib.models.dasr.DASRInference` (the model's own shared-weights path);
 - ``dasr_naive``: the per-sample training path with B = 1 (mix per call, one grouped conv per
   layer), the "naive DASR" of the H100 reference timings (`DESIGN_REFERENCE_MS`).
 
@@ -62,9 +62,9 @@ from torch import Tensor
 
 from dasrlib.accel import FastDASR, GraphedSR, PreparedNetwork, compile_for_shape
 from dasrlib.device import cpu_has_bf16, resolve_device
-from dasrlib.models import DASR, MixedWeights, SRResNet
-from dasrlib.models.dasr import DASRInference
-from dasrlib.models.mixed import channels_last_flat
+from dasrlib.models.dasr import DASR, DASRInference
+from dasrlib.models.experts import SRResNet
+from dasrlib.models.mixed import MixedWeights, channels_last_flat
 
 logger = logging.getLogger("benchmarks.inference")
 
@@ -597,7 +597,8 @@ def run_large(args: argparse.Namespace) -> dict[str, Any]:
         "uint8_full_output_mb": _mb(3 * (scale * side) ** 2),
     }
     try:
-        from dasrlib.inference import DEFAULT_OVERLAP, upscale
+        from dasrlib.inference import upscale
+        from dasrlib.tiling import DEFAULT_OVERLAP
     except Exception as error:  # the inference module is another engineer's; record and stop
         report["error"] = f"dasrlib.inference unavailable: {error_text(error)}"
         write_json(out_path, report)

@@ -395,7 +395,8 @@ def synthesis_section(report: dict[str, Any], conf: dict[str, Any], device: torc
 def severe_profile(conf: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """One severe batch under torch.profiler: top-level aten ops (the host's dispatch work),
     device kernels launched, and the top ops by device (GPU) or CPU time."""
-    from dasrlib.degradation import Level, degrade
+    from dasrlib.degradation.levels import Level
+    from dasrlib.degradation.pipeline import degrade
 
     try:
         from torch.profiler import ProfilerActivity, profile

@@ -4,7 +4,7 @@ alone, and the training command end to end (data + step + EMA + logging), prefet
 - synthesis: `degrade` of one batch of HR patches per level (weak, standard, severe) and a whole
   batch of the training mix (`DataStream.batch`: patches, degradation, USM target, queue);
 - step: `Trainer.step` on pre-synthesised batches (SRResNet pixel loss; DASR pixel + regression);
-- end to end: `dasrlib.train.train` itself for `--iterations` steps, its it/s read from
+- end to end: `dasrlib.train.loop.train` itself for `--iterations` steps, its it/s read from
   ``metrics.csv`` (the rows after the first, so start-up is excluded); `e2e_over_step` is that
   rate over the step-only rate of the same network.
 
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import RESULTS_DIR, environment, summarize, write_json  # noqa: E402
 from train_step import FixedBatches, bench_config, make_trainer, time_steps  # noqa: E402
 
-from dasrlib.degradation import degrade  # noqa: E402
+from dasrlib.degradation.pipeline import degrade  # noqa: E402
 from dasrlib.device import describe_precision, resolve_device  # noqa: E402
-from dasrlib.train import train  # noqa: E402
+from dasrlib.train.loop import train  # noqa: E402
 
 
 def time_synthesis(trainer, *, repeats: int) -> dict[str, float]:

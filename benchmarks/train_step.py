@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import RESULTS_DIR, environment, summarize, sync, write_json  # noqa: E402
 
-from dasrlib.degradation import TrainingBatch  # noqa: E402
+from dasrlib.degradation.pairs import TrainingBatch  # noqa: E402
 from dasrlib.device import resolve_device  # noqa: E402
 from dasrlib.models.mixed import PER_SAMPLE_IMPLS  # noqa: E402
-from dasrlib.train import DataStream, TrainConfig, Trainer, config_from_parameters  # noqa: E402
+from dasrlib.train.config import TrainConfig, config_from_parameters  # noqa: E402
+from dasrlib.train.stream import DataStream  # noqa: E402
+from dasrlib.train.trainer import Trainer  # noqa: E402
 
 logger = logging.getLogger("train_step")
 

@@ -65,7 +65,8 @@ from dasrlib.device import autocast_dtype, describe_precision, resolve_device
 from dasrlib.inference import DEFAULT_TILE, upscale, upscale_to_file
 from dasrlib.io import read_image, write_png
 from dasrlib.metrics import psnr_y
-from dasrlib.models import DASR, SRResNet
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 from dasrlib.models.loading import load_sr_model
 from dasrlib.pretrained import REALESRGAN_FILE, weights_dir
 from dasrlib.testsets import load_testset, prepare_testsets

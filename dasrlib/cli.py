@@ -53,27 +53,15 @@ from dasrlib import data, export, profiling, testsets
 from dasrlib.campaign import cli as campaign_cli
 from dasrlib.cli_options import add_model_options
 from dasrlib.data import IMAGE_EXTENSIONS
-from dasrlib.degradation import (
-    PARAMETER_ALIASES,
-    SLOTS,
-    Level,
-    decode_vector,
-    edit_vector,
-    parameter_names,
-    parse_edits,
-)
+from dasrlib.degradation.edit import PARAMETER_ALIASES, edit_vector, parse_edits
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.vector import SLOTS, decode_vector, parameter_names
 from dasrlib.device import (
     DeviceUnavailableError,
     describe_precision,
     module_device,
 )
-from dasrlib.inference import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE,
-    is_dasr,
-    predict_vector,
-    upscale_to_file,
-)
+from dasrlib.inference import DEFAULT_TILE, predict_vector, upscale_to_file
 from dasrlib.io import (
     ImageReadError,
     check_writable_folder,
@@ -82,8 +70,8 @@ from dasrlib.io import (
     read_image,
     remove_stale_temporaries,
 )
-from dasrlib.models.loading import choose_model
-from dasrlib.tiling import TileMemoryError
+from dasrlib.models.loading import choose_model, is_dasr
+from dasrlib.tiling import DEFAULT_OVERLAP, TileMemoryError
 from dasrlib.train import cli as train_cli
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dasrlib.degradation import Level
+from dasrlib.degradation.levels import Level
 
 __all__ = [
     "LEVEL_CHOICES",

@@ -1,11 +1,19 @@
-"""Device and precision resolution: the one place that decides where tensors live."""
+"""Device and precision resolution: the one place that decides where tensors live and in which
+precision they are computed (`autocast_dtype`, and `PrecisionGuard`, the precision policy of a
+network run: autocast with the float32 fallback on overflow)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
+
 import torch
+from torch import Tensor
 
 __all__ = [
     "DeviceUnavailableError",
+    "PrecisionGuard",
     "autocast_dtype",
     "cpu_has_bf16",
     "describe_precision",
@@ -13,6 +21,8 @@ __all__ = [
     "prefers_channels_last",
     "resolve_device",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -108,3 +118,48 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for tensor in module.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+class PrecisionGuard:
+    """Autocast for one precision mode, with the overflow fallback of issue 9.
+
+    ``channels_last``: tiles are handed to the network in channels-last memory format (give it
+    a network whose kernels are channels-last too: a mixed layout is slower than either). A
+    reduced-precision (fp16 / bf16) output that holds NaN or Inf is recomputed in float32 (same
+    layout), and float32 is kept for the rest of the image; a warning names what overflowed.
+    """
+
+    def __init__(
+        self, device: torch.device, precision: str, *, channels_last: bool = False
+    ) -> None:
+        self.device = device
+        self.precision = precision
+        self.dtype = autocast_dtype(device, precision)
+        self.channels_last = channels_last
+
+    def _context(self) -> contextlib.AbstractContextManager[object]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def run(self, fn: Callable[[Tensor], Tensor], x: Tensor, *, what: str) -> Tensor:
+        """``fn(x)`` as float32, recomputed in float32 if the reduced precision overflowed."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._context():
+            out = fn(x)
+        out = out.float()
+        # One float64 sum is non-finite exactly when an element is (a sum of finite float32
+        # values cannot overflow float64): one pass instead of isfinite's three.
+        if bool(torch.isfinite(out.sum(dtype=torch.float64))):
+            return out
+        if self.dtype is None:
+            raise FloatingPointError(f"{what}: the network produced NaN/Inf in float32")
+        logger.warning(
+            "%s: %s output holds NaN/Inf (overflow); recomputing in float32 and keeping float32 "
+            "for the rest of this image",
+            what,
+            self.precision,
+        )
+        self.dtype = None
+        return self.run(fn, x, what=what)

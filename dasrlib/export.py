@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from dasrlib.cli_options import add_model_options
-from dasrlib.degradation import edit_vector, parse_edits
+from dasrlib.degradation.edit import edit_vector, parse_edits
 from dasrlib.device import DeviceUnavailableError, module_device
-from dasrlib.inference import is_dasr, plan_upscale, predict_vector
+from dasrlib.inference import plan_upscale, predict_vector
 from dasrlib.io import ImageReadError, atomic_write, atomic_write_text, read_image
-from dasrlib.models.loading import load_sr_model
+from dasrlib.models.loading import is_dasr, load_sr_model
 
 __all__ = [
     "VERIFY_SIZES",

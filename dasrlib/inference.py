@@ -22,8 +22,8 @@ spandrel ``ImageModelDescriptor``) skip steps 1-2.
 The tiling engine (geometry, cross-fades, banded accumulation, the overflow guard) lives in
 `dasrlib.tiling`; with ``overlap`` at least the network's receptive-field radius
 (`DEFAULT_OVERLAP` = 35 for the 16-block SRResNet expert) tiled DASR equals untiled DASR.
-Model choice is `dasrlib.models.loading` (`load_sr_model`, `default_model_path`) and editing v by
-physical values is `dasrlib.degradation.edit` (`edit_vector`); both are importable from here.
+Model choice is `dasrlib.models.loading` (`load_sr_model`, `choose_model`) and editing v by
+physical values is `dasrlib.degradation.edit` (`edit_vector`); import them from there.
 """
 
 from __future__ import annotations
@@ -42,60 +42,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dasrlib.degradation.edit import (
-    PARAMETER_ALIASES,
     as_vector,
-    edit_vector,
-    expand_edits,
-    fig5_edits,
-    parse_edits,
-    valid_parameter_names,
 )
 from dasrlib.degradation.vector import NUM_SLOTS
-from dasrlib.device import autocast_dtype, module_device, prefers_channels_last, resolve_device
+from dasrlib.device import (
+    PrecisionGuard,
+    autocast_dtype,
+    module_device,
+    prefers_channels_last,
+    resolve_device,
+)
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, LoadedImage, read_image, write_png
 from dasrlib.models.loading import (
-    DEFAULT_MODEL_RELATIVE_PATH,
-    ModelNotFoundError,
-    default_model_path,
     is_dasr,
-    load_sr_model,
 )
 from dasrlib.tiling import (
-    BLEND_WIDTH,
     DEFAULT_OVERLAP,
     OUTPUT_DTYPES,
-    PrecisionGuard,
     SRNetwork,
-    TileMemoryError,
     check_tile_memory,
     even_cuts,
     run_tiled,
 )
 
 __all__ = [
-    "BLEND_WIDTH",
-    "DEFAULT_MODEL_RELATIVE_PATH",
-    "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
-    "PARAMETER_ALIASES",
     "PIXEL_RANGE_TOLERANCE",
     "PREDICTOR_MAX_SIDE",
-    "ModelNotFoundError",
-    "TileMemoryError",
     "UpscalePlan",
     "UpscaledImage",
-    "default_model_path",
-    "edit_vector",
-    "expand_edits",
-    "fig5_edits",
-    "is_dasr",
-    "load_sr_model",
-    "parse_edits",
     "plan_upscale",
     "predict_vector",
     "upscale",
     "upscale_to_file",
-    "valid_parameter_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -281,7 +260,7 @@ def predict_vector(
     if not is_dasr(model):
         raise TypeError(
             f"{type(model).__name__} has no degradation predictor (need predict_degradation, "
-            "expert_weights and fuse, as dasrlib.models.DASR has)"
+            "expert_weights and fuse, as dasrlib.models.dasr.DASR has)"
         )
     if predictor_max_side < 16:
         raise ValueError(f"predictor_max_side must be at least 16, got {predictor_max_side}")

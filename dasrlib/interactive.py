@@ -1,11 +1,11 @@
 """User-interactive super-resolution (Sec. 4.6, Fig. 5): the predicted degradation as sliders.
 
 `DegradationSliders(model, image)` predicts v_hat once, decodes it into physical units
-(`dasrlib.degradation.decode_vector`) and shows one ipywidgets control per parameter of the first
-degradation stage: blur kernel size, sigma_x, sigma_y and rotation; noise level and type; JPEG
+(`dasrlib.degradation.vector.decode_vector`) and shows one ipywidgets control per parameter of the
+first degradation stage: blur kernel size, sigma_x, sigma_y and rotation; noise level and type; JPEG
 quality; resize scale. Changing a control re-encodes only that parameter's slots
-(`dasrlib.inference.edit_vector`; all other slots keep the predicted values), super-resolves the
-image with the edited v and redraws LR (nearest), automatic SR and edited SR side by side with a
+(`dasrlib.degradation.edit.edit_vector`; all other slots keep the predicted values), super-resolves
+the image with the edited v and redraws LR (nearest), automatic SR and edited SR side by side with a
 zoomed crop (native pixel size where the page has room). "Reset" restores the prediction.
 Everything a notebook shows is reachable from Python, so tests drive the widgets the way a user
 would (set ``.value``, the observers fire); tests/browser drives them in a real browser.
@@ -33,7 +33,9 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from dasrlib.data import EmbeddedPhotos
-from dasrlib.degradation import SLOTS, Level, decode_vector, edit_vector, physical_range
+from dasrlib.degradation.edit import edit_vector, physical_range
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import LoadedImage, read_image, to_uint8
 from dasrlib.models.loading import ModelChoice, ModelKind
@@ -60,7 +62,7 @@ SLIDER_PARAMETERS: dict[str, str] = {
     "jpeg1_quality": "JPEG quality",
     "resize1_scale": "resize scale",
 }
-"""The controls shown: parameter name (`dasrlib.degradation.parameter_names`) -> label."""
+"""The controls shown: parameter name (`dasrlib.degradation.vector.parameter_names`) -> label."""
 
 _NOISE_TYPES = ("gaussian", "poisson", "none")
 _SLIDER_STEPS = 200  # steps across a slider's range

@@ -1,10 +1,15 @@
 """What can be evaluated: SR methods and how each turns an LR image into x4 SR.
 
 A `Method` names one way of producing x4 SR: bicubic interpolation, one of our checkpoints (DASR or
-a retrained backbone, read by `dasrlib.models.load_model`), an official DASR checkpoint (net_g +
-net_p), or a third-party checkpoint read through spandrel (RRDB/ESRGAN, BSRGAN, Real-ESRGAN,
-SwinIR). `load_upscaler` loads one onto a device; `network_upscaler` wraps a network already in
-memory; `method_from_spec` reads the notebooks' way of naming weights.
+a retrained backbone, read by `dasrlib.models.checkpoints.load_model`), an official DASR checkpoint
+(net_g + net_p), or a third-party checkpoint read through spandrel (RRDB/ESRGAN, BSRGAN,
+Real-ESRGAN, SwinIR). `load_upscaler` loads one onto a device; `network_upscaler` wraps a network
+already in memory; `method_from_spec` reads the notebooks' way of naming weights.
+
+A method's kind is declared by its spec, never guessed from the file: the official release loads
+through `dasrlib.models.loading.load_sr_model`, our checkpoints and third-party files through
+their readers in `dasrlib.models.checkpoints` (a third-party model must be x4). Which model to
+super-resolve with when none is named is `dasrlib.models.loading.choose_model`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dasrlib.models.checkpoints import import_official_dasr, load_model, load_third_party
+from dasrlib.models.checkpoints import load_model, load_third_party
+from dasrlib.models.loading import load_sr_model
 from dasrlib.pretrained import weights_dir
 from dasrlib.results import project_path
 
@@ -38,7 +44,7 @@ class MethodKind(str, enum.Enum):
     """How a method's SR is produced."""
 
     BICUBIC = "bicubic"
-    CHECKPOINT = "checkpoint"  # ours: dasrlib.models.load_model
+    CHECKPOINT = "checkpoint"  # ours: dasrlib.models.checkpoints.load_model
     OFFICIAL_DASR = "official_dasr"  # the reference implementation's net_g + net_p
     THIRD_PARTY = "third_party"  # RRDB/ESRGAN, BSRGAN, Real-ESRGAN, SwinIR via spandrel
 
@@ -74,7 +80,8 @@ class Method:
     def checkpoint(
         cls, *, name: str, path: str | os.PathLike[str], paper_name: str | None = None
     ) -> Method:
-        """One of our checkpoints (DASR or a backbone), as `dasrlib.models.save_weights` writes."""
+        """One of our checkpoints (DASR or a backbone), as
+        `dasrlib.models.checkpoints.save_weights` writes."""
         return cls(
             name=name, kind=MethodKind.CHECKPOINT, weights=(Path(path),), paper_name=paper_name
         )
@@ -156,7 +163,7 @@ def load_upscaler(method: Method, *, device: torch.device) -> Upscaler:
     if method.kind is MethodKind.CHECKPOINT:
         net = load_model(method.weights[0], device=device)
     elif method.kind is MethodKind.OFFICIAL_DASR:
-        net = import_official_dasr(method.weights[0], method.weights[1])
+        net = load_sr_model(official_paths=(method.weights[0], method.weights[1]), device=device)
     else:
         net = load_third_party(method.weights[0])
     net = net.to(device)

@@ -47,7 +47,8 @@ from dasrlib.data import (
     find_dataset_root,
     list_image_files,
 )
-from dasrlib.degradation import Level, degrade
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.pipeline import degrade
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.io import (
     ImageReadError,

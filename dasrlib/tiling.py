@@ -13,14 +13,13 @@ most ``overlap`` therefore gives the same result tiled as untiled (up to float r
 Memory: the compute device holds one tile's activations plus one band of accumulated output rows;
 the full output lives on the CPU in the requested dtype (uint8 / uint16 / float32).
 
-Precision and layout: `PrecisionGuard` runs each tile under autocast
+Precision and layout: `dasrlib.device.PrecisionGuard` runs each tile under autocast
 (`dasrlib.device.autocast_dtype`) and, when asked, hands the network channels-last tiles (the
 layout oneDNN's bf16 convolutions run fastest in; `dasrlib.inference` decides).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -30,13 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dasrlib.device import autocast_dtype
+from dasrlib.device import PrecisionGuard
 
 __all__ = [
     "BLEND_WIDTH",
     "DEFAULT_OVERLAP",
     "OUTPUT_DTYPES",
-    "PrecisionGuard",
     "SRNetwork",
     "TileMemoryError",
     "available_memory_bytes",
@@ -63,51 +61,6 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as in dasrlib.io
 _INTEGER_MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
 SRNetwork = Callable[[Tensor], Tensor]
-
-
-class PrecisionGuard:
-    """Autocast for one precision mode, with the overflow fallback of issue 9.
-
-    ``channels_last``: tiles are handed to the network in channels-last memory format (give it
-    a network whose kernels are channels-last too: a mixed layout is slower than either). A
-    reduced-precision (fp16 / bf16) output that holds NaN or Inf is recomputed in float32 (same
-    layout), and float32 is kept for the rest of the image; a warning names what overflowed.
-    """
-
-    def __init__(
-        self, device: torch.device, precision: str, *, channels_last: bool = False
-    ) -> None:
-        self.device = device
-        self.precision = precision
-        self.dtype = autocast_dtype(device, precision)
-        self.channels_last = channels_last
-
-    def _context(self) -> contextlib.AbstractContextManager[object]:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-    def run(self, fn: SRNetwork, x: Tensor, *, what: str) -> Tensor:
-        """``fn(x)`` as float32, recomputed in float32 if the reduced precision overflowed."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self._context():
-            out = fn(x)
-        out = out.float()
-        # One float64 sum is non-finite exactly when an element is (a sum of finite float32
-        # values cannot overflow float64): one pass instead of isfinite's three.
-        if bool(torch.isfinite(out.sum(dtype=torch.float64))):
-            return out
-        if self.dtype is None:
-            raise FloatingPointError(f"{what}: the network produced NaN/Inf in float32")
-        logger.warning(
-            "%s: %s output holds NaN/Inf (overflow); recomputing in float32 and keeping float32 "
-            "for the rest of this image",
-            what,
-            self.precision,
-        )
-        self.dtype = None
-        return self.run(fn, x, what=what)
 
 
 class TileMemoryError(MemoryError):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dasrlib.degradation import Level, degrade
-from dasrlib.inference import edit_vector, fig5_edits, predict_vector, upscale
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.pipeline import degrade
 from dasrlib.io import atomic_write
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "comparison_figure",
     "fig2_levels",
     "fig4_grid",
-    "fig5_interactive",
+    "fig5_figure",
     "fig5_sweep_figure",
     "training_curves",
     "training_example_figure",
@@ -178,40 +178,22 @@ def comparison_figure(
     return fig
 
 
-def fig5_interactive(
-    model: torch.nn.Module,
-    image: Tensor,
+def fig5_figure(
+    panels: list[tuple[str, Tensor]],
     out_png: str | os.PathLike[str],
     *,
-    level: Level | str = Level.SEVERE,
+    scale: int,
     crop: tuple[int, int, int] | None = None,
-    precision: str = "fp32",
     dpi: int = 100,
 ) -> Path:
-    """Fig. 5: DASR with the predicted degradation and with it edited by hand (Sec. 4.6).
-
-    Panels: (a) the LR input (nearest), (b) automatic (v_hat = P(lr)), (c) / (d) blur scale up /
-    down, (e) / (f) noise level up / down; the edits are `dasrlib.inference.fig5_edits` (the
-    first-stage blur sigmas and noise level set to the ends of `level`'s ranges).
+    """Fig. 5 drawn (Sec. 4.6): the panels of `dasrlib.experiments.fig5.fig5_panels` side by
+    side with a zoomed crop of each (`comparison_figure`), written atomically to ``out_png``.
 
     Args:
-        model: a DASR model.
-        image: LR image [3, H, W] in [0, 1].
-        out_png: output path (written atomically).
+        panels: (title, image [3, sH, sW] in [0, 1]) at the output size.
+        scale: SR scale (converts the LR crop box to output pixels).
         crop: (top, left, size) of the zoomed region in LR pixels; None: centred.
     """
-    lr = image.detach().float().cpu()
-    if lr.ndim != 3 or lr.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
-    v_hat = predict_vector(lr, model, precision=precision)
-    scale = int(model.scale)
-    nearest = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
-    panels = [(f"(a) LR x{scale} (nearest)", nearest)]
-    panels.append(("(b) automatic", upscale(lr, model, v=v_hat, precision=precision)))
-    for letter, (title, edits) in zip("cdef", fig5_edits(v_hat, level=level).items(), strict=True):
-        v = edit_vector(v_hat, edits, level=level)
-        sr = upscale(lr, model, v=v, precision=precision)
-        panels.append((f"({letter}) " + title.replace(": ", "\n"), sr))
     fig = comparison_figure(panels, scale=scale, crop=crop, dpi=dpi)
     fig.suptitle("User-interactive SR: editing the predicted degradation (Fig. 5)", fontsize=10)
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.94))
@@ -343,7 +325,7 @@ def training_example_figure(
     example: Mapping[str, object], out_png: str | os.PathLike[str], *, scale: int = 4
 ) -> Path:
     """LR (nearest) / bicubic / SR / HR of one held-out image, as returned by
-    `dasrlib.train.validation_example`, with PSNR-Y in the titles."""
+    `dasrlib.train.validation.validation_example`, with PSNR-Y in the titles."""
     lr = example["lr"]
     assert isinstance(lr, Tensor)
     enlarged = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]

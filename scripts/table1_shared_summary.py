@@ -16,9 +16,10 @@ import pandas as pd
 from dasrlib import evaluate as ev
 from dasrlib.experiments.table1 import TABLE1_HOW_TO_FILL
 from dasrlib.io import atomic_write, atomic_write_text
+from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM
 from dasrlib.results import markdown_table, project_path
 
-METRICS = (ev.METRIC_PSNR, ev.METRIC_SSIM, ev.METRIC_LPIPS)
+METRICS = (METRIC_PSNR, METRIC_SSIM, METRIC_LPIPS)
 
 
 def main(names: list[str]) -> int:
@@ -40,11 +41,11 @@ def main(names: list[str]) -> int:
                     reason = f"{reason}; to fill: {fill}"
                 notes.append(f"{name}: {method} left out ({reason})")
         have = {(m, lv, k) for m, lv, k in means[["method", "level", "metric"]].itertuples(False)}
-        wanted = {(m, lv, k) for m in methods for lv in ev.LEVELS for k in METRICS}
+        wanted = {(m, lv, k) for m in methods for lv in LEVELS for k in METRICS}
         if not methods or wanted - have:
             notes.append(f"{name}: incomplete ({len(wanted - have)} mean cells missing), left out")
             continue
-        table = ev.comparison_table(rows, metrics=METRICS, levels=ev.LEVELS, methods=methods)
+        table = ev.comparison_table(rows, metrics=METRICS, levels=LEVELS, methods=methods)
         dataset = str(means["dataset"].iloc[0])
         n = int(means["n_images"].max())
         table.index = pd.MultiIndex.from_tuples(

@@ -6,16 +6,3 @@ budget at a time on whatever device is here (``python -m dasrlib.campaign run --
 - `evaluation`: the test sets, every model on every set and level, paired differences.
 - `publish`: ``results/models/``: weights, history, eval files, curves, the model card.
 """
-
-from dasrlib.campaign.plan import CampaignPlan, parse_duration
-from dasrlib.campaign.publish import PublishRefused, read_history
-from dasrlib.campaign.run import CampaignPaths, run_budget
-
-__all__ = [
-    "CampaignPaths",
-    "CampaignPlan",
-    "PublishRefused",
-    "parse_duration",
-    "read_history",
-    "run_budget",
-]

@@ -22,7 +22,7 @@ from dasrlib.config import ConfigError, safe_load_yaml
 from dasrlib.data import TRAINING_INPUT_ERRORS
 from dasrlib.device import DeviceUnavailableError, resolve_device
 from dasrlib.models.checkpoints import CheckpointError
-from dasrlib.train import NonFiniteLossError
+from dasrlib.train.trainer import NonFiniteLossError
 
 __all__ = ["DESCRIPTION", "PROG", "add_arguments", "main", "run"]
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dasrlib.train import TrainConfig, config_from_parameters
+from dasrlib.train.config import TrainConfig, config_from_parameters
 
 __all__ = [
     "PUBLISHED_AS",

@@ -37,8 +37,8 @@ from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
 from dasrlib.device import describe_precision, resolve_device
 from dasrlib.results import project_path, run_metadata
-from dasrlib.train import read_run_config, train
-from dasrlib.train.state import latest_iteration
+from dasrlib.train.loop import train
+from dasrlib.train.state import latest_iteration, read_run_config
 
 __all__ = ["CampaignPaths", "run_budget"]
 

@@ -26,7 +26,6 @@ __all__ = [
     "as_vector",
     "edit_vector",
     "expand_edits",
-    "fig5_edits",
     "parse_edits",
     "physical_range",
     "valid_parameter_names",
@@ -47,7 +46,7 @@ PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
     "resize_mode": ("resize1_mode",),
 }
 """Short names for the parameters of the first degradation stage (``blur_sigma`` sets both
-sigmas of the first blur). Every name of `dasrlib.degradation.parameter_names` works too."""
+sigmas of the first blur). Every name of `dasrlib.degradation.vector.parameter_names` works too."""
 
 _SLOTS_OF: dict[str, tuple[int, ...]] = {
     name: tuple(slot.index for slot in SLOTS if slot.parameter == name)
@@ -141,7 +140,7 @@ def edit_vector(
     rotation in radians, noise sigma in 0-255 (Poisson: scale), JPEG quality, resize scale; one-hot
     parameters take an option name (``noise1_type="poisson"``) or ``"none"``. Slots of parameters
     not edited keep their exact values, so no edit gives v back. Physical values map to [0, 1]
-    with ``level``'s ranges (`dasrlib.degradation.encode_physical`); a noise level is encoded
+    with ``level``'s ranges (`dasrlib.degradation.vector.encode_physical`); a noise level is encoded
     with the range of its noise type (the edited one, else the one v says).
     """
     edits = expand_edits(edits)
@@ -169,35 +168,3 @@ def edit_vector(
                     float(encoded[index]),
                 )
     return out
-
-
-def fig5_edits(
-    v: Tensor, *, level: Level | str = Level.SEVERE
-) -> dict[str, dict[str, float | str]]:
-    """The four hand edits of Fig. 5 (Sec. 4.6): {panel title: `edit_vector` edits}, in the
-    order blur up, blur down, noise up, noise down.
-
-    Blur scale up / down: both sigmas of the first blur set to the top / bottom of ``level``'s
-    sigma range. Noise level up / down: the first noise level set to the top / bottom of the
-    range of the noise type v predicts (Gaussian when v predicts none, which is then set too).
-    """
-    level = Level(level)
-    decoded = decode_vector(as_vector(v).cpu(), level=level)
-    assert isinstance(decoded, dict)
-    sigma_lo, sigma_hi = physical_range("blur1_sigma_x", level=level)
-    noise_type = str(decoded.get("noise1_type", "none"))
-    noise_lo, noise_hi = physical_range("noise1_level", level=level, noise_type=noise_type)
-    type_edit: dict[str, float | str] = {"noise1_type": "gaussian"} if noise_type == "none" else {}
-    noise_name = "poisson scale" if noise_type == "poisson" else "gaussian sigma"
-    return {
-        f"blur scale up: sigma {sigma_hi:g} px": {
-            "blur1_sigma_x": sigma_hi,
-            "blur1_sigma_y": sigma_hi,
-        },
-        f"blur scale down: sigma {sigma_lo:g} px": {
-            "blur1_sigma_x": sigma_lo,
-            "blur1_sigma_y": sigma_lo,
-        },
-        f"noise level up: {noise_name} {noise_hi:g}": {"noise1_level": noise_hi, **type_edit},
-        f"noise level down: {noise_name} {noise_lo:g}": {"noise1_level": noise_lo, **type_edit},
-    }

@@ -57,7 +57,7 @@ from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2, PAPER
 from dasrlib.profiling import count_gmacs
 from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata, write_results
 from dasrlib.testsets import testset_summary
-from dasrlib.train import TrainConfig, config_from_parameters
+from dasrlib.train.config import TrainConfig, config_from_parameters
 from dasrlib.viz import fig4_grid
 
 __all__ = [

@@ -1,11 +1,14 @@
-"""Fig. 5 as a measurement (Sec. 4.6): editing v by hand moves the output the expected way.
+"""Fig. 5 (Sec. 4.6): editing v by hand moves the output the expected way; Fig. 5's one home.
 
+`fig5_edits` are the figure's four hand edits of v (blur scale up / down, noise level up / down),
+`fig5_panels` super-resolves an image with the prediction and with each edit, and
+`fig5_interactive` / `write_fig5` draw them (`dasrlib.viz.fig5_figure`). As a measurement,
 `fig5_sweep` sweeps one setting of the predicted degradation (the first-stage blur sigmas, or the
 first noise level) across a level's range, keeping every other slot of v_hat = P(lr), and
 measures the high-frequency energy of the SR output (`high_frequency_energy`). `fig5_check` runs
 the blur and the noise sweep for a notebook's model and sets what the model does beside the paper
-(blur up -> sharper, noise up -> smoother); `write_fig5` writes the Fig. 5 figure itself. The
-slider widget that edits v by hand is `dasrlib.interactive`.
+(blur up -> sharper, noise up -> smoother). The slider widget that edits v by hand is
+`dasrlib.interactive`; editing v by physical values is `dasrlib.degradation.edit`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dasrlib.degradation import SLOTS, Level, Slot, decode_vector, edit_vector
+from dasrlib.degradation.edit import as_vector, edit_vector, physical_range
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.vector import SLOTS, Slot, decode_vector
 from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import LoadedImage
 from dasrlib.results import project_path
-from dasrlib.viz import fig5_interactive, fig5_sweep_figure
+from dasrlib.viz import fig5_figure, fig5_sweep_figure
 
 if TYPE_CHECKING:
     from dasrlib.models.loading import ModelChoice
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FIG5_EXPECTED",
     "fig5_check",
+    "fig5_edits",
+    "fig5_interactive",
+    "fig5_panels",
     "fig5_sweep",
     "high_frequency_energy",
     "portable_label",
@@ -46,6 +54,91 @@ def _slot(name: str) -> Slot:
     return next(slot for slot in SLOTS if slot.name == name)
 
 
+# --------------------------------------------------------------------------------------------
+# Fig. 5 itself: the automatic result and four hand edits of v
+# --------------------------------------------------------------------------------------------
+
+
+def fig5_edits(
+    v: Tensor, *, level: Level | str = Level.SEVERE
+) -> dict[str, dict[str, float | str]]:
+    """The four hand edits of Fig. 5 (Sec. 4.6): {panel title: `edit_vector` edits}, in the
+    order blur up, blur down, noise up, noise down.
+
+    Blur scale up / down: both sigmas of the first blur set to the top / bottom of ``level``'s
+    sigma range. Noise level up / down: the first noise level set to the top / bottom of the
+    range of the noise type v predicts (Gaussian when v predicts none, which is then set too).
+    """
+    level = Level(level)
+    decoded = decode_vector(as_vector(v).cpu(), level=level)
+    assert isinstance(decoded, dict)
+    sigma_lo, sigma_hi = physical_range("blur1_sigma_x", level=level)
+    noise_type = str(decoded.get("noise1_type", "none"))
+    noise_lo, noise_hi = physical_range("noise1_level", level=level, noise_type=noise_type)
+    type_edit: dict[str, float | str] = {"noise1_type": "gaussian"} if noise_type == "none" else {}
+    noise_name = "poisson scale" if noise_type == "poisson" else "gaussian sigma"
+    return {
+        f"blur scale up: sigma {sigma_hi:g} px": {
+            "blur1_sigma_x": sigma_hi,
+            "blur1_sigma_y": sigma_hi,
+        },
+        f"blur scale down: sigma {sigma_lo:g} px": {
+            "blur1_sigma_x": sigma_lo,
+            "blur1_sigma_y": sigma_lo,
+        },
+        f"noise level up: {noise_name} {noise_hi:g}": {"noise1_level": noise_hi, **type_edit},
+        f"noise level down: {noise_name} {noise_lo:g}": {"noise1_level": noise_lo, **type_edit},
+    }
+
+
+def fig5_panels(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    level: Level | str = Level.SEVERE,
+    precision: str = "fp32",
+) -> list[tuple[str, Tensor]]:
+    """Fig. 5's panels (Sec. 4.6): (title, image [3, sH, sW] in [0, 1]) for (a) the LR input
+    (nearest), (b) automatic (v_hat = P(lr)), (c) / (d) blur scale up / down, (e) / (f) noise
+    level up / down; the edits are `fig5_edits` (the first-stage blur sigmas and noise level set
+    to the ends of ``level``'s ranges).
+
+    Args:
+        model: a DASR model.
+        image: LR image [3, H, W] in [0, 1].
+    """
+    lr = image.detach().float().cpu()
+    if lr.ndim != 3 or lr.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+    v_hat = predict_vector(lr, model, precision=precision)
+    scale = int(model.scale)
+    nearest = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
+    panels = [(f"(a) LR x{scale} (nearest)", nearest)]
+    panels.append(("(b) automatic", upscale(lr, model, v=v_hat, precision=precision)))
+    for letter, (title, edits) in zip("cdef", fig5_edits(v_hat, level=level).items(), strict=True):
+        v = edit_vector(v_hat, edits, level=level)
+        sr = upscale(lr, model, v=v, precision=precision)
+        panels.append((f"({letter}) " + title.replace(": ", "\n"), sr))
+    return panels
+
+
+def fig5_interactive(
+    model: nn.Module,
+    image: Tensor,
+    out_png: str | os.PathLike[str],
+    *,
+    level: Level | str = Level.SEVERE,
+    crop: tuple[int, int, int] | None = None,
+    precision: str = "fp32",
+    dpi: int = 100,
+) -> Path:
+    """Fig. 5 (Sec. 4.6): `fig5_panels` drawn by `dasrlib.viz.fig5_figure` to ``out_png``
+    (written atomically); ``crop``: (top, left, size) of the zoomed region in LR pixels, None:
+    centred."""
+    panels = fig5_panels(model, image, level=level, precision=precision)
+    return fig5_figure(panels, out_png, scale=int(model.scale), crop=crop, dpi=dpi)
+
+
 def write_fig5(
     choice: ModelChoice,
     image: LoadedImage,
@@ -55,7 +148,7 @@ def write_fig5(
     allow_random: bool = False,
     precision: str = "fp32",
 ) -> Path | None:
-    """Write the Fig. 5 figure (`dasrlib.viz.fig5_interactive`) for ``image``; a relative path
+    """Write the Fig. 5 figure (`fig5_interactive`) for ``image``; a relative path
     is taken from the repository root. A random-weight model's figure is not written unless
     ``allow_random`` (it would only show noise where the paper shows an effect); returns None
     then, or when ``out_png`` is None."""

@@ -6,8 +6,8 @@ options) and, for DASR, the plain backbone pretrained with the pixel loss that i
 from (Sec. 4.1). `plan_runs` turns a budget and the networks into their stage configs, with
 
 - one naming rule (`RunNaming`): ``<prefix>_<role>``, plus ``_<first 8 hex digits of
-  dasrlib.train.resume_hash>`` when ``hashed`` (Table 2), so a run with other data, model or loss
-  settings never resumes or overwrites another, while more iterations continue the same run;
+  dasrlib.train.config.resume_hash>`` when ``hashed`` (Table 2), so a run with other data, model
+  or loss settings never resumes or overwrites another, while more iterations continue the same run;
 - one pretraining per distinct pretrain config, shared by every network that starts from it.
 
 `run_planned` runs them with one reuse rule (`train_or_load`): a run whose ``run.json`` says it
@@ -29,7 +29,8 @@ from typing import Any
 
 from dasrlib.config import config_hash
 from dasrlib.results import project_path
-from dasrlib.train import TrainConfig, config_from_parameters, resume_hash, train
+from dasrlib.train.config import TrainConfig, config_from_parameters, resume_hash
+from dasrlib.train.loop import train
 
 __all__ = [
     "NetworkRun",
@@ -106,7 +107,7 @@ class TrainedRun:
 
     @property
     def weights(self) -> Path:
-        """The exported EMA generator (`dasrlib.models.load_model` reads it)."""
+        """The exported EMA generator (`dasrlib.models.checkpoints.load_model` reads it)."""
         return self.run_dir / EXPORTED_MODEL
 
 

@@ -37,7 +37,7 @@ from dasrlib.models.checkpoints import load_model
 from dasrlib.paper import LEVELS, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
 from dasrlib.results import RESULT_COLUMNS, run_metadata
 from dasrlib.testsets import read_testset_manifest, testset_summary
-from dasrlib.train import TrainConfig
+from dasrlib.train.config import TrainConfig
 from dasrlib.train.state import latest_iteration, read_run_config
 
 __all__ = [
@@ -97,7 +97,7 @@ def table2_configs(
     """The training runs of Table 2: one shared budget (`TrainConfig` fields) for every network.
 
     Returns, per method, its stage configs in order (DASR: the SRResNet pretrain, then DASR
-    initialised from it). Run names carry `dasrlib.train.resume_hash` of the config, so a run
+    initialised from it). Run names carry `dasrlib.train.config.resume_hash` of the config, so a run
     with other data, model or loss settings never resumes or overwrites this one, while more
     iterations (or another device) continue the same run from its checkpoint.
     """

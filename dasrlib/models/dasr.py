@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from dasrlib.degradation.vector import NUM_SLOTS
 from dasrlib.models import backbones
 from dasrlib.models.dynamic import ChannelMappedExpert, DecomposedDynamicExpert
 from dasrlib.models.mixed import (
@@ -118,7 +119,7 @@ class DASR(nn.Module):
         scale: int = 4,
         num_feat: int = 64,
         num_block: int = 16,
-        v_dim: int = 33,
+        v_dim: int = NUM_SLOTS,
         weighting: str = "linear",
         mixing: str = "weights",
         per_sample_impl: str = DEFAULT_PER_SAMPLE_IMPL,

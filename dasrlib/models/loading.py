@@ -211,8 +211,8 @@ def load_sr_model(
     """The model to super-resolve with, on ``device``, in eval mode.
 
     ``model_path``: a checkpoint of this project (safetensors written by
-    `dasrlib.models.save_weights`, rebuilt from its recorded architecture), or any other SR
-    checkpoint spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, ...). ``official_paths``: the
+    `dasrlib.models.checkpoints.save_weights`, rebuilt from its recorded architecture), or any other
+    SR checkpoint spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, ...). ``official_paths``: the
     official DASR release files (net_g, net_p). Neither: the project's trained checkpoint
     (`default_model_path`), else `ModelNotFoundError` saying how to get one.
     """

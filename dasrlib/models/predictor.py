@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from dasrlib.degradation.vector import NUM_SLOTS
 from dasrlib.models.experts import init_default_
 
 __all__ = ["DegradationPredictor", "WeightingModule"]
@@ -32,7 +33,7 @@ class DegradationPredictor(nn.Module):
         *,
         in_channels: int = 3,
         num_feat: int = 64,
-        v_dim: int = 33,
+        v_dim: int = NUM_SLOTS,
         use_bias: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -70,7 +71,7 @@ class WeightingModule(nn.Module):
     def __init__(
         self,
         *,
-        v_dim: int = 33,
+        v_dim: int = NUM_SLOTS,
         hidden: int = 15,
         num_experts: int = 5,
         sigmoid: bool = False,

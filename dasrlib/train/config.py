@@ -55,7 +55,7 @@ from dasrlib.config import (
     require_range,
     to_dict,
 )
-from dasrlib.degradation import Level
+from dasrlib.degradation.levels import Level
 from dasrlib.models import backbones
 
 __all__ = [

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from dasrlib.data import ImageList, PatchSampler
-from dasrlib.degradation import TrainingBatch, TrainingPairSource
+from dasrlib.degradation.pairs import TrainingBatch, TrainingPairSource
 
 __all__ = ["DataStream", "derive_seed", "seeded_generator"]
 

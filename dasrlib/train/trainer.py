@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from dasrlib import losses
 from dasrlib.config import config_hash, to_dict
 from dasrlib.data import open_hr_images
-from dasrlib.degradation import TrainingBatch
+from dasrlib.degradation.pairs import TrainingBatch
 from dasrlib.device import autocast_dtype, describe_precision, prefers_channels_last
 from dasrlib.io import atomic_write_text
 from dasrlib.models.checkpoints import save_weights

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dasrlib.data import ImageList, UnusableDataError, open_hr_images, split_holdout
-from dasrlib.degradation import degrade
+from dasrlib.degradation.pipeline import degrade
 from dasrlib.device import resolve_device
 from dasrlib.metrics import psnr_y
 from dasrlib.models.checkpoints import load_model

@@ -37,8 +37,8 @@ import torch
 from PIL import Image
 
 from dasrlib.io import atomic_write_bytes
-from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
 
 pytestmark = pytest.mark.browser
 

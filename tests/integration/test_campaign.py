@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dasrlib.campaign import CampaignPaths, CampaignPlan, PublishRefused, read_history, run_budget
-from dasrlib.campaign.publish import publish_budget
+from dasrlib.campaign.plan import CampaignPlan
+from dasrlib.campaign.publish import PublishRefused, publish_budget, read_history
+from dasrlib.campaign.run import CampaignPaths, run_budget
 from dasrlib.data import EmbeddedPhotos
 from dasrlib.io import to_float, write_png
 from dasrlib.models.checkpoints import load_model

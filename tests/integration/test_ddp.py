@@ -13,7 +13,7 @@ import yaml
 
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR
-from dasrlib.train import load_checkpoint
+from dasrlib.train.state import load_checkpoint
 
 TINY_DDP = {
     "name": "ddp",

@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dasrlib.degradation.edit import edit_vector
 from dasrlib.experiments.fig5 import fig5_check, fig5_sweep, high_frequency_energy, write_fig5
-from dasrlib.inference import edit_vector, upscale
+from dasrlib.inference import upscale
 from dasrlib.interactive import DegradationSliders, load_notebook_image, model_note_html
-from dasrlib.models import DASR, EDSR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import EDSR
 from dasrlib.models.loading import (
     MODEL_ROOT_ENV,
     ModelChoice,

@@ -15,8 +15,8 @@ from dasrlib import paper
 from dasrlib.experiments import table2
 from dasrlib.io import write_png
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME
-from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 

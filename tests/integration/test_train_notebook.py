@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from dasrlib import train
 from dasrlib.config import ConfigError
-from dasrlib.train import TrainConfig, config_from_parameters, load_checkpoint
+from dasrlib.train import config as train_config
+from dasrlib.train.config import TrainConfig, config_from_parameters
+from dasrlib.train.state import load_checkpoint
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "train.ipynb"
 PARAMS = NOTEBOOK.parent / "params"
@@ -49,17 +50,17 @@ def _notebook_namespace(**injected) -> dict:
 
 def test_notebook_passes_every_parameter_to_the_config() -> None:
     """The config cell takes the notebook's parameters as a whole: none is forgotten."""
-    parameters = train.notebook_parameters(_notebook_namespace())
+    parameters = train_config.notebook_parameters(_notebook_namespace())
     assert parameters == notebook_parameters()
     source = "".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"])
-    assert "config_from_parameters(train.notebook_parameters(globals()))" in source
+    assert "config_from_parameters(notebook_parameters(globals()))" in source
 
 
 def test_an_unknown_injected_parameter_is_an_error() -> None:
     """A parameter file's misspelt name reaches the config and fails there, naming it."""
     namespace = _notebook_namespace(num_experst=5)
     with pytest.raises(ConfigError, match="num_experst"):
-        config_from_parameters(train.notebook_parameters(namespace))
+        config_from_parameters(train_config.notebook_parameters(namespace))
 
 
 def test_paper_schedule() -> None:

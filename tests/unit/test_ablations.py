@@ -26,8 +26,7 @@ from dasrlib.experiments.ablations import (
     variant_config,
 )
 from dasrlib.io import read_image
-from dasrlib.models import DASR
-from dasrlib.models.dasr import DASR_VARIANTS
+from dasrlib.models.dasr import DASR, DASR_VARIANTS
 from dasrlib.profiling import count_parameters
 
 TINY = {"num_feat": 8, "num_block": 1, "predictor_feat": 8}

@@ -22,9 +22,9 @@ from dasrlib.accel import (
     resolve_dtype,
 )
 from dasrlib.device import cpu_has_bf16
-from dasrlib.models import DASR, MixedWeights, SRResNet
-from dasrlib.models.dasr import DASRInference
-from dasrlib.models.mixed import channels_last_flat
+from dasrlib.models.dasr import DASR, DASRInference
+from dasrlib.models.experts import SRResNet
+from dasrlib.models.mixed import MixedWeights, channels_last_flat
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"num_feat": 8, "num_block": 2, "predictor_feat": 8}

@@ -20,8 +20,8 @@ from dasrlib.models.build import build_model, model_names
 from dasrlib.models.checkpoints import load_model, save_weights
 from dasrlib.models.dasr import DASR
 from dasrlib.models.mixed import MixedConv2d, MixedWeights, PixelShuffle, apply_layer
-from dasrlib.train import config_from_parameters
 from dasrlib.train.build import build_generator
+from dasrlib.train.config import config_from_parameters
 
 
 class TinyNet(nn.Module):

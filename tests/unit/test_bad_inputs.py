@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from dasrlib import testsets, train
+from dasrlib import testsets
 from dasrlib.cli import main as dasr
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, read_image, write_png
-from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
+from dasrlib.train.cli import main as train_main
 
 
 def _dasr_model(seed: int = 0) -> DASR:
@@ -382,7 +383,7 @@ def _params(tmp_path: Path, **changes: object) -> Path:
 def test_training_value_out_of_range_is_a_usage_error(
     setting: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = train.main(["--params", str(_params(tmp_path)), "--set", setting, "--print-config"])
+    status = train_main(["--params", str(_params(tmp_path)), "--set", setting, "--print-config"])
     err = capsys.readouterr().err
     assert status == 2
     (line,) = _errors(err)
@@ -400,7 +401,7 @@ def test_bad_params_file_is_a_usage_error_naming_it(
         path.write_text("- 1\n- 2\n")
     elif problem == "a folder":
         path.mkdir()
-    assert train.main(["--params", str(path)]) == 2
+    assert train_main(["--params", str(path)]) == 2
     err = capsys.readouterr().err
     _no_traceback(err)
     (line,) = _errors(err)
@@ -412,7 +413,7 @@ def test_training_without_cuda_is_a_usage_error(
 ) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert train.main(["--params", str(_params(tmp_path, device="cuda"))]) == 2
+    assert train_main(["--params", str(_params(tmp_path, device="cuda"))]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
@@ -429,7 +430,7 @@ def test_unusable_data_root_fails_with_one_line(
     if root == "too small":
         for i in range(3):
             _image(folder / f"{i}.png", seed=i, size=(20, 24))
-    status = train.main(["--params", str(_params(tmp_path, data_root=str(folder)))])
+    status = train_main(["--params", str(_params(tmp_path, data_root=str(folder)))])
     err = capsys.readouterr().err
     _no_traceback(err)
     assert status == 1
@@ -452,7 +453,7 @@ def test_one_corrupt_training_image_is_skipped_by_name(
         _image(folder / f"{i}.png", seed=i, size=(40, 40))
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with caplog.at_level("WARNING", logger="dasrlib.data"):
-        status = train.main(["--params", str(_params(tmp_path, data_root=str(folder)))])
+        status = train_main(["--params", str(_params(tmp_path, data_root=str(folder)))])
     assert status == 0
     assert any("bad.png" in r.getMessage() for r in caplog.records)
     run = json.loads((tmp_path / "runs" / "dasr" / "run.json").read_text())
@@ -461,7 +462,7 @@ def test_one_corrupt_training_image_is_skipped_by_name(
 
 def test_stale_temporaries_of_a_killed_run_are_removed_at_start(tmp_path: Path) -> None:
     params = _params(tmp_path)
-    assert train.main(["--params", str(params)]) == 0
+    assert train_main(["--params", str(params)]) == 0
     run_dir = tmp_path / "runs" / "dasr"
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
@@ -474,7 +475,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed_at_start(tmp_path: Path) 
         path.write_bytes(b"")
     alive = run_dir / f".val.csv.{os.getpid()}.atomic-x3.tmp"  # a live writer's file stays
     alive.write_bytes(b"")
-    assert train.main(["--params", str(params), "--set", "iterations=2"]) == 0
+    assert train_main(["--params", str(params), "--set", "iterations=2"]) == 0
     assert not any(path.exists() for path in stale)
     assert alive.exists()
 
@@ -596,7 +597,7 @@ def test_a_second_training_process_on_one_run_folder_is_refused(
     params = _params(tmp_path)
     run_dir = tmp_path / "runs" / "dasr"
     with run_folder_lock(run_dir):  # another training process holds the folder
-        assert train.main(["--params", str(params)]) == 1
+        assert train_main(["--params", str(params)]) == 1
         err = capsys.readouterr().err
         _no_traceback(err)
         (line,) = _errors(err)
@@ -671,7 +672,7 @@ def test_non_finite_input_pixels_blame_the_input(bad: float) -> None:
 
 @pytest.mark.parametrize("length", [32, 34, 0])
 def test_a_degradation_vector_of_the_wrong_length_names_the_33_slots(length: int) -> None:
-    from dasrlib.degradation import edit_vector
+    from dasrlib.degradation.edit import edit_vector
     from dasrlib.inference import upscale
 
     image = torch.rand(3, 12, 12)
@@ -685,11 +686,11 @@ def test_resuming_with_a_changed_field_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = _params(tmp_path)
-    assert train.main(["--params", str(params)]) == 0
+    assert train_main(["--params", str(params)]) == 0
     checkpoint_before = tmp_path / "runs" / "dasr" / "checkpoints" / "latest.safetensors"
     kept = checkpoint_before.read_bytes()
     capsys.readouterr()
-    assert train.main(["--params", str(params), "--set", "lr=0.001", "--set", "iterations=2"]) == 2
+    assert train_main(["--params", str(params), "--set", "lr=0.001", "--set", "iterations=2"]) == 2
     err = capsys.readouterr().err
     _no_traceback(err)
     (line,) = _errors(err)
@@ -712,7 +713,7 @@ def _params_with_huge(tmp_path: Path, key: str, letter: str) -> Path:
 def test_a_huge_string_value_is_quoted_by_a_short_prefix(
     key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train.main(["--params", str(_params_with_huge(tmp_path, key, "x"))]) == 2
+    assert train_main(["--params", str(_params_with_huge(tmp_path, key, "x"))]) == 2
     err = capsys.readouterr().err
     _no_traceback(err)
     (line,) = _errors(err)
@@ -724,7 +725,7 @@ def test_a_huge_string_value_is_quoted_by_a_short_prefix(
 def test_a_huge_wrongly_typed_value_is_quoted_by_a_short_prefix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train.main(["--params", str(_params_with_huge(tmp_path, "lr", "y"))]) == 2
+    assert train_main(["--params", str(_params_with_huge(tmp_path, "lr", "y"))]) == 2
     err = capsys.readouterr().err
     (line,) = _errors(err)
     assert "lr" in line and len(err) < 600
@@ -740,7 +741,7 @@ def test_a_yaml_alias_bomb_is_refused_fast(
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join([*lines, "name: *a9", ""]))  # 9**10 = 3.5e9 strings expanded
     started = time.monotonic()
-    assert train.main(["--params", str(path)]) == 2
+    assert train_main(["--params", str(path)]) == 2
     assert time.monotonic() - started < 5.0
     err = capsys.readouterr().err
     _no_traceback(err)
@@ -751,7 +752,7 @@ def test_a_yaml_alias_bomb_is_refused_fast(
         + [f"&b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 10)]
     )
     started = time.monotonic()  # the same bomb as a --set value
-    assert train.main(["--params", str(_params(tmp_path)), "--set", f"name=[{flow}]"]) == 2
+    assert train_main(["--params", str(_params(tmp_path)), "--set", f"name=[{flow}]"]) == 2
     assert time.monotonic() - started < 5.0
     (line,) = _errors(capsys.readouterr().err)
     assert "alias" in line and len(line) < 400
@@ -911,7 +912,7 @@ def test_unreadable_images_and_parameter_files_say_permission_denied(
     )
     with pytest.raises(ImageReadError, match="a.png.*permission denied"):
         read_image(image)
-    assert train.main(["--params", str(params)]) == 2
+    assert train_main(["--params", str(params)]) == 2
     (line,) = _errors(capsys.readouterr().err)
     assert str(params) in line and "permission denied" in line
 

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dasrlib.models import DASR, SRResNet, UNetDiscriminatorSN
 from dasrlib.models.build import build_model
 from dasrlib.models.checkpoints import (
     CheckpointError,
@@ -22,6 +21,9 @@ from dasrlib.models.checkpoints import (
     read_state_dict,
     save_weights,
 )
+from dasrlib.models.dasr import DASR
+from dasrlib.models.discriminator import UNetDiscriminatorSN
+from dasrlib.models.experts import SRResNet
 
 TINY_DASR = {"num_experts": 3, "num_feat": 8, "num_block": 2, "predictor_feat": 8}
 

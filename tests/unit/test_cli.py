@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from dasrlib.cli import main
-from dasrlib.inference import edit_vector, load_sr_model, predict_vector, upscale
+from dasrlib.degradation.edit import edit_vector
+from dasrlib.inference import predict_vector, upscale
 from dasrlib.io import UPSCALE_OUTPUT_TEXT, read_image, write_png
-from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
-from dasrlib.models.loading import MODEL_ROOT_ENV
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
+from dasrlib.models.loading import MODEL_ROOT_ENV, load_sr_model
 
 
 @pytest.fixture(scope="module")

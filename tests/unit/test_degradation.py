@@ -12,21 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from dasrlib.degradation import (
-    LEVEL_SPECS,
-    Level,
-    LevelSpec,
+from dasrlib.degradation.kernels import filter2d, gaussian_kernels, sinc_kernels
+from dasrlib.degradation.levels import LEVEL_SPECS, Level, LevelSpec, level_spec
+from dasrlib.degradation.ops import (
     bicubic_downsample,
-    degrade,
-    filter2d,
-    gaussian_kernels,
+    gaussian_noise,
     jpeg_compress,
-    level_spec,
+    poisson_noise,
     quantize_8bit,
-    sinc_kernels,
+    resize_per_sample,
     usm_sharpen,
 )
-from dasrlib.degradation.ops import gaussian_noise, poisson_noise, resize_per_sample
+from dasrlib.degradation.pipeline import degrade
 
 HR = 64
 BATCH = 4

@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dasrlib.degradation import (
-    Level,
-    TrainingBatch,
-    TrainingPairSource,
-    degrade,
-    filter2d,
-    gaussian_kernels,
-    jpeg_compress,
-    sinc_kernels,
-    usm_sharpen,
-)
-from dasrlib.degradation.ops import resize_per_sample
+from dasrlib.degradation.kernels import filter2d, gaussian_kernels, sinc_kernels
+from dasrlib.degradation.levels import Level
+from dasrlib.degradation.ops import jpeg_compress, resize_per_sample, usm_sharpen
+from dasrlib.degradation.pairs import TrainingBatch, TrainingPairSource
+from dasrlib.degradation.pipeline import degrade
 
 pytestmark = [
     pytest.mark.gpu,

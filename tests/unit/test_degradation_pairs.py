@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dasrlib.degradation import (
-    Level,
-    TrainingBatch,
-    TrainingPairSource,
-    level_index,
-    usm_sharpen,
-)
+from dasrlib.degradation.levels import Level, level_index
+from dasrlib.degradation.ops import usm_sharpen
+from dasrlib.degradation.pairs import TrainingBatch, TrainingPairSource
 
 ID_SCALE = 4096.0
 

@@ -8,16 +8,15 @@ import math
 import pytest
 import torch
 
-from dasrlib.degradation import (
+from dasrlib.degradation.levels import Level, level_spec
+from dasrlib.degradation.pipeline import degrade
+from dasrlib.degradation.record import DegradationRecord
+from dasrlib.degradation.vector import (
     NUM_SLOTS,
     SLOTS,
-    DegradationRecord,
-    Level,
     decode_vector,
-    degrade,
     encode_physical,
     encode_vector,
-    level_spec,
     parameter_names,
     slot_writers,
 )
@@ -196,7 +195,7 @@ def test_decode_vector_checks_shape() -> None:
 
 
 def test_level_names_any_case_and_unknown_ones_list_the_valid() -> None:
-    from dasrlib.degradation import Level
+    from dasrlib.degradation.levels import Level
 
     assert Level("Severe") is Level.SEVERE and Level(" weak ") is Level.WEAK
     with pytest.raises(ValueError, match=r"'mild'; valid levels: bicubic, weak, standard, severe"):
@@ -205,7 +204,7 @@ def test_level_names_any_case_and_unknown_ones_list_the_valid() -> None:
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_encode_physical_refuses_non_finite_values(value: float) -> None:
-    from dasrlib.degradation import encode_physical
+    from dasrlib.degradation.vector import encode_physical
 
     with pytest.raises(ValueError, match=r"blur1_sigma_x=.*finite"):
         encode_physical({"blur1_sigma_x": value})

@@ -14,7 +14,8 @@ from dasrlib.device import (
     describe_precision,
     prefers_channels_last,
 )
-from dasrlib.train import Trainer, config_from_parameters
+from dasrlib.train.config import config_from_parameters
+from dasrlib.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 

@@ -19,9 +19,9 @@ from dasrlib.experiments import runs, table1, table2
 from dasrlib.io import write_png
 from dasrlib.methods import Method, MethodKind, method_from_spec
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME, LPIPSUnavailable, load_lpips, psnr_y
-from dasrlib.models import DASR
 from dasrlib.models.baselines import build_rrdb
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
 from dasrlib.results import RESULT_COLUMNS
 from dasrlib.testsets import load_testset
 

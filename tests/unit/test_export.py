@@ -11,8 +11,9 @@ import torch
 
 from dasrlib.export import VERIFY_SIZES, export_all, main
 from dasrlib.inference import upscale
-from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dasrlib.experiments import fig5
-from dasrlib.interactive import ModelChoice
+from dasrlib.models.loading import ModelChoice, ModelKind
 from dasrlib.results import project_path
 
 OUTSIDE = "/srv/elsewhere/results/runs/demo_dasr_short/model.safetensors"
@@ -30,7 +30,7 @@ def test_fig5_sweep_title_has_no_absolute_path(
     inside = project_path("results/runs/demo/model.safetensors")
     image = SimpleNamespace(rgb=torch.zeros(3, 8, 8))  # the fake sweep ignores it
     for source in (OUTSIDE, str(inside)):
-        choice = ModelChoice(torch.nn.Identity(), source, random=False, local_run=True)
+        choice = ModelChoice(torch.nn.Identity(), source, ModelKind.LOCAL_RUN)
         fig5.fig5_check(choice, image, tmp_path / "sweep.png", steps=2)
     assert titles == [
         "local run demo_dasr_short/model.safetensors (not a published model)",

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from dasrlib.degradation import degrade
+from dasrlib.degradation.pipeline import degrade
 from dasrlib.models.dasr import DASR, DASRInference
 from dasrlib.models.experts import SRResNet
 

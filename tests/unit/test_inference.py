@@ -14,23 +14,17 @@ from torch import nn
 
 import dasrlib.device
 from dasrlib.cli import main as dasr_main
-from dasrlib.degradation import SLOTS, decode_vector
+from dasrlib.degradation.edit import edit_vector
+from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.device import describe_precision, prefers_channels_last
-from dasrlib.inference import (
-    DEFAULT_OVERLAP,
-    ModelNotFoundError,
-    UpscaledImage,
-    default_model_path,
-    edit_vector,
-    fig5_edits,
-    predict_vector,
-    upscale,
-    upscale_to_file,
-)
+from dasrlib.experiments.fig5 import fig5_edits
+from dasrlib.inference import UpscaledImage, predict_vector, upscale, upscale_to_file
 from dasrlib.io import LoadedImage, read_image, write_png
-from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
-from dasrlib.models.loading import MODEL_ROOT_ENV
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
+from dasrlib.models.loading import MODEL_ROOT_ENV, ModelNotFoundError, default_model_path
+from dasrlib.tiling import DEFAULT_OVERLAP
 
 NUM_BLOCK = 2
 RADIUS = 2 * NUM_BLOCK + 3  # receptive-field radius of the tiny expert, LR pixels
@@ -251,7 +245,7 @@ def test_fp16_overflow_falls_back_to_fp32_with_a_warning(caplog: pytest.LogCaptu
     net = _OverflowsInHalf().eval()
     image = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(8)) + 0.5
     reference = upscale(image.clamp(0, 1), net, precision="fp32")
-    with caplog.at_level(logging.WARNING, logger="dasrlib.tiling"):
+    with caplog.at_level(logging.WARNING, logger="dasrlib.device"):
         out = upscale(image.clamp(0, 1), net, precision="fp16", tile=4, overlap=1)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, reference, atol=1e-5)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dasrlib.degradation import degrade
-from dasrlib.models import DASR, SRResNet
+from dasrlib.degradation.pipeline import degrade
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 
 
 def _fixed_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,8 +9,9 @@ import torch
 
 from dasrlib.cli import main
 from dasrlib.io import write_png
-from dasrlib.models import DASR, SRResNet
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 from dasrlib.models.loading import (
     DEFAULT_MODEL_RELATIVE_PATH,
     LOCAL_RUNS_RELATIVE_PATH,

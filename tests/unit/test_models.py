@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from dasrlib.models import DASR, EDSR, DASRInference, DegradationPredictor, SRResNet
 from dasrlib.models.baselines import build_swinir
 from dasrlib.models.build import build_model
-from dasrlib.models.dasr import DASR_VARIANTS
+from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
 from dasrlib.models.discriminator import UNetDiscriminatorSN
+from dasrlib.models.experts import EDSR, SRResNet
+from dasrlib.models.predictor import DegradationPredictor
 from dasrlib.profiling import count_gmacs, count_parameters
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from dasrlib.models import DASR, SRResNet
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 from dasrlib.models.mixed import PER_SAMPLE_IMPLS, ExpertBank, MixedWeights, split_layers
 
 TINY = {"num_feat": 8, "num_block": 2, "predictor_feat": 8}

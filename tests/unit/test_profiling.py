@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from dasrlib.models import DASR, SRResNet
+from dasrlib.models.dasr import DASR
+from dasrlib.models.experts import SRResNet
 from dasrlib.profiling import count_gmacs, main, profile_model
 
 

@@ -12,11 +12,11 @@ import torch
 
 from dasrlib.cli import main
 from dasrlib.data import IMAGE_EXTENSIONS
-from dasrlib.degradation import PARAMETER_ALIASES, Level
-from dasrlib.degradation.edit import physical_range
+from dasrlib.degradation.edit import PARAMETER_ALIASES, physical_range
+from dasrlib.degradation.levels import Level
 from dasrlib.io import write_png
-from dasrlib.models import DASR
 from dasrlib.models.checkpoints import save_weights
+from dasrlib.models.dasr import DASR
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NOISE_TYPES = ("gaussian", "poisson")  # what the predictor may say the noise is

@@ -13,8 +13,13 @@ import pytest
 
 from dasrlib.config import HASH_FORMAT, config_hash, flat_section, load_config, to_dict
 from dasrlib.experiments import table2
-from dasrlib.train import TrainConfig, config_from_parameters, resume_hash
-from dasrlib.train.config import FORMAT_1_FIELDS, ModelSection
+from dasrlib.train.config import (
+    FORMAT_1_FIELDS,
+    ModelSection,
+    TrainConfig,
+    config_from_parameters,
+    resume_hash,
+)
 
 TINY_UNIT = dict(  # tests/unit/test_train.py's TINY with its out_dir and name
     num_feat=4,

@@ -15,25 +15,19 @@ from safetensors.torch import load_file
 
 from dasrlib import losses
 from dasrlib.config import ConfigError, config_hash, load_config, to_dict
-from dasrlib.degradation import TrainingBatch
+from dasrlib.degradation.pairs import TrainingBatch
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR
-from dasrlib.train import (
+from dasrlib.train.cli import main as train_main
+from dasrlib.train.config import TrainConfig, config_from_parameters, resume_hash
+from dasrlib.train.loop import TrainingIncompleteError, require_finished, stage_configs, train
+from dasrlib.train.state import (
     CheckpointNotFound,
-    NonFiniteLossError,
-    TrainConfig,
-    Trainer,
-    TrainingIncompleteError,
-    config_from_parameters,
     load_checkpoint,
     read_run_config,
-    require_finished,
-    resume_hash,
-    stage_configs,
-    train,
     write_checkpoint,
 )
-from dasrlib.train.cli import main as train_main
+from dasrlib.train.trainer import NonFiniteLossError, Trainer
 
 TINY = dict(
     num_feat=4,
