@@ -1,7 +1,7 @@
 """Image and file I/O: the only module that reads or writes image files.
 
-Images leave this module as RGB float32 tensors in [0, 1] shaped [3, H, W] (the layout used at every
-API boundary, DESIGN section 1); uint8/uint16, gray, alpha and palette layouts exist only in here.
+Images leave this module as RGB float32 tensors in [0, 1] shaped [3, H, W] (the layout used at
+every API boundary); uint8/uint16, gray, alpha and palette layouts exist only in here.
 `read_image` keeps what is needed to write a result back faithfully (alpha plane, bit depth,
 was-gray), and `write_png` writes 8- or 16-bit PNGs with or without alpha.
 

