@@ -227,6 +227,7 @@ def _cmd_upscale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         _report(failure)
     scale = int(getattr(model, "scale", 4))
     suffix = args.suffix if args.suffix is not None else f"_x{scale}"
+    created = not out_dir.exists()  # removed again below if nothing lands in it
     remove_stale_temporaries(out_dir)  # what a killed earlier run left (0-byte .*.tmp files)
     input_set = {p.resolve() for p in inputs}
     claimed: dict[Path, Path] = {}
@@ -246,13 +247,23 @@ def _cmd_upscale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                     continue
                 failures.append(_Failure(str(path), refusal))
         except _IMAGE_ERRORS as error:
-            failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
+            failures.append(_Failure(str(path), _cause(error, path)))
         _report(failures[-1])
+    if created and written == 0 and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # a run that wrote nothing leaves nothing behind
     print(
         f"dasr: wrote {written} of {len(inputs)} images to {out_dir}; {len(failures)} failed",
         file=sys.stderr,
     )
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _cause(error: BaseException, path: Path) -> str:
+    """``error`` as the cause of a failed image, without the image path the report already gives."""
+    text = str(error)
+    if text.startswith(f"{path}: "):
+        text = text[len(f"{path}: ") :]
+    return f"{type(error).__name__}: {text}"
 
 
 def _refusal(
