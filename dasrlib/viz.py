@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +23,7 @@ __all__ = [
     "fig4_grid",
     "fig5_figure",
     "fig5_sweep_figure",
+    "method_rows_figure",
     "training_curves",
     "training_example_figure",
 ]
@@ -176,6 +177,49 @@ def comparison_figure(
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def method_rows_figure(
+    rows: Sequence[tuple[str, Mapping[str, Tensor | None]]],
+    out_png: str | os.PathLike[str],
+    *,
+    suptitle: str,
+    missing: Mapping[str, str] | None = None,
+    panel_inches: float = 1.9,
+    dpi: int = 100,
+) -> Path:
+    """One row per image, one column per method: crops [3, h, w] in [0, 1], all of one size,
+    drawn pixel for pixel (nearest). A None panel is a method that could not run: grey, with
+    ``missing[method]`` (e.g. "weights not found") written on it. Written atomically."""
+    if not rows:
+        raise ValueError("method_rows_figure needs at least one row")
+    columns = list(rows[0][1])
+    plt = _figure_module()
+    fig, axes = plt.subplots(
+        len(rows),
+        len(columns),
+        figsize=(panel_inches * len(columns), panel_inches * len(rows) + 0.5),
+        dpi=dpi,
+        squeeze=False,
+    )
+    for r, (name, panels) in enumerate(rows):
+        for c, method in enumerate(columns):
+            ax, image = axes[r][c], panels[method]
+            if image is None:
+                ax.set_facecolor("0.85")
+                reason = (missing or {}).get(method, "not available")
+                ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=7, wrap=True)
+            else:
+                ax.imshow(_to_hwc(image[:3]), interpolation="nearest")
+            if r == 0:
+                ax.set_title(method, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return _save_png(fig, out_png)
 
 
 def fig5_figure(

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         require_finished(config)
     except TrainingIncompleteError as error:
-        return _fail(error, 3)
+        return _fail(prog, error, 3)
     return 0
 
 

@@ -15,6 +15,7 @@ Skips (with the reason) where selenium, Chromium or chromedriver is missing.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,13 +90,18 @@ def _wait(condition: Callable[[], Any], timeout: float, what: str, poll: float =
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _stop(process: subprocess.Popen[bytes], url: str, token: str) -> None:
-    """Shut the server down with its kernels (they run in process groups of their own), then
-    terminate ``process``'s group if it still runs."""
+def _stop(process: subprocess.Popen[bytes], probe: str) -> None:
+    """Shut a Jupyter server down with its kernels (they run in process groups of their own)
+    through its API (the token is ``probe``'s), then terminate ``process``'s group if it still
+    runs (Voila has no shutdown API)."""
     if process.poll() is not None:
         return
+    parts = urllib.parse.urlsplit(probe)
+    token = urllib.parse.parse_qs(parts.query).get("token", [""])[0]
     request = urllib.request.Request(
-        f"{url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+        f"{parts.scheme}://{parts.netloc}/api/shutdown",
+        method="POST",
+        headers={"Authorization": f"token {token}"},
     )
     try:
         urllib.request.urlopen(request, timeout=5).close()
@@ -111,6 +118,51 @@ def _stop(process: subprocess.Popen[bytes], url: str, token: str) -> None:
         except ProcessLookupError:
             pass
         process.wait(timeout=10)
+
+
+def _server_env(state: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server under test: this checkout importable, one thread, Jupyter's
+    config and runtime folders under ``state``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        "JUPYTER_CONFIG_DIR": str(state / "config"),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _serve(
+    name: str, argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, probe: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``python -m <argv>`` in its own process group until ``probe`` (a URL) answers 200;
+    yield the process; stop it and its kernels after (see `_stop`)."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}); see {log}")
+            try:
+                with urllib.request.urlopen(probe, timeout=2) as reply:
+                    return reply.status == 200
+            except OSError:
+                return False
+
+        try:
+            _wait(ready, STARTUP_S, f"{name} to answer")
+            yield process
+        finally:
+            _stop(process, probe)
 
 
 @pytest.fixture(scope="module")
@@ -162,60 +214,33 @@ def lab(browser_tools: tuple[str, str], lab_root: Path) -> Iterator[str]:
     """JupyterLab on 127.0.0.1 serving ``lab_root``; yields its URL with the token."""
     port, token = _free_port(), secrets.token_hex(16)
     state = lab_root.parent / f"{lab_root.name}_state"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "JUPYTER_CONFIG_DIR": str(state / "config"),
-        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
-    }
+    env = _server_env(
+        state,
+        JUPYTERLAB_SETTINGS_DIR=str(state / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(state / "workspaces"),
+    )
     news = state / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    log = (state / "lab.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            "--port-retries=0",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={lab_root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--allow-root",
-            "--ServerApp.terminals_enabled=False",
-            "--LabApp.news_url=",
-            "--LabApp.extension_manager=readonly",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        cwd=lab_root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    argv = [
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={lab_root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--allow-root",
+        "--ServerApp.terminals_enabled=False",
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited ({process.returncode}); see {state / 'lab.log'}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    try:
-        _wait(ready, STARTUP_S, "JupyterLab to answer")
+    probe = f"{url}/api/status?token={token}"
+    with _serve("JupyterLab", argv, cwd=lab_root, env=env, log=state / "lab.log", probe=probe):
         yield f"{url}/lab/tree/{{path}}?token={token}"
-    finally:
-        _stop(process, url, token)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -410,53 +435,11 @@ def app(browser_tools: tuple[str, str], lab_root: Path) -> Iterator[tuple[str, A
     culling.update(cull_idle_timeout=CULL_S, cull_interval=1)  # the file outranks flags
     (root / "voila.json").write_text(json.dumps(config))
     port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "JUPYTER_CONFIG_DIR": str(root / "config"),
-        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
-    }
-    log = (root / "voila.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voila",
-            "interactive.ipynb",
-            "--no-browser",
-            "--Voila.ip=127.0.0.1",
-            f"--port={port}",
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    argv = ["voila", "interactive.ipynb", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}"]
     url = f"http://127.0.0.1:{port}/"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"Voila exited ({process.returncode}); see {root / 'voila.log'}")
-        try:
-            with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    try:
-        _wait(ready, STARTUP_S, "Voila to answer")
+    env, log, probe = _server_env(root), root / "voila.log", f"{url}voila/static/voila.js"
+    with _serve("Voila", argv, cwd=root, env=env, log=log, probe=probe) as process:
         yield url, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        log.close()
 
 
 def test_app_page_layout_and_closed_pages_free_their_kernels(
