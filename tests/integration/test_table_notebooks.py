@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 
 from dasrlib import paper
-from dasrlib.experiments import table2
+from dasrlib.experiments.cost import REFERENCE_COST_METRICS
 from dasrlib.io import write_png
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME
 from dasrlib.models.checkpoints import save_weights
@@ -152,7 +152,7 @@ def test_table2_notebook(tmp_path) -> None:
     _check_quality_rows(rows, methods)
     cost = rows[rows["dataset"] == "efficiency"]
     for method in methods:
-        for metric, _, _ in table2.EFFICIENCY_METRICS:
+        for metric, _, _ in REFERENCE_COST_METRICS:
             for name in (metric, f"{metric}_vs_srresnet"):
                 assert len(cost[(cost["method"] == method) & (cost["metric"] == name)]) == 1
     params = cost[cost["metric"] == "params_m"].set_index("method")["value"]
