@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 import torch
@@ -127,27 +128,24 @@ def test_table2_notebook(tmp_path) -> None:
     test_hr = _images(tmp_path / "test", 1, (32, 32), seed=2)
     methods = ["SRResNet", "EDSR", "RRDB", "SwinIR", "DASR"]
     out = tmp_path / "out"
-    _run(
-        "table2.ipynb",
-        tmp_path,
-        {
-            "methods": methods,
-            "data_root": str(train_hr),
-            "iterations": 1,
-            "batch_size": 1,
-            "patch_size": 32,
-            "dasr_pretrain_iterations": 1,
-            "device": "cpu",
-            "runs_dir": str(tmp_path / "runs"),
-            "hr_root": str(test_hr),
-            "max_images": None,
-            "hr_crop": None,
-            "testset_dir": str(tmp_path / "sets"),
-            "staging_dir": str(tmp_path / "staging"),
-            "latency_size": [8, 8],
-            "out_dir": str(out),
-        },
-    )
+    parameters = {
+        "methods": methods,
+        "data_root": str(train_hr),
+        "iterations": 1,
+        "batch_size": 1,
+        "patch_size": 32,
+        "dasr_pretrain_iterations": 1,
+        "device": "cpu",
+        "runs_dir": str(tmp_path / "runs"),
+        "hr_root": str(test_hr),
+        "max_images": None,
+        "hr_crop": None,
+        "testset_dir": str(tmp_path / "sets"),
+        "staging_dir": str(tmp_path / "staging"),
+        "latency_size": [8, 8],
+        "out_dir": str(out),
+    }
+    _run("table2.ipynb", tmp_path, parameters)
     rows = pd.read_csv(out / "table2.csv")
     _check_quality_rows(rows, methods)
     cost = rows[rows["dataset"] == "efficiency"]
@@ -165,3 +163,16 @@ def test_table2_notebook(tmp_path) -> None:
     assert "## Cost" in text and "paper V100 113" in text
     for name in [*methods, *SETS]:
         assert f" {name} |" in text
+
+    # Run again on the same runs folder: the finished run is loaded, not trained again.
+    runs_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/run.json")}
+    again = tmp_path / "again"
+    again.mkdir()
+    _run("table2.ipynb", again, {**parameters, "methods": ["SRResNet"], "out_dir": str(again)})
+    executed = nbformat.read(again / "table2.ipynb", as_version=4)
+    log = "".join(
+        output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
+    )
+    assert "table2_srresnet_" in log and "loaded, not trained again" in log
+    assert " trained (" not in log
+    assert {p: p.stat().st_mtime_ns for p in runs_before} == runs_before
