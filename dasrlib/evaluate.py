@@ -1,14 +1,12 @@
-"""The evaluation loop and the rendering of its results (Sec. 4.1 protocol; Tables 1 and 2).
+"""The evaluation loop (Sec. 4.1 protocol; Tables 1 and 2, the Fig. 4 ablations).
 
 `evaluate` runs one `dasrlib.methods.Method` over the test sets built by `dasrlib.testsets` and
 returns long-format rows (STYLE point 8): one row per image and metric, then one mean row per
 (level, metric) carrying `n_images`. LPIPS rows say "n/a: ..." in `note` when the AlexNet weights
 are missing; a metric that fails raises an error naming the image, it never drops it.
-`evaluate_methods` keeps a method without weights in the table, marked "not provided";
-`comparison_table` renders "ours; paper; difference" per cell and `write_table` writes the CSV,
-its JSON sidecar and the Markdown tables. The tables themselves are built in
-`dasrlib.experiments` (Table 1, Table 2, the Fig. 4 ablations); the paper's numbers are in
-`dasrlib.paper`.
+`evaluate_methods` keeps a method without weights in the table, marked "not provided".
+The tables are planned and tabulated in `dasrlib.experiments` (Table 1, Table 2, the Fig. 4
+ablations) and rendered by `dasrlib.tables`; the paper's numbers are in `dasrlib.paper`.
 """
 
 from __future__ import annotations
@@ -17,14 +15,12 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from dasrlib.io import atomic_write_text
 from dasrlib.methods import Method, Upscaler, load_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
 from dasrlib.paper import (
@@ -33,32 +29,20 @@ from dasrlib.paper import (
     METRIC_PSNR,
     METRIC_SSIM,
     METRIC_V_MAE,
-    PAPER_LEVEL_NAMES,
     PaperTable,
     paper_value,
 )
-from dasrlib.results import (
-    RESULT_COLUMNS,
-    markdown_table,
-    project_path,
-    run_metadata,
-    write_results,
-)
+from dasrlib.results import RESULT_COLUMNS, run_metadata, write_results
 from dasrlib.testsets import dataset_name, load_testset, testset_summary
 
 __all__ = [
     "NOT_PROVIDED",
     "QUALITY_METRICS",
-    "QUALITY_NOTE",
     "EvaluationError",
-    "TableResult",
-    "comparison_table",
     "evaluate",
     "evaluate_methods",
     "lpips_description",
     "not_provided_rows",
-    "style_table",
-    "write_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -275,74 +259,6 @@ def not_provided_rows(
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "image", "aggregate", "note"])
 
 
-# --------------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------------
-
-_DIGITS = {METRIC_PSNR: 2, METRIC_SSIM: 4, METRIC_LPIPS: 4, METRIC_V_MAE: 4}
-
-
-def _fmt(value: float, digits: int) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}f}"
-
-
-def _cell(row: pd.Series, digits: int) -> str:
-    paper = "" if pd.isna(row["paper_value"]) else f"paper {_fmt(row['paper_value'], digits)}"
-    if pd.isna(row["value"]):
-        reason = str(row["note"]) if row["note"] else "no value"
-        return f"{reason}; {paper}" if paper else reason
-    ours = f"{_fmt(row['value'], digits)} (n={int(row['n_images'])})"
-    if not paper:
-        return ours
-    diff = row["value"] - row["paper_value"]
-    return f"{ours}; {paper}; diff {diff:+.{digits}f}"
-
-
-def comparison_table(
-    frame: pd.DataFrame,
-    *,
-    metrics: Sequence[str] = (METRIC_PSNR, METRIC_LPIPS),
-    levels: Sequence[str] = LEVELS,
-    methods: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """A wide table of strings: rows (set, metric), one column per method.
-
-    Each cell reads "ours (n=N); paper P; diff D" (D = ours - P), or the reason there is no number
-    ("not provided", "n/a: weights not found at ...").
-    """
-    means = frame[frame["aggregate"] == "mean"]
-    methods = list(methods) if methods is not None else list(dict.fromkeys(means["method"]))
-    index = pd.MultiIndex.from_tuples(
-        [(PAPER_LEVEL_NAMES.get(lv, lv), m) for lv in levels for m in metrics],
-        names=["set", "metric"],
-    )
-    table = pd.DataFrame("", index=index, columns=methods)
-    for _, row in means.iterrows():
-        if (
-            row["metric"] not in metrics
-            or row["level"] not in levels
-            or row["method"] not in methods
-        ):
-            continue
-        key = (PAPER_LEVEL_NAMES.get(row["level"], row["level"]), row["metric"])
-        table.loc[key, row["method"]] = _cell(row, _DIGITS.get(row["metric"], 4))
-    table = table.fillna("")
-    table[table == ""] = "missing"
-    return table
-
-
-def style_table(table: pd.DataFrame, *, caption: str = "") -> Any:
-    """A pandas Styler of a `comparison_table`: cells without a number are greyed."""
-
-    def grey(cell: str) -> str:
-        text = str(cell)
-        return "color: #888" if text.startswith(("n/a", NOT_PROVIDED, "missing")) else ""
-
-    return table.style.map(grey).set_caption(caption)
-
-
 def evaluate_methods(
     methods: Mapping[str, Method | None],
     testset_dir: str | os.PathLike[str],
@@ -407,62 +323,8 @@ def evaluate_methods(
     return pd.concat(frames, ignore_index=True)
 
 
-@dataclass(frozen=True)
-class TableResult:
-    """What a table run wrote: long rows (CSV), the rendered tables by heading, the file paths."""
-
-    rows: pd.DataFrame
-    tables: dict[str, pd.DataFrame]
-    csv_path: Path
-    markdown_path: Path
-    title: str = ""
-    """The first line of the markdown file (without ``# ``): a smoke run says so here."""
-
-
 def lpips_description(lpips: LPIPSMetric | LPIPSUnavailable | None) -> str | None:
     """What a sidecar records about LPIPS: the AlexNet file, the reason it is missing, or None."""
     if isinstance(lpips, LPIPSMetric):
         return str(lpips.alexnet_path)
     return None if lpips is None else str(lpips)
-
-
-def write_table(
-    rows: pd.DataFrame,
-    tables: Mapping[str, pd.DataFrame],
-    csv_path: str | os.PathLike[str],
-    *,
-    title: str,
-    notes: Sequence[str],
-    metadata: Mapping[str, Any],
-) -> TableResult:
-    """Write the long rows (CSV + JSON sidecar) and the rendered tables (`<stem>.md`)."""
-    csv_path = project_path(csv_path)
-    write_results(rows, csv_path, metadata=metadata)
-    device = metadata.get("device", {})
-    lines = [
-        f"# {title}",
-        "",
-        f"- data: `{csv_path.name}` (long format, per image and means) and `{csv_path.stem}.json`",
-        f"- commit: {metadata.get('git_commit')} (dirty: {metadata.get('git_dirty')})",
-        f"- device: {device.get('device')} {device.get('gpu_name') or ''}".rstrip(),
-        f"- written: {metadata.get('timestamp_utc')}",
-        *[f"- {note}" for note in notes],
-        "",
-    ]
-    for heading, table in tables.items():
-        lines += [f"## {heading}", "", markdown_table(table), ""]
-    markdown_path = csv_path.with_suffix(".md")
-    atomic_write_text(markdown_path, "\n".join(lines))
-    return TableResult(
-        rows=rows,
-        tables=dict(tables),
-        csv_path=csv_path,
-        markdown_path=markdown_path,
-        title=title,
-    )
-
-
-QUALITY_NOTE = (
-    "cells: ours (n = images averaged); the paper's value; diff = ours - paper. PSNR-Y in dB "
-    "(BT.601 Y, 4-pixel crop, 8-bit images), LPIPS AlexNet (RGB in [-1, 1], lower is better)"
-)

@@ -2,7 +2,8 @@
 
 Every table the workbench produces is a long-format CSV with one row per
 (method, dataset, level, metric) cell and the columns in `RESULT_COLUMNS`; extra columns (an image
-name, a reason a value is missing, ...) are allowed after them. Beside it, `<csv stem>.json` records
+name, a reason a value is missing, ...) are allowed after them (`write_results` is the one
+writer of every experiment; `dasrlib.tables` renders the rows). Beside it, `<csv stem>.json` records
 where the numbers came from: git commit, dirty flag, library versions, device, seed, config, time.
 """
 
@@ -30,8 +31,8 @@ import torch
 from dasrlib.io import atomic_write_text, remove_stale_temporaries
 
 __all__ = [
+    "EFFICIENCY_DATASET",
     "RESULT_COLUMNS",
-    "markdown_table",
     "project_path",
     "read_results",
     "run_metadata",
@@ -50,6 +51,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_images",
     "paper_value",
 )
+
+EFFICIENCY_DATASET = "efficiency"
+"""The ``dataset`` of cost rows (parameters, GMACs, latency, memory; `dasrlib.experiments.cost`)."""
 
 _VERSIONED_PACKAGES: tuple[str, ...] = (
     "torch",
@@ -226,20 +230,3 @@ def project_path(path: str | os.PathLike[str]) -> Path:
         return path
     base = _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
     return base / path
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of `table` (index levels become the first columns)."""
-    flat = table.reset_index()
-    header = [str(c) for c in flat.columns]
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(h) for h in header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    for record in flat.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
-    return "\n".join(lines) + "\n"

@@ -13,11 +13,11 @@ import sys
 
 import pandas as pd
 
-from dasrlib import evaluate as ev
 from dasrlib.experiments.table1 import TABLE1_HOW_TO_FILL
 from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM
-from dasrlib.results import markdown_table, project_path
+from dasrlib.results import project_path
+from dasrlib.tables import comparison_table, markdown_table
 
 METRICS = (METRIC_PSNR, METRIC_SSIM, METRIC_LPIPS)
 
@@ -45,7 +45,7 @@ def main(names: list[str]) -> int:
         if not methods or wanted - have:
             notes.append(f"{name}: incomplete ({len(wanted - have)} mean cells missing), left out")
             continue
-        table = ev.comparison_table(rows, metrics=METRICS, levels=LEVELS, methods=methods)
+        table = comparison_table(rows, metrics=METRICS, levels=LEVELS, methods=methods)
         dataset = str(means["dataset"].iloc[0])
         n = int(means["n_images"].max())
         table.index = pd.MultiIndex.from_tuples(

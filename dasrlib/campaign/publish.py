@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 
 from dasrlib.io import atomic_write, atomic_write_text
-from dasrlib.results import markdown_table, project_path, write_results
+from dasrlib.results import project_path, write_results
+from dasrlib.tables import markdown_table
 
 __all__ = ["HISTORY_FORMAT", "PublishRefused", "publish_budget", "read_history"]
 

@@ -3,7 +3,11 @@
 The paper shows its ablations only as one real image under each variant. Here every variant is
 trained with one shared budget, evaluated on the four seeded test sets (PSNR-Y, LPIPS) and
 profiled (parameters, GMACs, latency), and the same real image is super-resolved by each for the
-Fig. 4 grid (`dasrlib.viz.fig4_grid`).
+Fig. 4 grid (`write_fig4`: the inference here, the drawing `dasrlib.viz.fig4_grid`).
+
+The experiment shape (`dasrlib.experiments`): `plan` says what to train, the one runner
+`dasrlib.experiments.runs.run_plan` trains or reuses it, and `tabulate` turns the trained runs
+and the test sets into the results table.
 
 The variants are configurations of the one `DASR` class: their model options are the entries of
 `dasrlib.models.dasr.DASR_VARIANTS`; `ABLATIONS` adds the paper's panel letter and a caption.
@@ -19,18 +23,18 @@ backbone (one pretraining for SRResNet, one for EDSR-M). The runs are planned, n
 (``<run_prefix>_<variant>``, ``<run_prefix>_pretrain_<backbone>``) and reused by the runner of
 `dasrlib.experiments.runs`, as Table 2's are.
 
-`run_ablations` writes ``ablations.csv`` in long format (STYLE point 8) with a ``panel`` column:
+`tabulate` writes ``ablations.csv`` in long format (STYLE point 8) with a ``panel`` column:
 per variant, metric ``psnr_y_db`` and ``lpips_alex`` of each test set (the mean over its
 ``n_images`` images; dataset = the test sets' source, level = the test set), then the cost rows
-of `COST_METRICS` (dataset ``efficiency``, level = the LR input size ``<H>x<W>``); plus its JSON
-sidecar (budget, variants, each run's folder, initialisation and wall time, test sets, device).
+of `dasrlib.experiments.cost.EXPERT_COST_METRICS` (dataset ``efficiency``, level = the LR input
+size ``<H>x<W>``); plus its JSON sidecar (budget, variants, each run's folder, initialisation and
+wall time, test sets, device) and ``ablations.md`` (`dasrlib.tables.wide_table`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,56 +49,51 @@ from dasrlib.config import to_dict
 from dasrlib.data import EmbeddedPhotos, list_image_files
 from dasrlib.device import resolve_device
 from dasrlib.evaluate import evaluate, lpips_description
-from dasrlib.experiments import runs
-from dasrlib.experiments.cost import GMACS_SIZE, height_width, measure_cost
+from dasrlib.experiments.cost import GMACS_SIZE, expert_cost_rows, height_width
+from dasrlib.experiments.runs import (
+    NetworkRun,
+    Plan,
+    Pretraining,
+    RunNaming,
+    RunRecord,
+    TrainedRun,
+    network_config,
+    plan_runs,
+)
+from dasrlib.experiments.runs import pretrain_config as pretrain_run_config
 from dasrlib.io import read_image
 from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.models import backbones
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
-from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
-from dasrlib.profiling import count_gmacs
-from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata, write_results
+from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2
+from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata
+from dasrlib.tables import TableResult, wide_table, write_table
 from dasrlib.testsets import testset_summary
 from dasrlib.train.config import TrainConfig, config_from_parameters
 from dasrlib.viz import fig4_grid
 
 __all__ = [
     "ABLATIONS",
+    "ABLATIONS_TABLE",
+    "ABLATIONS_TITLE",
     "ABLATION_NAMES",
-    "COST_METRICS",
     "FIG4_TITLES",
     "Ablation",
-    "AblationResult",
     "RealImage",
     "ablation",
-    "ablation_table",
     "budget_config",
-    "cost_rows",
     "load_real_image",
+    "plan",
     "pretrain_config",
-    "run_ablations",
     "super_resolve_variants",
-    "train_ablations",
+    "tabulate",
     "variant_config",
     "write_fig4",
 ]
 
 logger = logging.getLogger(__name__)
-
-COST_METRICS: tuple[str, ...] = (
-    "params_m",
-    "gmacs",
-    "gmacs_vs_expert",
-    "latency_ms",
-    "peak_mem_mb",
-)
-"""Cost rows per variant: parameters (M, all experts), GMACs at 256x256 (also relative to one
-expert), median latency, peak GPU memory."""
-
-EFFICIENCY_DATASET = "efficiency"
-"""The ``dataset`` of cost rows (as in Table 2's results)."""
 
 # The DASR fields a variant may set, with the DASR defaults they take when it does not.
 _VARIANT_FIELDS: tuple[str, ...] = ("num_experts", "backbone", "weighting", "mixing")
@@ -199,19 +198,19 @@ def budget_config(
     return config_from_parameters(values)
 
 
-def _pretraining(backbone: str) -> runs.Pretraining:
+def _pretraining(backbone: str) -> Pretraining:
     """The pretraining of the plain network a DASR expert topology copies: its backbone entry
     (`dasrlib.models.backbones`; ``edsr_m`` pretrains ``edsr``)."""
     if backbone not in backbones.expert_names():
         known = list(backbones.expert_names())
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {known}")
-    return runs.Pretraining(role=f"pretrain_{backbone}", backbone=backbones.backbone(backbone).name)
+    return Pretraining(role=f"pretrain_{backbone}", backbone=backbones.backbone(backbone).name)
 
 
-def _network(variant: Ablation) -> runs.NetworkRun:
+def _network(variant: Ablation) -> NetworkRun:
     """A variant as a run of `dasrlib.experiments.runs`: stage dasr, its options, its
     backbone's pretraining."""
-    return runs.NetworkRun(
+    return NetworkRun(
         role=variant.name,
         fields={"stage": "dasr", **variant.options},
         pretraining=_pretraining(variant.options["backbone"]),
@@ -226,11 +225,11 @@ def pretrain_config(
     `backbone` is a DASR expert topology ("srresnet" or "edsr_m"); the run is
     ``<run_prefix>_pretrain_<backbone>``.
     """
-    return runs.pretrain_config(
+    return pretrain_run_config(
         budget,
         _pretraining(backbone),
         iterations=iterations,
-        naming=runs.RunNaming(prefix=run_prefix),
+        naming=RunNaming(prefix=run_prefix),
     )
 
 
@@ -238,8 +237,8 @@ def variant_config(
     budget: TrainConfig, variant: Ablation, *, init_from: str | None, run_prefix: str
 ) -> TrainConfig:
     """The DASR training run of one variant: the shared budget plus the variant's options."""
-    return runs.network_config(
-        budget, _network(variant), init_from=init_from, naming=runs.RunNaming(prefix=run_prefix)
+    return network_config(
+        budget, _network(variant), init_from=init_from, naming=RunNaming(prefix=run_prefix)
     )
 
 
@@ -253,132 +252,37 @@ def _selected(variants: Sequence[str]) -> list[Ablation]:
     return chosen
 
 
-def train_ablations(
+def plan(
     budget: TrainConfig | Mapping[str, Any],
     *,
     variants: Sequence[str] = ABLATION_NAMES,
     pretrain_iterations: int,
     run_prefix: str = "ablation",
-) -> dict[str, Path]:
-    """Train every variant with the shared `budget`; returns {variant name: run folder}.
+) -> Plan:
+    """What the ablations train: every variant with the shared `budget` (`budget_config`).
 
     With `pretrain_iterations` > 0, each expert topology the variants use is first pretrained
     once with the pixel loss and every variant on it starts from that network (the paper's
     initialisation). With 0, variants start from random experts (logged: known to diverge at
-    the paper's scale). Runs are planned and reused by `dasrlib.experiments.runs`.
+    the paper's scale). Runs are named ``<run_prefix>_<variant>`` and
+    ``<run_prefix>_pretrain_<backbone>``; `dasrlib.experiments.runs.run_plan` trains or reuses them.
     """
     chosen = _selected(variants)
-    plan = runs.plan_runs(
+    return plan_runs(
         budget,
         {variant.name: _network(variant) for variant in chosen},
         pretrain_iterations=pretrain_iterations,
-        naming=runs.RunNaming(prefix=run_prefix),
+        naming=RunNaming(prefix=run_prefix),
     )
-    return {name: run.run_dir for name, run in runs.run_planned(plan).items()}
 
 
 # ---------------------------------------------------------------------------------------------
-# Cost and quality rows
+# Tabulation: quality and cost rows
 # ---------------------------------------------------------------------------------------------
 
-
-def _is_paper_size(model: torch.nn.Module) -> bool:
-    """True when `model` is DASR at the paper's size (N = 5 SRResNet experts, 64 features, 16
-    blocks, 64-feature predictor), whose parameters and GMACs Table 2 gives."""
-    options = getattr(model, "architecture", {}).get("options", {})
-    paper = {
-        "num_experts": 5,
-        "backbone": "srresnet",
-        "num_feat": 64,
-        "num_block": 16,
-        "predictor_feat": 64,
-        "weighting": "linear",
-        "mixing": "weights",
-    }
-    return all(options.get(k) == v for k, v in paper.items())
-
-
-def cost_rows(
-    variant: Ablation,
-    model: DASR,
-    *,
-    latency_size: int | Sequence[int],
-    device: torch.device,
-    repeats: int,
-    warmup: int,
-    precision: str = "fp32",
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Rows of `COST_METRICS` for one variant (dataset ``efficiency``, level = LR input size).
-
-    ``gmacs`` is counted at a 256x256 LR input (the paper's convention) on a ``meta`` copy, so
-    nothing is computed; ``gmacs_vs_expert`` divides it by the GMACs of one plain expert of the
-    variant's backbone (classical MoE ~N, DASR ~1 plus the predictor). Both are of the inference
-    path (`DASRInference`: P, A, the mixing and one adapted expert; every expert for classical
-    MoE). ``latency_ms`` (median) and ``peak_mem_mb`` (CUDA only) are measured on `device` at a
-    `latency_size` LR input (side or (height, width); `dasrlib.profiling.profile_model`).
-    `paper_value` holds Table 2's DASR entry where it applies: DASR at the paper's size.
-    """
-    with torch.device("meta"):
-        expert_gmacs = count_gmacs(model.plain_expert(), size=GMACS_SIZE, on_meta=True)
-    cost = measure_cost(
-        model,
-        latency_size=latency_size,
-        device=device,
-        repeats=repeats,
-        warmup=warmup,
-        precision=precision,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    height, width = cost.height, cost.width
-    measured = {
-        "params_m": cost.params_m,
-        "gmacs": cost.gmacs_256,
-        "gmacs_vs_expert": cost.gmacs_256 / expert_gmacs,
-        "latency_ms": cost.latency_ms,
-        "peak_mem_mb": cost.peak_mem_mb,
-    }
-    paper: dict[str, float] = {}
-    if _is_paper_size(model):
-        table = PAPER_TABLE2_EFFICIENCY
-        paper = {
-            "params_m": table["DASR"]["params_m"],
-            "gmacs": table["DASR"]["gmacs"],
-            "gmacs_vs_expert": table["DASR"]["gmacs"] / table["SRResNet"]["gmacs"],
-        }
-    timed = f"LR {height}x{width} on {cost.where} ({precision})"
-    counted = f"{GMACS_SIZE}x{GMACS_SIZE}"
-    levels = {
-        "params_m": "",
-        "gmacs": counted,
-        "gmacs_vs_expert": counted,
-        "latency_ms": f"{height}x{width}",
-        "peak_mem_mb": f"{height}x{width}",
-    }
-    notes = {
-        "params_m": "all experts, predictor and weighting module",
-        "gmacs": "inference path, FlopCounterMode multiply-adds on a meta copy",
-        "gmacs_vs_expert": f"gmacs / one plain {variant.options['backbone']} expert "
-        f"({expert_gmacs:.3g} GMACs)",
-        "latency_ms": f"median of {repeats} runs after {warmup} warm-up, {timed}",
-        "peak_mem_mb": f"peak allocated CUDA memory, {timed}"
-        if not math.isnan(cost.peak_mem_mb)
-        else f"n/a: peak memory is measured on CUDA only (ran on {cost.device})",
-    }
-    return [
-        {
-            "method": variant.name,
-            "dataset": EFFICIENCY_DATASET,
-            "level": levels[metric],
-            "metric": metric,
-            "value": measured[metric],
-            "n_images": 0 if math.isnan(measured[metric]) else 1,
-            "paper_value": float(paper[metric]) if metric in paper else math.nan,
-            "panel": variant.panel,
-            "note": notes[metric],
-        }
-        for metric in COST_METRICS
-    ]
+ABLATIONS_TITLE = "Fig. 4 ablations (Sec. 4.5): every variant with one budget, quality and cost"
+ABLATIONS_TABLE = "Mean PSNR-Y (dB) and LPIPS per test set; cost per variant"
+"""The heading of `tabulate`'s one table (`dasrlib.tables.wide_table` of its rows)."""
 
 
 def _quality_rows(
@@ -413,7 +317,7 @@ def _quality_rows(
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
-    record = runs.RunRecord.read(run_dir)
+    record = RunRecord.read(run_dir)
     return {
         "run_dir": str(run_dir),
         "status": record.status,
@@ -432,22 +336,13 @@ def _load_variant(weights: Path, device: torch.device) -> DASR:
     return model.float().eval()
 
 
-@dataclass(frozen=True)
-class AblationResult:
-    """What `run_ablations` wrote: the long rows, the CSV path and each variant's run folder."""
-
-    rows: pd.DataFrame
-    csv_path: Path
-    run_dirs: dict[str, Path]
-
-
-def run_ablations(
-    budget: TrainConfig,
-    *,
+def tabulate(
+    runs: Mapping[str, TrainedRun],
     testset_dir: str | os.PathLike[str],
-    csv_path: str | os.PathLike[str],
-    variants: Sequence[str] = ABLATION_NAMES,
+    *,
+    budget: TrainConfig,
     pretrain_iterations: int,
+    csv_path: str | os.PathLike[str],
     levels: Sequence[str] = LEVELS,
     lpips: LPIPSMetric | LPIPSUnavailable | None,
     device: str | torch.device = "auto",
@@ -455,45 +350,44 @@ def run_ablations(
     latency_repeats: int = 20,
     latency_warmup: int = 5,
     precision: str = "fp32",
-    run_prefix: str = "ablation",
-) -> AblationResult:
-    """Train, evaluate and profile every variant with one budget; write `csv_path` + sidecar.
+) -> TableResult:
+    """Evaluate and profile every trained variant; write `csv_path` + sidecar + ``.md``.
 
-    Training runs on `device` (it replaces ``budget.device``), as do evaluation on the test sets
-    in `testset_dir` (built by `dasrlib.testsets.prepare_testsets`) and the latency runs at a
-    `latency_size` LR input (default: the size of most DIV2K validation LR images; `cost_rows`).
-    Rows follow `variants`; per variant the mean PSNR-Y and LPIPS of each test set, then the
-    cost rows. LPIPS rows are NaN with the reason in ``note`` when `lpips` is `LPIPSUnavailable`.
+    `runs` maps variant names to their trained runs (`run_plan` of `plan`, in its order).
+    Evaluation runs on `device` on the test sets in `testset_dir` (built by
+    `dasrlib.testsets.prepare_testsets`), as do the latency runs at a `latency_size` LR input
+    (default: the size of most DIV2K validation LR images; `expert_cost_rows`). Rows follow
+    `runs`; per variant the mean PSNR-Y and LPIPS of each test set, then the cost rows. LPIPS
+    rows are NaN with the reason in ``note`` when `lpips` is `LPIPSUnavailable`. `budget` and
+    `pretrain_iterations` (what `plan` was given) go into the sidecar; the budget's seed seeds
+    the latency inputs.
     """
     device = resolve_device(device)
     values = {**to_dict(budget), "device": str(device)}
     seed = int(values["seed"])
     testset_dir = project_path(testset_dir)
-    chosen = _selected(variants)
-    run_dirs = train_ablations(
-        values,
-        variants=[a.name for a in chosen],
-        pretrain_iterations=pretrain_iterations,
-        run_prefix=run_prefix,
-    )
+    chosen = _selected(list(runs))
     frames: list[pd.DataFrame] = []
     for variant in chosen:
-        weights = run_dirs[variant.name] / "model.safetensors"
+        weights = runs[variant.name].weights
         model = _load_variant(weights, device)
         quality = _quality_rows(
             variant, model, weights, testset_dir, levels=levels, device=device, lpips=lpips
         )
-        costs = cost_rows(
-            variant,
-            model,
-            latency_size=latency_size,
-            device=device,
-            repeats=latency_repeats,
-            warmup=latency_warmup,
-            precision=precision,
-            seed=seed,
+        costs = pd.DataFrame(
+            expert_cost_rows(
+                variant.name,
+                model,
+                latency_size=latency_size,
+                device=device,
+                repeats=latency_repeats,
+                warmup=latency_warmup,
+                precision=precision,
+                seed=seed,
+            )
         )
-        frames += [quality, pd.DataFrame(costs)]
+        costs["panel"] = variant.panel
+        frames += [quality, costs]
         logger.info("%s %s: evaluated and profiled", variant.panel, variant.name)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows.loc[:, [*RESULT_COLUMNS, "panel", "note"]]
@@ -502,7 +396,7 @@ def run_ablations(
         "budget": values,
         "pretrain_iterations": pretrain_iterations,
         "variants": {a.name: {"panel": a.panel, "caption": a.caption, **a.options} for a in chosen},
-        "runs": {name: _run_summary(path) for name, path in run_dirs.items()},
+        "runs": {name: _run_summary(run.run_dir) for name, run in runs.items()},
         "testsets": testset_summary(testset_dir),
         "levels": list(levels),
         "lpips": lpips_description(lpips),
@@ -514,25 +408,19 @@ def run_ablations(
             "precision": precision,
         },
     }
-    csv_path = project_path(csv_path)
-    write_results(rows, csv_path, metadata=run_metadata(config=config, seed=seed, device=device))
-    return AblationResult(rows=rows, csv_path=csv_path, run_dirs=run_dirs)
-
-
-def ablation_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """A wide view of `run_ablations` rows: one row per variant (panel order), one column per
-    (metric, level) cell."""
-    frame = rows.copy()
-    frame["column"] = [
-        metric if dataset == EFFICIENCY_DATASET else f"{metric} {level}"
-        for metric, dataset, level in zip(
-            frame["metric"], frame["dataset"], frame["level"], strict=True
-        )
-    ]
-    table = frame.pivot_table(
-        index=["panel", "method"], columns="column", values="value", aggfunc="first", sort=False
+    return write_table(
+        rows,
+        {ABLATIONS_TABLE: wide_table(rows, index=["panel", "method"])},
+        csv_path,
+        title=ABLATIONS_TITLE,
+        notes=[
+            "quality: the mean over each test set's images; cost: parameters, GMACs at a "
+            f"{GMACS_SIZE}x{GMACS_SIZE} LR input (also per plain expert), latency and memory on "
+            "this device; each row's note in the CSV says how it was measured"
+        ],
+        metadata=run_metadata(config=config, seed=seed, device=device),
+        contents="long format, means per test set and cost",
     )
-    return table.sort_index(level="panel")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,32 +480,33 @@ def load_real_image(
 
 @torch.inference_mode()
 def super_resolve_variants(
-    run_dirs: Mapping[str, str | os.PathLike[str]],
+    runs: Mapping[str, TrainedRun],
     lr: Tensor,
     *,
     device: str | torch.device = "auto",
 ) -> dict[str, Tensor]:
     """x4 SR of one LR image [3, h, w] by each trained variant (its exported EMA model):
-    {variant name: [3, 4h, 4w] in [0, 1]}, CPU float32, in the order of `run_dirs`."""
+    {variant name: [3, 4h, 4w] in [0, 1]}, CPU float32, in the order of `runs`."""
     device = resolve_device(device)
     batch = lr[None].to(device=device, dtype=torch.float32)
     outputs: dict[str, Tensor] = {}
-    for name, run_dir in run_dirs.items():
-        model = _load_variant(Path(run_dir) / "model.safetensors", device)
+    for name, run in runs.items():
+        model = _load_variant(run.weights, device)
         outputs[name] = DASRInference(model)(batch)[0].clamp(0.0, 1.0).float().cpu()
     return outputs
 
 
 def write_fig4(
-    run_dirs: Mapping[str, str | os.PathLike[str]],
+    runs: Mapping[str, TrainedRun],
     real: RealImage,
     out_png: str | os.PathLike[str],
     *,
     device: str | torch.device = "auto",
 ) -> Path:
-    """The Fig. 4 grid: `real` super-resolved by every trained variant (`super_resolve_variants`)
-    drawn by `dasrlib.viz.fig4_grid` into `out_png` (relative: from the repository root)."""
-    outputs = super_resolve_variants(run_dirs, real.image, device=device)
+    """The Fig. 4 grid, its one home: `real` super-resolved by every trained variant in `runs`
+    (`super_resolve_variants`, the inference) drawn by `dasrlib.viz.fig4_grid` (the drawing)
+    into `out_png` (relative: from the repository root)."""
+    outputs = super_resolve_variants(runs, real.image, device=device)
     return fig4_grid(
         real.image,
         outputs,

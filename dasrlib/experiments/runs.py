@@ -10,10 +10,13 @@ from (Sec. 4.1). `plan_runs` turns a budget and the networks into their stage co
   or loss settings never resumes or overwrites another, while more iterations continue the same run;
 - one pretraining per distinct pretrain config, shared by every network that starts from it.
 
-`run_planned` runs them with one reuse rule (`train_or_load`): a run whose ``run.json`` says it
-finished with the same config hash and that has its ``model.safetensors`` is loaded; anything else
-is trained (resuming from its checkpoint when ``resume="auto"``); ``resume="never"`` always
-trains again. `RunRecord` is ``run.json`` read back as a typed record.
+A `Plan` (network -> its stage configs, possibly empty) is what every experiment's ``plan``
+returns (`dasrlib.experiments.table1`, `table2`, `ablations`), and `run_plan` is the one runner
+of every notebook: each distinct run once, with one reuse rule (`train_or_load`): a run whose
+``run.json`` says it finished with the same config hash and that has its ``model.safetensors``
+is loaded, not trained again (logged); anything else is trained (resuming from its checkpoint
+when ``resume="auto"``); ``resume="never"`` always trains again. `RunRecord` is ``run.json``
+read back as a typed record.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dasrlib.train.loop import train
 
 __all__ = [
     "NetworkRun",
+    "Plan",
     "Pretraining",
     "RunNaming",
     "RunRecord",
@@ -41,11 +45,15 @@ __all__ = [
     "network_config",
     "plan_runs",
     "pretrain_config",
-    "run_planned",
+    "run_plan",
     "train_or_load",
 ]
 
 logger = logging.getLogger(__name__)
+
+Plan = dict[str, list[TrainConfig]]
+"""What an experiment trains: per network (in order) its stage configs, the run it ends in last;
+empty when the experiment trains nothing (Table 1). `run_plan` runs it."""
 
 RUN_RECORD = "run.json"
 EXPORTED_MODEL = "model.safetensors"
@@ -133,7 +141,7 @@ def train_or_load(config: TrainConfig) -> TrainedRun:
         elif not (run_dir / EXPORTED_MODEL).is_file():
             reason = f"{EXPORTED_MODEL} is missing"
         else:
-            message = f"{name}: loaded (finished run with config hash {wanted})"
+            message = f"{name}: loaded, not trained again (finished run with config hash {wanted})"
             logger.info(message)
             return TrainedRun(name, run_dir, True, message)
     started = time.monotonic()
@@ -230,15 +238,15 @@ def plan_runs(
     *,
     pretrain_iterations: int,
     naming: RunNaming,
-) -> dict[str, list[TrainConfig]]:
+) -> Plan:
     """Per network (in order), its stage configs: its pretraining (when it has one and
     `pretrain_iterations` > 0), then its own run initialised from that pretraining's folder.
 
-    Networks with the same pretraining get equal pretrain configs (one run, `run_planned`).
+    Networks with the same pretraining get equal pretrain configs (one run, `run_plan`).
     With `pretrain_iterations` = 0 a DASR starts from random experts (logged: known to diverge
     at the paper's scale).
     """
-    plan: dict[str, list[TrainConfig]] = {}
+    plan: Plan = {}
     for key, network in networks.items():
         stages: list[TrainConfig] = []
         init_from = None
@@ -256,9 +264,10 @@ def plan_runs(
     return plan
 
 
-def run_planned(plan: Mapping[str, Sequence[TrainConfig]]) -> dict[str, TrainedRun]:
+def run_plan(plan: Mapping[str, Sequence[TrainConfig]]) -> dict[str, TrainedRun]:
     """Train or load (`train_or_load`) every stage of `plan` in order, each distinct run once;
-    returns each network's last run. Every run's message is logged."""
+    returns each network's last run, in the plan's order (an empty plan: nothing). Every run's
+    message is logged: a finished run of the same config hash is loaded, not trained again."""
     done: dict[str, TrainedRun] = {}
     runs: dict[str, TrainedRun] = {}
     for key, stages in plan.items():

@@ -1,10 +1,12 @@
 """Table 1 (Sec. 4.2): published real-world SR methods and DASR on the seeded test sets.
 
-`table1` evaluates each column's weights (`dasrlib.methods.method_from_spec`: the published
-methods are read through spandrel, "DASR" is ours or the official release) with
-`dasrlib.evaluate.evaluate_methods`; a column without weights keeps its rows, marked "not
-provided" with the reason and how to fill it (`TABLE1_HOW_TO_FILL`: where the published weights
-are and where to put them). It writes ``table1.{csv,json,md}``.
+The experiment shape (`dasrlib.experiments`): `plan` trains nothing (Table 1 evaluates published
+weights), and `tabulate` evaluates each column's weights (`dasrlib.methods.method_from_spec`: the
+published methods are read through spandrel, "DASR" is ours or the official release; a finished
+run given in `runs` is a column too) with `dasrlib.evaluate.evaluate_methods`; a column without
+weights keeps its rows, marked "not provided" with the reason and how to fill it
+(`TABLE1_HOW_TO_FILL`: where the published weights are and where to put them). It writes
+``table1.{csv,json,md}``.
 """
 
 from __future__ import annotations
@@ -16,22 +18,16 @@ from typing import Any
 
 import torch
 
-from dasrlib.evaluate import (
-    QUALITY_METRICS,
-    QUALITY_NOTE,
-    TableResult,
-    comparison_table,
-    evaluate_methods,
-    lpips_description,
-    write_table,
-)
+from dasrlib.evaluate import QUALITY_METRICS, evaluate_methods, lpips_description
+from dasrlib.experiments.runs import Plan, TrainedRun
 from dasrlib.methods import MethodSpec, method_from_spec
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.paper import LEVELS, PAPER_TABLE1
 from dasrlib.results import run_metadata
+from dasrlib.tables import QUALITY_NOTE, TableResult, comparison_table, write_table
 from dasrlib.testsets import read_testset_manifest, testset_summary
 
-__all__ = ["TABLE1_HOW_TO_FILL", "TABLE1_THIRD_PARTY", "table1"]
+__all__ = ["TABLE1_HOW_TO_FILL", "TABLE1_THIRD_PARTY", "plan", "tabulate"]
 
 TABLE1_THIRD_PARTY: frozenset[str] = frozenset(PAPER_TABLE1) - {"DASR"}
 """Table 1 columns whose weights are published checkpoints read through spandrel."""
@@ -64,10 +60,16 @@ TABLE1_HOW_TO_FILL: dict[str, str] = {
 where to put them (`methods` of notebooks/table1.ipynb and notebooks/params/table1_*.yaml)."""
 
 
-def table1(
-    methods: Mapping[str, MethodSpec],
+def plan() -> Plan:
+    """What Table 1 trains: nothing (its columns are published weights or given files)."""
+    return {}
+
+
+def tabulate(
+    runs: Mapping[str, TrainedRun],
     testset_dir: str | os.PathLike[str],
     *,
+    methods: Mapping[str, MethodSpec],
     levels: Sequence[str] = LEVELS,
     device: torch.device | str,
     lpips: LPIPSMetric | LPIPSUnavailable | None,
@@ -78,7 +80,10 @@ def table1(
 
     `methods` maps a column name to a `MethodSpec`; names of Table 1's published methods are
     read through spandrel, "DASR" is ours (a path) or the official release (net_g + net_p).
+    A run in `runs` (`run_plan`; empty for `plan`'s) is the column of its name, read from its
+    exported weights; it replaces a column of that name or follows the `methods`.
     """
+    methods = {**methods, **{name: str(run.weights) for name, run in runs.items()}}
     resolved = {
         name: method_from_spec(name, spec, third_party=TABLE1_THIRD_PARTY, paper=PAPER_TABLE1)
         for name, spec in methods.items()

@@ -1,16 +1,16 @@
 """Table 2 (Sec. 4.3): backbones retrained on the DASR degradation space with one budget, then
 evaluated on the seeded test sets and profiled on this device.
 
-`table2_configs` plans the runs with `dasrlib.experiments.runs` (one shared budget; DASR's experts
-start from an SRResNet pretrained with the pixel loss; run names carry the resume hash), and
-`run_planned` trains or loads them. `table2` evaluates the trained networks and adds their cost
-(`efficiency_rows`, measured by `dasrlib.experiments.cost.measure_cost`) with ratios to SRResNet
-beside the paper's V100 ratios; it writes ``table2.{csv,json,md}``.
+The experiment shape (`dasrlib.experiments`): `plan` says what to train with
+`dasrlib.experiments.runs` (one shared budget; DASR's experts start from an SRResNet pretrained
+with the pixel loss; run names carry the resume hash), `dasrlib.experiments.runs.run_plan` trains
+or loads the runs, and `tabulate` evaluates the trained networks and adds their cost
+(`dasrlib.experiments.cost.reference_cost_rows`: ratios to SRResNet beside the paper's V100
+ratios); it writes ``table2.{csv,json,md}``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,39 +18,33 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import nn
 
-from dasrlib.evaluate import (
-    QUALITY_METRICS,
-    QUALITY_NOTE,
-    TableResult,
-    comparison_table,
-    evaluate_methods,
-    lpips_description,
-    write_table,
+from dasrlib.evaluate import QUALITY_METRICS, evaluate_methods, lpips_description
+from dasrlib.experiments.cost import COST_REFERENCE, REFERENCE_COST_METRICS, reference_cost_rows
+from dasrlib.experiments.runs import (
+    NetworkRun,
+    Plan,
+    Pretraining,
+    RunNaming,
+    TrainedRun,
+    plan_runs,
 )
-from dasrlib.experiments.cost import measure_cost
-from dasrlib.experiments.runs import NetworkRun, Pretraining, RunNaming, TrainedRun, plan_runs
 from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.models.checkpoints import load_model
-from dasrlib.paper import LEVELS, PAPER_TABLE2, PAPER_TABLE2_EFFICIENCY
-from dasrlib.results import RESULT_COLUMNS, run_metadata
+from dasrlib.paper import LEVELS, PAPER_TABLE2
+from dasrlib.results import run_metadata
+from dasrlib.tables import QUALITY_NOTE, TableResult, comparison_table, cost_table, write_table
 from dasrlib.testsets import read_testset_manifest, testset_summary
-from dasrlib.train.config import TrainConfig
 from dasrlib.train.state import latest_iteration, read_run_config
 
 __all__ = [
-    "EFFICIENCY_METRICS",
-    "EFFICIENCY_REFERENCE",
     "PAPER_ITERATIONS",
     "SMOKE_ITERATIONS",
     "TABLE2_TRAINING",
-    "efficiency_rows",
-    "efficiency_table",
-    "table2",
-    "table2_configs",
+    "plan",
     "table2_title",
+    "tabulate",
     "trained_iterations",
 ]
 
@@ -70,30 +64,18 @@ TABLE2_TRAINING: dict[str, dict[str, str]] = {
 """How each Table 2 column is trained (`TrainConfig` stage and backbone). DASR's experts start
 from an SRResNet pretrained with the pixel loss (Sec. 4.1), its own run before the DASR run."""
 
-EFFICIENCY_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("params_m", "params_m", "parameters (M), all experts of DASR"),
-    ("gmacs_256", "gmacs", "GMACs of one 256x256 LR input (inference path)"),
-    ("latency_ms", "latency_ms", "median latency (ms), fp32, batch 1"),
-    ("peak_mem_mb", "peak_mem_mb", "peak GPU memory (MB) of the latency runs"),
-)
-"""(metric name in the CSV, key of PAPER_TABLE2_EFFICIENCY, meaning)."""
-
-EFFICIENCY_REFERENCE = "SRResNet"
-"""Efficiency ratios divide by this column (the paper's timings are on a V100, ours are not)."""
-
-
 TABLE2_NAMING = RunNaming(prefix="table2", hashed=True)
 """Table 2 run folders: ``table2_<method>_<resume hash>``, ``table2_dasr_pretrain_<hash>``."""
 
 _DASR_PRETRAINING = Pretraining(role="dasr_pretrain", backbone="srresnet")
 
 
-def table2_configs(
+def plan(
     budget: Mapping[str, Any],
     *,
     methods: Sequence[str] = tuple(TABLE2_TRAINING),
     dasr_pretrain_iterations: int,
-) -> dict[str, list[TrainConfig]]:
+) -> Plan:
     """The training runs of Table 2: one shared budget (`TrainConfig` fields) for every network.
 
     Returns, per method, its stage configs in order (DASR: the SRResNet pretrain, then DASR
@@ -118,103 +100,6 @@ def table2_configs(
     return plan_runs(
         budget, networks, pretrain_iterations=dasr_pretrain_iterations, naming=TABLE2_NAMING
     )
-
-
-def efficiency_rows(
-    models: Mapping[str, nn.Module],
-    *,
-    device: torch.device | str,
-    latency_size: int | Sequence[int],
-    repeats: int,
-    warmup: int,
-) -> pd.DataFrame:
-    """Table 2's cost rows measured here: parameters, GMACs at 256x256, latency, peak memory.
-
-    GMACs are counted on a `meta` copy at 256x256 (as the paper; no compute). Latency and peak
-    memory are measured on `device` at `latency_size` (paper: the DIV2K validation LR inputs,
-    mostly 339x510; peak memory only on CUDA). Each metric also gets a `<metric>_vs_srresnet`
-    row: ours / ours of SRResNet beside the paper's ratio, the comparable number across devices.
-    """
-    device = torch.device(device)
-    measured: dict[str, dict[str, float]] = {}
-    notes: dict[str, str] = {}
-    for name, model in models.items():
-        cost = measure_cost(
-            model, latency_size=latency_size, device=device, repeats=repeats, warmup=warmup
-        )
-        measured[name] = {
-            "params_m": cost.params_m,
-            "gmacs_256": cost.gmacs_256,
-            "latency_ms": cost.latency_ms,
-            "peak_mem_mb": cost.peak_mem_mb,
-        }
-        notes[name] = f"measured on {cost.where} at LR {cost.height}x{cost.width}"
-    rows = []
-    reference = measured.get(EFFICIENCY_REFERENCE)
-    paper_ref = PAPER_TABLE2_EFFICIENCY[EFFICIENCY_REFERENCE]
-    for name, values in measured.items():
-        paper = PAPER_TABLE2_EFFICIENCY.get(name)
-        for metric, paper_key, _ in EFFICIENCY_METRICS:
-            value = values[metric]
-            note = notes[name] if metric in ("latency_ms", "peak_mem_mb") else ""
-            if metric == "peak_mem_mb" and math.isnan(value):
-                note = f"n/a: peak memory is measured on CUDA only (ran on {device.type})"
-            base = {
-                "method": name,
-                "dataset": "efficiency",
-                "level": "",
-                "image": "",
-                "aggregate": "mean",
-            }
-            rows.append(
-                {
-                    **base,
-                    "metric": metric,
-                    "value": value,
-                    "n_images": 1,
-                    "paper_value": math.nan if paper is None else float(paper[paper_key]),
-                    "note": note,
-                }
-            )
-            ratio = math.nan if reference is None else value / reference[metric]
-            rows.append(
-                {
-                    **base,
-                    "metric": f"{metric}_vs_srresnet",
-                    "value": ratio,
-                    "n_images": 1,
-                    "paper_value": math.nan
-                    if paper is None
-                    else float(paper[paper_key]) / float(paper_ref[paper_key]),
-                    "note": "" if reference is not None else "n/a: SRResNet not measured",
-                }
-            )
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "image", "aggregate", "note"])
-
-
-def efficiency_table(rows: pd.DataFrame, *, methods: Sequence[str]) -> pd.DataFrame:
-    """Rows: cost metrics; columns: methods; cells "ours (x r); paper V100 P (x r)"."""
-    eff = rows[rows["dataset"] == "efficiency"]
-    labels = [label for _, _, label in EFFICIENCY_METRICS]
-    table = pd.DataFrame("", index=pd.Index(labels, name="cost"), columns=list(methods))
-    for metric, _, label in EFFICIENCY_METRICS:
-        for method in methods:
-            own = eff[(eff["method"] == method) & (eff["metric"] == metric)]
-            ratio = eff[(eff["method"] == method) & (eff["metric"] == f"{metric}_vs_srresnet")]
-            if own.empty:
-                table.loc[label, method] = "not measured"
-                continue
-            value, note = own["value"].iloc[0], own["note"].iloc[0]
-            r = ratio["value"].iloc[0]
-            ours = note if pd.isna(value) else f"{value:.2f} (x{r:.2f})"
-            paper = own["paper_value"].iloc[0]
-            if not pd.isna(paper):
-                paper_r = ratio["paper_value"].iloc[0]
-                ours += (
-                    f"; paper{' V100' if metric == 'latency_ms' else ''} {paper:g} (x{paper_r:.2f})"
-                )
-            table.loc[label, method] = ours
-    return table
 
 
 def trained_iterations(run: TrainedRun) -> int:
@@ -245,7 +130,7 @@ def table2_title(iterations: Mapping[str, int]) -> str:
     return TABLE2_TITLE
 
 
-def table2(
+def tabulate(
     runs: Mapping[str, TrainedRun | None],
     testset_dir: str | os.PathLike[str],
     *,
@@ -260,7 +145,8 @@ def table2(
 ) -> TableResult:
     """Table 2: the retrained networks on the test sets, then their cost measured here.
 
-    `runs` maps a Table 2 column to its trained run (None: not provided). Writes
+    `runs` maps a Table 2 column to its trained run (`run_plan` of `plan`; None: not
+    provided). Writes
     `out_dir/table2.{csv,json,md}`: quality rows as Table 1, then the efficiency rows.
     """
     device = torch.device(device)
@@ -284,7 +170,7 @@ def table2(
         paper=PAPER_TABLE2,
         upscalers={name: network_upscaler(model) for name, model in models.items()},
     )
-    costs = efficiency_rows(
+    costs = reference_cost_rows(
         models,
         device=device,
         latency_size=latency_size,
@@ -297,8 +183,12 @@ def table2(
         "PSNR-Y (dB) and LPIPS": comparison_table(
             quality, metrics=QUALITY_METRICS, levels=levels, methods=names
         ),
-        "Cost (measured on this device; ratios to SRResNet beside the paper's)": (
-            efficiency_table(rows, methods=names)
+        "Cost (measured on this device; ratios to SRResNet beside the paper's)": cost_table(
+            rows,
+            methods=names,
+            labels={metric: label for metric, _, label in REFERENCE_COST_METRICS},
+            ratio_suffix=f"_vs_{COST_REFERENCE.lower()}",
+            paper_devices={"latency_ms": "V100"},
         ),
     }
     metadata = run_metadata(

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from dasrlib.experiments.ablations import ABLATION_NAMES, ABLATIONS, COST_METRICS
+from dasrlib.experiments.ablations import ABLATION_NAMES, ABLATIONS
+from dasrlib.experiments.cost import EXPERT_COST_METRICS as COST_METRICS
 from dasrlib.io import read_image
 from dasrlib.paper import METRIC_LPIPS, METRIC_PSNR
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 
 from dasrlib import paper
-from dasrlib.experiments import table2
+from dasrlib.experiments.cost import REFERENCE_COST_METRICS
 from dasrlib.io import write_png
 from dasrlib.metrics import ALEXNET_CHECKPOINT_NAME
 from dasrlib.models.checkpoints import save_weights
@@ -127,32 +128,29 @@ def test_table2_notebook(tmp_path) -> None:
     test_hr = _images(tmp_path / "test", 1, (32, 32), seed=2)
     methods = ["SRResNet", "EDSR", "RRDB", "SwinIR", "DASR"]
     out = tmp_path / "out"
-    _run(
-        "table2.ipynb",
-        tmp_path,
-        {
-            "methods": methods,
-            "data_root": str(train_hr),
-            "iterations": 1,
-            "batch_size": 1,
-            "patch_size": 32,
-            "dasr_pretrain_iterations": 1,
-            "device": "cpu",
-            "runs_dir": str(tmp_path / "runs"),
-            "hr_root": str(test_hr),
-            "max_images": None,
-            "hr_crop": None,
-            "testset_dir": str(tmp_path / "sets"),
-            "staging_dir": str(tmp_path / "staging"),
-            "latency_size": [8, 8],
-            "out_dir": str(out),
-        },
-    )
+    parameters = {
+        "methods": methods,
+        "data_root": str(train_hr),
+        "iterations": 1,
+        "batch_size": 1,
+        "patch_size": 32,
+        "dasr_pretrain_iterations": 1,
+        "device": "cpu",
+        "runs_dir": str(tmp_path / "runs"),
+        "hr_root": str(test_hr),
+        "max_images": None,
+        "hr_crop": None,
+        "testset_dir": str(tmp_path / "sets"),
+        "staging_dir": str(tmp_path / "staging"),
+        "latency_size": [8, 8],
+        "out_dir": str(out),
+    }
+    _run("table2.ipynb", tmp_path, parameters)
     rows = pd.read_csv(out / "table2.csv")
     _check_quality_rows(rows, methods)
     cost = rows[rows["dataset"] == "efficiency"]
     for method in methods:
-        for metric, _, _ in table2.EFFICIENCY_METRICS:
+        for metric, _, _ in REFERENCE_COST_METRICS:
             for name in (metric, f"{metric}_vs_srresnet"):
                 assert len(cost[(cost["method"] == method) & (cost["metric"] == name)]) == 1
     params = cost[cost["metric"] == "params_m"].set_index("method")["value"]
@@ -165,3 +163,16 @@ def test_table2_notebook(tmp_path) -> None:
     assert "## Cost" in text and "paper V100 113" in text
     for name in [*methods, *SETS]:
         assert f" {name} |" in text
+
+    # Run again on the same runs folder: the finished run is loaded, not trained again.
+    runs_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/run.json")}
+    again = tmp_path / "again"
+    again.mkdir()
+    _run("table2.ipynb", again, {**parameters, "methods": ["SRResNet"], "out_dir": str(again)})
+    executed = nbformat.read(again / "table2.ipynb", as_version=4)
+    log = "".join(
+        output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
+    )
+    assert "table2_srresnet_" in log and "loaded, not trained again" in log
+    assert " trained (" not in log
+    assert {p: p.stat().st_mtime_ns for p in runs_before} == runs_before

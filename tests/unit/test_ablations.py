@@ -17,14 +17,14 @@ from dasrlib.experiments import ablations
 from dasrlib.experiments.ablations import (
     ABLATION_NAMES,
     ABLATIONS,
-    COST_METRICS,
     ablation,
     budget_config,
-    cost_rows,
     load_real_image,
     pretrain_config,
     variant_config,
 )
+from dasrlib.experiments.cost import EXPERT_COST_METRICS, expert_cost_rows
+from dasrlib.experiments.runs import run_plan
 from dasrlib.io import read_image
 from dasrlib.models.dasr import DASR, DASR_VARIANTS
 from dasrlib.profiling import count_parameters
@@ -77,25 +77,25 @@ def test_each_variant_builds_trains_one_step_and_reports_its_cost(variant, gener
         assert grads and all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     assert any(float(p.grad.abs().sum()) > 0 for p in model.experts.parameters())
 
-    rows = cost_rows(
-        variant, model.eval(), latency_size=16, device=torch.device("cpu"), repeats=1, warmup=0
+    rows = expert_cost_rows(
+        variant.name, model.eval(), latency_size=16, device=torch.device("cpu"), repeats=1, warmup=0
     )
     by_metric = {row["metric"]: row for row in rows}
-    assert list(by_metric) == list(COST_METRICS)
+    assert list(by_metric) == list(EXPERT_COST_METRICS)
     assert by_metric["params_m"]["value"] == pytest.approx(count_parameters(model) / 1e6)
     assert by_metric["gmacs"]["value"] > 0 and by_metric["gmacs"]["level"] == "256x256"
     assert by_metric["gmacs_vs_expert"]["value"] > 0
     assert by_metric["latency_ms"]["value"] > 0 and by_metric["latency_ms"]["level"] == "16x16"
     assert math.isnan(by_metric["peak_mem_mb"]["value"])  # CUDA only
     assert by_metric["peak_mem_mb"]["note"].startswith("n/a")
-    assert all(r["panel"] == variant.panel and r["dataset"] == "efficiency" for r in rows)
+    assert all(r["method"] == variant.name and r["dataset"] == "efficiency" for r in rows)
     assert all(math.isnan(r["paper_value"]) for r in rows)  # not the paper's size
 
 
 def _paper_size_costs(name: str) -> dict[str, dict]:
     model = DASR(**DASR_VARIANTS[name], generator=torch.Generator().manual_seed(0)).eval()
-    rows = cost_rows(
-        ablation(name), model, latency_size=8, device=torch.device("cpu"), repeats=1, warmup=0
+    rows = expert_cost_rows(
+        name, model, latency_size=8, device=torch.device("cpu"), repeats=1, warmup=0
     )
     return {row["metric"]: row for row in rows}
 
@@ -169,9 +169,9 @@ def test_budget_rejects_variant_fields_and_unknown_keys(tmp_path):
 def test_variant_lists_must_name_known_variants_once(tmp_path):
     budget = _budget(tmp_path)
     with pytest.raises(ValueError, match="twice"):
-        ablations.train_ablations(budget, variants=["dasr", "dasr"], pretrain_iterations=0)
+        ablations.plan(budget, variants=["dasr", "dasr"], pretrain_iterations=0)
     with pytest.raises(ValueError, match="no variants"):
-        ablations.train_ablations(budget, variants=[], pretrain_iterations=0)
+        ablations.plan(budget, variants=[], pretrain_iterations=0)
 
 
 def test_real_image_from_a_file_a_folder_or_the_embedded_photos(make_image_file, tmp_path):
@@ -205,7 +205,7 @@ def test_fig4_grid_writes_one_panel_per_variant_plus_the_input(tmp_path, generat
 
 
 @pytest.mark.slow
-def test_run_ablations_writes_quality_and_cost_rows_for_each_variant(tmp_path, make_image_file):
+def test_ablations_tabulate_quality_and_cost_rows_for_each_variant(tmp_path, make_image_file):
     from dasrlib.metrics import LPIPSUnavailable
     from dasrlib.results import read_results
     from dasrlib.testsets import build_testsets
@@ -222,12 +222,13 @@ def test_run_ablations_writes_quality_and_cost_rows_for_each_variant(tmp_path, m
         progress=False,
     )
     budget = budget.replace(iterations=2)
-    result = ablations.run_ablations(
-        budget,
-        testset_dir=tmp_path / "sets",
-        csv_path=tmp_path / "out" / "ablations.csv",
-        variants=["dasr_moe", "dasr"],
+    runs = run_plan(ablations.plan(budget, variants=["dasr_moe", "dasr"], pretrain_iterations=1))
+    result = ablations.tabulate(
+        runs,
+        tmp_path / "sets",
+        budget=budget,
         pretrain_iterations=1,
+        csv_path=tmp_path / "out" / "ablations.csv",
         levels=["bicubic", "severe"],
         lpips=LPIPSUnavailable("weights not found at /nowhere"),
         device="cpu",
@@ -246,7 +247,7 @@ def test_run_ablations_writes_quality_and_cost_rows_for_each_variant(tmp_path, m
         "paper_value",
     ]
     assert {"panel", "note"} <= set(frame.columns)
-    assert len(frame) == 2 * (2 * 2 + len(COST_METRICS))
+    assert len(frame) == 2 * (2 * 2 + len(EXPERT_COST_METRICS))
     psnr = frame[frame["metric"] == "psnr_y_db"]
     assert set(psnr["n_images"]) == {1} and psnr["value"].between(5, 60).all()
     lpips = frame[frame["metric"] == "lpips_alex"]
@@ -260,10 +261,11 @@ def test_run_ablations_writes_quality_and_cost_rows_for_each_variant(tmp_path, m
     inits = {v["init_from"] for v in sidecar["config"]["runs"].values()}
     assert len(inits) == 1 and inits.pop().endswith("ablation_pretrain_srresnet")
     assert sidecar["config"]["variants"]["dasr_moe"]["mixing"] == "outputs"
-    table = ablations.ablation_table(result.rows)
+    table = result.tables[ablations.ABLATIONS_TABLE]
     assert list(table.index.get_level_values("method")) == ["dasr_moe", "dasr"]
     assert "psnr_y_db severe" in table.columns and "gmacs" in table.columns
     assert isinstance(table, pd.DataFrame)
-    sr = ablations.super_resolve_variants(result.run_dirs, torch.rand(3, 8, 8), device="cpu")
+    assert "| (d) | dasr_moe |" in result.markdown_path.read_text()
+    sr = ablations.super_resolve_variants(runs, torch.rand(3, 8, 8), device="cpu")
     assert list(sr) == ["dasr_moe", "dasr"] and sr["dasr"].shape == (3, 32, 32)
     assert json.loads(result.csv_path.with_suffix(".json").read_text())["n_rows"] == len(frame)

@@ -197,8 +197,14 @@ def test_weights_spec_follows_the_weights_folder(tmp_path, monkeypatch) -> None:
 def test_table1_keeps_not_provided_rows(testset_dir, tmp_path) -> None:
     absent = tmp_path / "weights" / "BSRGAN.pth"
     methods = {"Bicubic": "bicubic", "RRDB": None, "BSRGAN": str(absent), "DASR": None}
-    result = table1.table1(
-        methods, testset_dir, levels=LEVELS, device="cpu", lpips=None, out_dir=tmp_path
+    result = table1.tabulate(
+        table1.plan(),
+        testset_dir,
+        methods=methods,
+        levels=LEVELS,
+        device="cpu",
+        lpips=None,
+        out_dir=tmp_path,
     )
     assert list(result.tables["PSNR-Y (dB) and LPIPS"].columns) == list(methods)
     assert (
@@ -243,9 +249,9 @@ def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:
     assert not other.reused and "seed 0 != 1" in other.message
 
 
-def test_table2_configs_share_the_budget() -> None:
+def test_table2_plan_shares_the_budget() -> None:
     budget = {"iterations": 3, "batch_size": 2, "patch_size": 32, "out_dir": "runs", "seed": 1}
-    configs = table2.table2_configs(budget, dasr_pretrain_iterations=2)
+    configs = table2.plan(budget, dasr_pretrain_iterations=2)
     assert list(configs) == ["SRResNet", "EDSR", "RRDB", "SwinIR", "DASR"]
     for method, stages in configs.items():
         last = to_dict(stages[-1])
@@ -261,12 +267,12 @@ def test_table2_configs_share_the_budget() -> None:
     assert pretrain["stage"] == "pretrain" and pretrain["iterations"] == 2
     assert dasr["stage"] == "dasr" and dasr["init_from"] == f"runs/{pretrain['name']}"
     # Another budget gets other run folders; more iterations continue the same one.
-    other = table2.table2_configs({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
+    other = table2.plan({**budget, "patch_size": 64}, dasr_pretrain_iterations=2)
     assert other["SRResNet"][0].run.path != configs["SRResNet"][0].run.path
-    longer = table2.table2_configs({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
+    longer = table2.plan({**budget, "iterations": 9}, dasr_pretrain_iterations=2)
     assert longer["SRResNet"][0].run.path == configs["SRResNet"][0].run.path
     with pytest.raises(ValueError, match="backbone"):
-        table2.table2_configs({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
+        table2.plan({**budget, "backbone": "edsr"}, dasr_pretrain_iterations=1)
 
 
 @pytest.mark.slow
@@ -286,14 +292,12 @@ def test_train_or_load_reuses_a_finished_run_with_the_same_hash(hr_dir, tmp_path
         "queue_size": 2,
         "progress": False,
     }
-    (config,) = table2.table2_configs(budget, methods=["SRResNet"], dasr_pretrain_iterations=1)[
-        "SRResNet"
-    ]
+    (config,) = table2.plan(budget, methods=["SRResNet"], dasr_pretrain_iterations=1)["SRResNet"]
     first = runs.train_or_load(config)
     assert not first.reused and "no run yet" in first.message and first.weights.is_file()
     again = runs.train_or_load(config)
     assert again.reused and again.run_dir == first.run_dir and "loaded" in again.message
-    (longer,) = table2.table2_configs(
+    (longer,) = table2.plan(
         {**budget, "iterations": 2}, methods=["SRResNet"], dasr_pretrain_iterations=1
     )["SRResNet"]
     more = runs.train_or_load(longer)

@@ -109,7 +109,7 @@ def test_hashes_of_existing_runs_are_pinned(case: str) -> None:
 def test_table2_run_names_are_pinned() -> None:
     """Table 2's run names carry the resume hash: the planned names of a small budget."""
     budget = {"iterations": 100, "batch_size": 4, "patch_size": 64, "out_dir": "results/runs"}
-    plan = table2.table2_configs({**budget, "num_feat": 16}, dasr_pretrain_iterations=50)
+    plan = table2.plan({**budget, "num_feat": 16}, dasr_pretrain_iterations=50)
     names = {key: [config.run.name for config in stages] for key, stages in plan.items()}
     assert names == {
         "SRResNet": ["table2_srresnet_1ae737d2"],
