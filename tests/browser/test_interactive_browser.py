@@ -418,8 +418,13 @@ CULL_S = 2  # the app's idle timeout, shortened for the test (notebooks/voila.js
 def _kernels(server: subprocess.Popen[bytes]) -> int:
     """How many kernels the server runs (its child processes running ipykernel)."""
     psutil = pytest.importorskip("psutil")
-    children = psutil.Process(server.pid).children(recursive=True)
-    return sum("ipykernel" in " ".join(child.cmdline()) for child in children)
+    count = 0
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            count += "ipykernel" in " ".join(child.cmdline())
+        except psutil.Error:  # exited meanwhile (a zombie until reaped): not a running kernel
+            continue
+    return count
 
 
 @pytest.fixture(scope="module")

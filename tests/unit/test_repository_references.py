@@ -71,9 +71,7 @@ def test_no_absolute_machine_paths() -> None:
 
 
 def test_no_references_to_a_design_document_outside_the_repository() -> None:
-    hits = _hits(
-        DESIGN_DOCUMENT, skip={"tests/unit/test_repository_references.py"}
-    )
+    hits = _hits(DESIGN_DOCUMENT, skip={"tests/unit/test_repository_references.py"})
     assert hits == [], "cite the paper's section or a file in the repository instead"
 
 
