@@ -10,6 +10,8 @@ Files (each written atomically):
   ``eval_gaps.csv``: DASR minus SRResNet, paired per image, with 95 % confidence intervals;
   ``eval_history.csv``: every budget's mean rows and gaps;
 - ``curves/metrics_<role>.csv``, ``curves/val_<role>.csv`` and ``curves.png``;
+- the figures drawn with these weights (`dasrlib.campaign.figures`): ``real_images.png`` and,
+  with a DASR, ``fig5_sweep.png`` / ``fig5_sweep.csv``;
 - ``README.md``: the model card.
 
 A budget is published only if it continued the published state (`PublishRefused` otherwise).
@@ -25,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from dasrlib.campaign.figures import FIGURE_FILES
 from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.results import project_path, write_results
 from dasrlib.tables import markdown_table
@@ -234,6 +237,17 @@ def _model_card(history: dict[str, Any], means: pd.DataFrame, gaps: pd.DataFrame
         )
         table.columns = [f"{m} {method}" for m, method in table.columns]
         lines += ["## Evaluation (eval.csv, means)", "", markdown_table(table.round(4)), ""]
+    drawn = budgets[-1].get("figures", {}) if budgets else {}
+    if drawn:
+        lines += ["## Figures of these weights", ""]
+        if "real_images.png" in drawn:
+            lines.append("- `real_images.png`: real LR photos (RealSRSet), x4, side by side.")
+        if "fig5_sweep.png" in drawn:
+            lines.append(
+                "- `fig5_sweep.png` / `fig5_sweep.csv`: Fig. 5 measured; what more blur and "
+                "more noise in the edited v do to the output's detail."
+            )
+        lines.append("")
     lines += ["## Budgets", ""]
     lines += [b["note"] for b in reversed(budgets)]
     return "\n".join(lines)
@@ -254,6 +268,12 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
     record["budget"] = len(history["budgets"]) + 1
     for name, path in record["weights"].items():
         _copy(project_path(path), models_dir / name / "model.safetensors")
+    drawn = record.get("figures", {})
+    for name in FIGURE_FILES:  # drawn with these weights, or removed (never older than them)
+        if name in drawn:
+            _copy(project_path(drawn[name]), models_dir / name)
+        else:
+            (models_dir / name).unlink(missing_ok=True)
 
     gaps = paired_differences(rows)
     means = rows[rows["aggregate"] == "mean"]

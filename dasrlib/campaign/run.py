@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from dasrlib.campaign.evaluation import evaluate_models, prepare_eval_sets
+from dasrlib.campaign.figures import draw_budget_figures
 from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
 from dasrlib.device import describe_precision, resolve_device
@@ -261,6 +262,9 @@ def run_budget(
     eval_started = time.monotonic()
     models = {name: project_path(path) for name, path in weights.items()}
     rows: pd.DataFrame = evaluate_models(models, testsets, plan.eval_levels, device=device)
+    figures = draw_budget_figures(
+        models, project_path(plan.eval_root), paths.work / "figures", device=device
+    )
     eval_wall = time.monotonic() - eval_started
     meta = run_metadata(device=device)
     record = {
@@ -281,5 +285,6 @@ def run_budget(
         "notes": budget.notes,
         "weights": weights,
         "testsets": {name: _relative(path) for name, path in testsets.items()},
+        "figures": {name: _relative(path) for name, path in figures.items()},
     }
     return publish_budget(record, rows, paths.models)

@@ -153,5 +153,8 @@ def write_real_image_figure(
             raise FileNotFoundError(f"{root}: no image named {', '.join(unknown)}")
         paths = [by_stem[name] for name in names]
     rows, missing = real_image_rows(paths, methods, crop=crop, device=device)
-    notes = {title: f"weights not found:\n{methods[title]}" for title in missing}
+    notes = {
+        title: f"weights not found:\n{methods[title]}" if methods[title] else "no weights given"
+        for title in missing
+    }
     return method_rows_figure(rows, project_path(out_png), suptitle=suptitle, missing=notes)

@@ -56,6 +56,7 @@ def setting(tmp_path: Path) -> tuple[Path, CampaignPaths]:
     for index in range(2):
         (eval_root / "Tiny").mkdir(parents=True, exist_ok=True)
         write_png(eval_root / "Tiny" / f"img{index}.png", to_float(photos[index][:, :64, :64]))
+    write_png(eval_root / "real" / "RealSRSet" / "photo.png", to_float(photos[2][:, :56, :56]))
     paths = CampaignPaths(
         models=tmp_path / "models", work=tmp_path / "work", testsets=tmp_path / "testsets"
     )
@@ -100,6 +101,9 @@ def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> N
     card = (paths.models / "README.md").read_text()
     assert "Deviations from the paper" in card and "Budget 1" in card
     assert (paths.models / "curves.png").stat().st_size > 0
+    for figure in ("real_images.png", "fig5_sweep.png", "fig5_sweep.csv"):  # drawn with them
+        assert (paths.models / figure).stat().st_size > 0, figure
+    assert set(pd.read_csv(paths.models / "fig5_sweep.csv")["setting"]) == {"blur", "noise"}
 
     # The second budget continues the same runs from their checkpoints (exact resume).
     second = run_budget(
@@ -207,3 +211,5 @@ def test_a_pretrain_only_budget_publishes_the_srresnet(
     assert set(rows["method"]) == {"bicubic", "srresnet"}
     assert pd.read_csv(paths.models / "eval_gaps.csv").empty
     assert "No DASR minus SRResNet difference yet" in (paths.models / "README.md").read_text()
+    assert (paths.models / "real_images.png").is_file()  # with a "no weights given" DASR panel
+    assert not (paths.models / "fig5_sweep.png").exists()  # Fig. 5 needs a DASR
