@@ -412,7 +412,9 @@ def test_slider_move_changes_the_edited_image(lab: str, driver: Any, tmp_path: P
 # -- the Voila app (make app) --------------------------------------------------------------------
 
 PAGE_LOADS = 10
-CULL_S = 2  # the app's idle timeout, shortened for the test (notebooks/voila.json: 120 s)
+CULL_S = 15
+"""The app's idle timeout, shortened for the test (notebooks/voila.json: 120 s). Voila also culls
+a kernel still starting, so it must exceed a kernel's start-up on a loaded machine."""
 
 
 def _kernels(server: subprocess.Popen[bytes]) -> int:
@@ -437,7 +439,7 @@ def app(browser_tools: tuple[str, str], lab_root: Path) -> Iterator[tuple[str, A
     config = json.loads((REPO / "notebooks" / "voila.json").read_text())
     culling = config["MappingKernelManager"]
     assert culling["cull_idle_timeout"] > 0 and not culling["cull_connected"]
-    culling.update(cull_idle_timeout=CULL_S, cull_interval=1)  # the file outranks flags
+    culling.update(cull_idle_timeout=CULL_S, cull_interval=2)  # the file outranks flags
     (root / "voila.json").write_text(json.dumps(config))
     port = _free_port()
     argv = ["voila", "interactive.ipynb", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}"]
