@@ -1,4 +1,4 @@
-"""Inference latency of DASR's complete path against a plain SRResNet, side by side (issue 9).
+"""Inference latency of DASR's complete path against a plain SRResNet, side by side.
 
     python benchmarks/inference.py --device cuda            # 339x510 LR, every precision mode
     python benchmarks/inference.py --device cpu --size 128  # the 2-core CPU ratio (+ bf16)
@@ -12,7 +12,7 @@ channels-last, CUDA-graph replay, optionally torch.compile) it times, interleave
   the mixing matmul (Eq. 2) and the expert network reading the mixed weights;
 - ``dasr_library``: `dasrlib.models.dasr.DASRInference` (the model's own shared-weights path);
 - ``dasr_naive``: the per-sample training path with B = 1 (mix per call, one grouped conv per
-  layer), the "naive DASR" of the H100 reference timings (`DESIGN_REFERENCE_MS`).
+  layer), the "naive DASR" of the H100 reference timings (`H100_REFERENCE_MS`).
 
 Median warm latency (CUDA events / perf_counter), peak GPU memory of each variant, and the
 relative L2 error of each variant against its float32 reference on a fresh random input (fp32
@@ -103,7 +103,7 @@ GPU_MODES = (  # in order of importance: a run out of budget skips the last ones
 )
 CPU_MODES = ("fp32_cl", "fp32")
 CPU_BF16_MODES = ("bf16_cl", "bf16")  # also timed on a CPU with bf16 units (cpu_has_bf16)
-DESIGN_REFERENCE_MS = {  # reference timings (one H100, 339x510): orientation only
+H100_REFERENCE_MS = {  # reference timings (one H100, 339x510): orientation only
     "srresnet": {"fp32": 31.9, "tf32": 15.9, "bf16": 10.4, "fp16_cl_compile": 3.7},
     "dasr_naive": {"fp32": 37.7, "tf32": 18.5, "bf16": 16.9},
 }
@@ -444,7 +444,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "gmacs": count_macs(model, srresnet, height, width),
         "targets": TARGETS,
-        "design_reference_ms": DESIGN_REFERENCE_MS,
+        "h100_reference_ms": H100_REFERENCE_MS,
         "modes": {},
     }
     want_profile = args.profile == "on" or (args.profile == "auto" and device.type == "cuda")
@@ -599,7 +599,7 @@ def run_large(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from dasrlib.inference import upscale
         from dasrlib.tiling import DEFAULT_OVERLAP
-    except Exception as error:  # the inference module is another engineer's; record and stop
+    except Exception as error:  # an import failure is recorded in the report, then it stops
         report["error"] = f"dasrlib.inference unavailable: {error_text(error)}"
         write_json(out_path, report)
         return report

@@ -1,4 +1,4 @@
-"""Training-step throughput: DASR against a plain SRResNet step in the same run (issue 5).
+"""Training-step throughput: DASR against a plain SRResNet step in the same run.
 
 Every variant runs the training engine's own step (`dasrlib.train`: forward, Eq. 3 losses,
 backward, Adam, EMA) on a fixed set of pre-synthesised batches, so the numbers are the network
@@ -7,9 +7,9 @@ end-to-end row runs both together. Steps are timed one by one in interleaved rou
 (SRResNet, DASR, SRResNet, ...) and the median is reported; ``train_ratio`` is
 DASR it/s / SRResNet it/s for the same objective and settings.
 
-Objectives: ``l1`` (pixel only for SRResNet, pixel + regression for DASR: the objective of
-issue 10) and ``full`` (Eq. 3 with perceptual and GAN terms; the VGG19 has random weights here,
-which costs the same as ImageNet weights).
+Objectives: ``l1`` (pixel only for SRResNet, pixel + regression for DASR: the PSNR-oriented
+objective the campaign trains) and ``full`` (Eq. 3 with perceptual and GAN terms; the VGG19 has
+random weights here, which costs the same as ImageNet weights).
 
     python benchmarks/train_step.py                          # GPU: batch 24, LR 64, bf16
     python benchmarks/train_step.py --device cpu --batch 4 --lr-size 16 --repeats 5
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="HR images (default: embedded photos)")
     parser.add_argument("--queue-size", type=int, default=192, help="training-pair queue")
     parser.add_argument(
-        "--objectives", default="l1,full", help="comma list of l1 (issue 10) and full (Eq. 3)"
+        "--objectives",
+        default="l1,full",
+        help="comma list of l1 (pixel + regression) and full (Eq. 3)",
     )
     parser.add_argument(
         "--impls",

@@ -371,7 +371,7 @@ def _cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             image = read_image(path)
             v = predict_vector(image, model, precision=args.precision)
         except _IMAGE_ERRORS as error:
-            failures.append(_Failure(str(path), f"{type(error).__name__}: {error}"))
+            failures.append(_Failure(str(path), _cause(error, path)))
             _report(failures[-1])
             continue
         with torch.no_grad():

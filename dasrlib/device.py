@@ -121,7 +121,7 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 
 class PrecisionGuard:
-    """Autocast for one precision mode, with the overflow fallback of issue 9.
+    """Autocast for one precision mode; a bf16 / fp16 result that overflowed is recomputed in fp32.
 
     ``channels_last``: tiles are handed to the network in channels-last memory format (give it
     a network whose kernels are channels-last too: a mixed layout is slower than either). A

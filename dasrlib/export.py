@@ -35,7 +35,7 @@ from dasrlib.degradation.edit import edit_vector, parse_edits
 from dasrlib.device import DeviceUnavailableError, module_device
 from dasrlib.inference import plan_upscale, predict_vector
 from dasrlib.io import ImageReadError, atomic_write, atomic_write_text, read_image
-from dasrlib.models.loading import is_dasr, load_sr_model
+from dasrlib.models.loading import choose_model, is_dasr
 
 __all__ = [
     "VERIFY_SIZES",
@@ -284,8 +284,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--out {args.out!r} is a file, not a folder")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        official = tuple(args.official) if args.official else None
-        model = load_sr_model(args.model, official_paths=official, device=args.device)
+        model = choose_model(args.model, official_paths=args.official, device=args.device).model
         v = None
         if args.image is not None:
             _require_dasr(model)

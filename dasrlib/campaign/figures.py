@@ -16,12 +16,15 @@ import torch
 
 from dasrlib.data import list_image_files
 from dasrlib.experiments.fig5 import fig5_check
-from dasrlib.experiments.real_images import DEFAULT_NAMES, write_real_image_figure
+from dasrlib.experiments.real_images import (
+    DEFAULT_METHODS,
+    DEFAULT_NAMES,
+    write_real_image_figure,
+)
 from dasrlib.interactive import load_notebook_image
 from dasrlib.methods import MethodSpec
 from dasrlib.models.checkpoints import CheckpointError, load_model
 from dasrlib.models.loading import ModelChoice, ModelKind
-from dasrlib.pretrained import REALESRGAN_FILE
 
 __all__ = ["FIG5_IMAGE", "FIGURE_FILES", "REAL_IMAGES_SUBFOLDER", "draw_budget_figures"]
 
@@ -49,8 +52,7 @@ def draw_budget_figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, Path] = {}
     methods: dict[str, MethodSpec] = {
-        "bicubic": "bicubic",
-        "Real-ESRGAN": f"weights:{REALESRGAN_FILE}",
+        **DEFAULT_METHODS,  # bicubic and Real-ESRGAN; the campaign's own models instead of these:
         "SRResNet": str(models["srresnet"]) if "srresnet" in models else None,
         "DASR": str(models["dasr"]) if "dasr" in models else None,
     }

@@ -9,7 +9,7 @@ The paper's order, one role after another, each a run of `dasrlib.train`:
 
 The scale is smaller than the paper's (`CampaignPlan` names every deviation); the model card
 lists them. Every field that decides what a run computes goes into its config, so a run folder
-can be resumed only by the plan that started it (`dasrlib.train.resume_hash`).
+can be resumed only by the plan that started it (`dasrlib.train.config.resume_hash`).
 """
 
 from __future__ import annotations

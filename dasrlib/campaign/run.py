@@ -14,7 +14,7 @@ fp16 weights at the published iteration into ``<role>_from<iteration>``: fresh A
 same iteration count and data-stream position. Runs checkpoint every few minutes; a kill loses
 at most the iterations since the last checkpoint, and the next invocation resumes there.
 
-Every device takes the same path: `dasrlib.train.train` in this process (CPU bf16, one GPU,
+Every device takes the same path: `dasrlib.train.loop.train` in this process (CPU bf16, one GPU,
 or every process of ``torchrun``, where rank 0 evaluates and publishes).
 """
 

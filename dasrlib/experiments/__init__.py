@@ -18,6 +18,8 @@ then ``module.tabulate(...)``.
 - `table2`: backbones retrained with one budget, their quality and cost (Sec. 4.3).
 - `ablations`: the Fig. 4 variants trained with one budget, as numbers and as the grid (Sec. 4.5).
 - `fig5`: Fig. 5 as a measurement, editing v by hand sharpens or smooths the output (Sec. 4.6).
+- `real_images`: real LR photos (RealSRSet) super-resolved by several methods, side by side
+  (Sec. 4.4).
 
 The evaluation loop is `dasrlib.evaluate`, table rendering `dasrlib.tables`; the paper's numbers
 are `dasrlib.paper`; the test sets are `dasrlib.testsets`.

@@ -23,7 +23,8 @@ from torch import Tensor
 from dasrlib.data import list_image_files
 from dasrlib.device import resolve_device
 from dasrlib.io import read_image
-from dasrlib.methods import MethodSpec, load_upscaler, method_from_spec
+from dasrlib.methods import WEIGHTS_PREFIX, MethodSpec, load_upscaler, method_from_spec
+from dasrlib.pretrained import REALESRGAN_FILE
 from dasrlib.results import project_path
 from dasrlib.viz import method_rows_figure
 
@@ -44,7 +45,7 @@ external data folder, absent from a plain clone."""
 
 DEFAULT_METHODS: dict[str, MethodSpec] = {
     "bicubic": "bicubic",
-    "Real-ESRGAN": "weights:realesrgan-x4plus.safetensors",
+    "Real-ESRGAN": f"{WEIGHTS_PREFIX}{REALESRGAN_FILE}",
     "SRResNet": "results/models/srresnet/model.safetensors",
     "DASR": "results/models/dasr/model.safetensors",
 }

@@ -151,7 +151,12 @@ def train_or_load(config: TrainConfig) -> TrainedRun:
         f"{name}: trained ({reason}): {record.iterations_this_call} iterations "
         f"this call, {record.iteration} in all, {time.monotonic() - started:.1f} s"
     )
-    logger.info(message)
+    planned = config.schedule.iterations
+    if record.iteration < planned:  # a time limit: tabulated at the iteration it reached
+        message += f"; stopped short at {record.iteration} of {planned} iterations (time limit)"
+        logger.warning(message)
+    else:
+        logger.info(message)
     return TrainedRun(name, trained_dir, False, message)
 
 

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 MIXING_MODES = ("weights", "outputs", "single_expert_mapping", "dcd")
 # Per-sample training path. Measured on 2 CPU cores (DASR N=5, batch 8, LR 32x32, forward +
 # backward): grouped ~2 s, bmm ~10 s, expert_sum ~12 s per step. All three are exact
-# (test_models_mixed.py); a GPU benchmark (benchmarks/, issue 9) may choose another default.
+# (test_models_mixed.py); a GPU benchmark (benchmarks/train_step.py) may choose another default.
 DEFAULT_PER_SAMPLE_IMPL = "grouped"
 
 # Fig. 4 ablations as DASR options (each a configuration of the same code).

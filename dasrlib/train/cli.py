@@ -45,7 +45,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build the config of a parameter file (+ ``--set`` overrides, flat or dotted names), train.
 
     Exit status 0 when trained (or the config printed), 2 for a bad config or device, 1 when the
-    training inputs or the run folder fail; errors are one line on stderr after ``parser.prog``.
+    training inputs or the run folder fail, 3 when a stage stopped short of its iterations (a
+    time limit: `require_finished`); errors are one line on stderr after ``parser.prog``.
     """
     prog = parser.prog
     try:

@@ -61,7 +61,6 @@ from dasrlib.models import backbones
 __all__ = [
     "FORMAT_1_FIELDS",
     "RESUME_FREE_FIELDS",
-    "STAGES",
     "DataSection",
     "LossSection",
     "ModelSection",
@@ -76,8 +75,6 @@ __all__ = [
     "loss_weights",
     "resume_hash",
 ]
-
-STAGES = ("pretrain", "dasr", "baseline", "both")
 
 logger = logging.getLogger(__name__)
 

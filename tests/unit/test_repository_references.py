@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-MACHINE_PATH = re.compile(r"(?<![\w.$~-])/(?:work|home|tmp|Users|mnt|scratch)/")
+MACHINE_PATH = re.compile(r"(?<![\w.$~-])/(?:work|home|root|tmp|Users|mnt|scratch)/")
 DESIGN_DOCUMENT = re.compile(r"\b" + "DESIGN" + r"(?:\.md)?\b")
 SHARED_FOLDER = "../" + "shared"
 NEAR = 3  # lines either side of a ../shared mention that may say "optional"
