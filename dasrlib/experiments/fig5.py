@@ -43,6 +43,7 @@ __all__ = [
     "fig5_panels",
     "fig5_sweep",
     "high_frequency_energy",
+    "luma_laplacian",
     "portable_label",
     "write_fig5",
 ]
@@ -172,15 +173,20 @@ FIG5_EXPECTED: dict[str, str] = {"blur": "sharper", "noise": "smoother"}
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
-def high_frequency_energy(image: Tensor) -> float:
-    """Mean squared 3x3 Laplacian of the luma (BT.601 weights, [0, 1] scale) of an image
-    [3, H, W] in [0, 1]; borders excluded. Sharper images give larger values."""
+def luma_laplacian(image: Tensor) -> Tensor:
+    """The 3x3 Laplacian of the luma (BT.601 weights, [0, 1] scale) of an image [3, H, W] in
+    [0, 1]: [H - 2, W - 2] (borders excluded), CPU float32; large where there is fine detail."""
     if image.ndim != 3 or image.shape[0] < 3:
         raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
     weights = torch.tensor([65.481, 128.553, 24.966]) / 255.0
     luma = (image[:3].detach().float().cpu() * weights[:, None, None]).sum(0)
-    response = F.conv2d(luma[None, None], _LAPLACIAN[None, None])
-    return float(response.pow(2).mean())
+    return F.conv2d(luma[None, None], _LAPLACIAN[None, None])[0, 0]
+
+
+def high_frequency_energy(image: Tensor) -> float:
+    """Mean squared `luma_laplacian` of an image [3, H, W] in [0, 1]: sharper images give larger
+    values."""
+    return float(luma_laplacian(image).pow(2).mean())
 
 
 def fig5_sweep(

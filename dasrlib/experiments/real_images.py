@@ -22,6 +22,7 @@ from torch import Tensor
 
 from dasrlib.data import list_image_files
 from dasrlib.device import resolve_device
+from dasrlib.experiments.fig5 import luma_laplacian
 from dasrlib.io import read_image
 from dasrlib.methods import WEIGHTS_PREFIX, MethodSpec, load_upscaler, method_from_spec
 from dasrlib.pretrained import REALESRGAN_FILE
@@ -65,11 +66,9 @@ def most_textured_crop(image: Tensor, side: int) -> tuple[int, int]:
     height, width = image.shape[-2:]
     if height < side or width < side:
         raise ValueError(f"image of {width}x{height} pixels is smaller than a {side}-pixel crop")
-    luma = (image[:3] * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0)[None, None]
-    laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    energy = F.conv2d(luma, laplacian, padding=1).abs()
+    energy = F.pad(luma_laplacian(image).abs(), (1, 1, 1, 1))  # back to image coordinates
     stride = max(1, side // 2)
-    scores = F.avg_pool2d(energy, side, stride=stride)[0, 0]
+    scores = F.avg_pool2d(energy[None, None], side, stride=stride)[0, 0]
     row, column = divmod(int(scores.argmax()), scores.shape[1])
     return row * stride, column * stride
 

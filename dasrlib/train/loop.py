@@ -83,23 +83,7 @@ def _run_stage(
     dist_ctx: DistContext,
     device: torch.device,
 ) -> tuple[Path, bool]:
-    """One stage in its locked run folder: (run folder, whether it reached its iterations)."""
-    run_dir = project_path(config.run.out_dir) / config.run.name
-    lock = run_folder_lock(run_dir) if dist_ctx.is_main else contextlib.nullcontext()
-    with lock:  # one training process per run folder (the other ranks write nothing)
-        return _run_locked_stage(
-            config, deadline=deadline, stop=stop, dist_ctx=dist_ctx, device=device
-        )
-
-
-def _run_locked_stage(
-    config: TrainConfig,
-    *,
-    deadline: float | None,
-    stop: StopCondition | None,
-    dist_ctx: DistContext,
-    device: torch.device,
-) -> tuple[Path, bool]:
+    """One stage in its (locked) run folder: (run folder, whether it reached its iterations)."""
     trainer = Trainer(config, device=device, dist_ctx=dist_ctx)
     schedule = config.schedule
     log = TrainingLog(
@@ -240,9 +224,12 @@ def train(config: TrainConfig, *, stop: StopCondition | None = None) -> Path:
     try:
         run_dir = Path()
         for stage_config in stage_configs(config):
-            run_dir, finished = _run_stage(
-                stage_config, deadline=deadline, stop=stop, dist_ctx=dist_ctx, device=device
-            )
+            folder = project_path(stage_config.run.path)
+            lock = run_folder_lock(folder) if dist_ctx.is_main else contextlib.nullcontext()
+            with lock:  # one training process per run folder (the other ranks write nothing)
+                run_dir, finished = _run_stage(
+                    stage_config, deadline=deadline, stop=stop, dist_ctx=dist_ctx, device=device
+                )
             if dist_ctx.world_size > 1:
                 dist.barrier()
             if not finished:  # the next stage starts from this one's finished model only
