@@ -240,6 +240,7 @@ def run_budget(
     budget = _Budget(plan, budget_s, paths)
     paths = budget.paths
     device = resolve_device(plan.device)
+    meta = run_metadata(device=device)  # the code this budget runs: its commit at the start
     is_main = int(os.environ.get("RANK", "0")) == 0
     testsets = {}
     if is_main:
@@ -266,7 +267,6 @@ def run_budget(
         models, project_path(plan.eval_root), paths.work / "figures", device=device
     )
     eval_wall = time.monotonic() - eval_started
-    meta = run_metadata(device=device)
     record = {
         "format": "dasrlib-campaign/1",
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
