@@ -23,7 +23,6 @@ limit) validates, checkpoints and exports ``model.safetensors``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -179,21 +178,14 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
     return [pretrain, dasr]
 
 
-def _stage_progress(config: TrainConfig) -> int | None:
-    """The iteration a stage's run folder reached (``run.json``), None when it has not started."""
-    record = project_path(config.run.path) / "run.json"
-    try:
-        return int(json.loads(record.read_text())["iteration"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def require_finished(config: TrainConfig) -> None:
     """Raise `TrainingIncompleteError` unless every stage of ``config`` (`stage_configs`) reached
     its planned iterations: one line naming what is not done and how to continue."""
     missing = []
     for stage in stage_configs(config):
-        reached, planned = _stage_progress(stage), stage.schedule.iterations
+        # every stage ends with a checkpoint at the iteration it reached
+        reached = latest_iteration(project_path(stage.run.path) / "checkpoints")
+        planned = stage.schedule.iterations
         if reached is None:
             missing.append(f"stage {stage.stage} not started ({planned} iterations)")
         elif reached < planned:
