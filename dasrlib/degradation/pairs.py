@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import torch
@@ -21,7 +21,7 @@ from .ops import usm_sharpen
 from .pipeline import _categorical, degrade
 from .vector import NUM_SLOTS
 
-__all__ = ["PatchSource", "TrainingBatch", "TrainingPairSource"]
+__all__ = ["PatchSource", "TrainingBatch", "TrainingPairSource", "batch_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,38 @@ class TrainingPairSource:
             raise AssertionError(f"v has {batch.v.shape[1]} slots, expected {NUM_SLOTS}")
         return batch
 
+    def queue_state(self) -> dict[str, Tensor]:
+        """The queued samples and how many are filled: with the generator's state, what a resume
+        needs to continue the stream exactly (`load_queue_state`)."""
+        state = {"filled": torch.tensor(self._filled)}
+        if self._queue is not None:
+            state.update({f"queue.{name}": t for name, t in batch_fields(self._queue).items()})
+        return state
+
+    def load_queue_state(self, state: dict[str, Tensor]) -> None:
+        """Take back a `queue_state`; ValueError when it does not fit this source's queue."""
+        filled = int(state["filled"])
+        names = [f.name for f in fields(TrainingBatch)]
+        queued = {name: state.get(f"queue.{name}") for name in names}
+        held = {name: t for name, t in queued.items() if t is not None}
+        if held and len(held) != len(names):
+            raise ValueError(f"queue state holds {sorted(held)}, expected all of {names}")
+        rows = {t.shape[0] for t in held.values()}
+        if filled % self.batch_size or filled > self.queue_size or rows - {self.queue_size}:
+            raise ValueError(
+                f"queue state ({filled} filled, {sorted(rows)} rows) does not fit a "
+                f"{self.queue_size}-sample queue of batch {self.batch_size}"
+            )
+        self._queue = (
+            TrainingBatch(**{k: t.to(self.device) for k, t in held.items()}) if held else None
+        )
+        self._filled = filled if held else 0
+
+
+def batch_fields(batch: TrainingBatch) -> dict[str, Tensor]:
+    """The fields of `batch` by name (no copies, unlike `dataclasses.asdict`)."""
+    return {f.name: getattr(batch, f.name) for f in fields(batch)}
+
 
 def _fields(batch: TrainingBatch) -> tuple[Tensor, ...]:
-    return (batch.lr, batch.hr, batch.hr_usm, batch.v, batch.level)
+    return tuple(batch_fields(batch).values())

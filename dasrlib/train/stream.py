@@ -3,10 +3,12 @@
 Exact resume (Sec. 4.1 schedule). The only randomness after initialisation is the data
 stream, and it is made a deterministic function of (seed, rank, iteration): iterations are grouped
 into blocks of `data_block_iters`; each block starts a fresh patch sampler generator and a fresh
-`TrainingPairSource` (its 192-sample queue refilled) seeded from (seed, rank, block). Resuming at
-iteration k rebuilds block k // data_block_iters and draws k % data_block_iters batches to reach
-the same position, so no queue or generator state has to be stored, and k steps + resume + k
-steps equal 2k steps bit for bit on the CPU.
+`TrainingPairSource` (its 192-sample queue refilled) seeded from (seed, rank, block). A checkpoint
+holds the stream's position (`DataStream.state_dict`: both generators, the queue, the batch already
+synthesised for the next step), so a resume continues where the stream stopped; without it (an
+older checkpoint, another rank's state) the resume rebuilds block k // data_block_iters and draws
+k % data_block_iters batches to reach the same position. Either way k steps + resume + k steps
+equal 2k steps bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 from torch import Tensor
 
 from dasrlib.data import ImageList, PatchSampler
-from dasrlib.degradation.pairs import TrainingBatch, TrainingPairSource
+from dasrlib.degradation.pairs import TrainingBatch, TrainingPairSource, batch_fields
+from dasrlib.train.state import prefixed, unprefixed
 
 __all__ = ["DataStream", "derive_seed", "seeded_generator"]
 
@@ -129,7 +132,7 @@ class DataStream:
     def prefetch(self, iteration: int) -> None:
         """Start synthesising the batch of `iteration` (CUDA side stream or CPU thread)."""
         if self._worker is not None:
-            if self._pending is None:
+            if self._pending is None and self._ready is None:
                 self._pending = (iteration, self._worker.submit(self._synthesise, iteration))
             return
         if self._stream is None or (self._ready is not None and self._ready[0] == iteration):
@@ -142,28 +145,84 @@ class DataStream:
         """True when `prefetch` runs on a CPU thread: call it before the step to overlap them."""
         return self._worker is not None
 
-    def close(self) -> None:
-        """Stop the CPU prefetch thread (after its batch in progress, if any)."""
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
-            self._worker, self._pending = None, None
-
-    def batch(self, iteration: int) -> TrainingBatch:
-        """The training batch of `iteration` (0-based), ready for the current stream."""
+    def _settle(self) -> None:
+        """Wait for the CPU prefetch thread's batch and hold it as the ready one."""
         if self._pending is not None:
             ahead, future = self._pending
             self._pending = None
-            ready = future.result()  # a failed synthesis raises here, in the training thread
-            if ahead == iteration:
-                return ready
-        if self._stream is None:
+            self._ready = (ahead, future.result())  # a failed synthesis raises here
+
+    def close(self) -> None:
+        """Stop the CPU prefetch thread, keeping the batch it was synthesising (`state_dict`)."""
+        if self._worker is not None:
+            self._settle()
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    def batch(self, iteration: int) -> TrainingBatch:
+        """The training batch of `iteration` (0-based), ready for the current stream."""
+        self._settle()
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[0] == iteration:
+            batch = ready[1]
+        elif self._stream is None:
             return self._synthesise(iteration)
-        self.prefetch(iteration)
-        assert self._ready is not None
-        batch = self._ready[1]
-        self._ready = None
-        current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self._stream)
-        for tensor in (batch.lr, batch.hr, batch.hr_usm, batch.v, batch.level):
-            tensor.record_stream(current)  # freed memory is not reused before this stream is done
+        else:
+            with torch.cuda.stream(self._stream):
+                batch = self._synthesise(iteration)
+        if self._stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self._stream)
+            for tensor in batch_fields(batch).values():
+                tensor.record_stream(current)  # freed memory is not reused before it is done
         return batch
+
+    # -- resume -----------------------------------------------------------------------------------
+
+    def state_dict(self, iteration: int) -> dict[str, Tensor]:
+        """The stream's position for continuing at `iteration`, or {} when it is not there.
+
+        Holds the (rank, iteration, next synthesis, block length), both generators' states, the
+        pair queue and, when prefetch already synthesised it, the batch of `iteration`.
+        """
+        self._settle()
+        ready = self._ready if self._ready is not None and self._ready[0] == iteration else None
+        if self._source is None or self._next != iteration + (ready is not None):
+            return {}
+        if self._stream is not None:  # the queue and the ready batch were written there
+            torch.cuda.current_stream(self.device).wait_stream(self._stream)
+        position = [self.rank, iteration, self._next, self.block_iters]
+        state = {
+            "position": torch.tensor(position),
+            "patch_generator": self._patch_generator.get_state(),
+            "pair_generator": self._pair_generator.get_state(),
+            **prefixed("source", self._source.queue_state()),
+        }
+        if ready is not None:
+            state.update(prefixed("batch", batch_fields(ready[1])))
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor], iteration: int) -> bool:
+        """Continue at `iteration` from a `state_dict`; False (the stream will replay its block
+        instead) when the state is another rank's, another position's or does not fit."""
+        if not state:
+            return False
+        rank, at, next_iteration, block_iters = state["position"].tolist()
+        if (rank, at, block_iters) != (self.rank, iteration, self.block_iters):
+            return False
+        self._start_block(at // block_iters)
+        assert self._source is not None
+        try:
+            self._source.load_queue_state(unprefixed("source", state))
+        except ValueError as err:
+            logger.warning("data stream: the checkpoint's %s; replaying the block instead", err)
+            return False
+        self._patch_generator.set_state(state["patch_generator"])
+        self._pair_generator.set_state(state["pair_generator"])
+        self._next = next_iteration
+        ready = unprefixed("batch", state)
+        if ready:
+            tensors = {k: t.to(self.device) for k, t in ready.items()}
+            self._ready = (iteration, TrainingBatch(**tensors))
+        logger.info("data stream: continuing at iteration %d from the checkpoint", iteration)
+        return True

@@ -86,6 +86,9 @@ class Trainer:
         self.run_dir = project_path(config.run.path)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.is_dasr = config.stage == "dasr"
+        self.resumed_stream: dict[
+            str, Tensor
+        ] = {}  # a checkpoint's data.* state, until prepare_data
         self.amp_dtype = autocast_dtype(device, config.run.precision)
         channels_last = config.run.channels_last
         self.channels_last = (
@@ -205,6 +208,8 @@ class Trainer:
             usm=data.usm_targets,
             prefetch=config.run.prefetch_data,
         )
+        self.data.load_state_dict(self.resumed_stream, self.iteration)
+        self.resumed_stream = {}
         self.validation = None
         if val_images is not None and self.dist.is_main:
             self.validation = ValidationSet.for_config(config, val_images, self.device)
@@ -349,6 +354,8 @@ class Trainer:
             **prefixed("generator", self.generator.state_dict()),
             **prefixed("ema", self.ema.model.state_dict()),
         }
+        if self.data is not None:
+            tensors.update(prefixed("data", self.data.state_dict(self.iteration)))
         opt_g_tensors, opt_g_meta = optimizer_to_files(self.opt_g, "optimizer_g")
         tensors.update(opt_g_tensors)
         state: dict[str, Any] = {
@@ -364,7 +371,8 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(),
             "world_size": self.dist.world_size,
             "rng": {
-                "design": "data stream re-seeded from (seed, rank, block) every data_block_iters",
+                "design": "data stream re-seeded from (seed, rank, block) every data_block_iters; "
+                "its position within the block in the data.* tensors",
                 "seed": config.seed,
                 "data_block_iters": config.data.data_block_iters,
             },
@@ -397,6 +405,7 @@ class Trainer:
             optimizer_from_files(self.opt_d, "optimizer_d", tensors, state["optimizer_d"])
             self.scaler_d.load_state_dict(state["scaler_d"])
         self.iteration = state["iteration"]
+        self.resumed_stream = unprefixed("data", tensors)
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
         self.nonfinite_total = state["nonfinite_total"]
         logger.info("resumed %s at iteration %d", self.run_dir, self.iteration)

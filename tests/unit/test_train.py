@@ -236,6 +236,57 @@ def test_resume_is_exact_with_channels_last(tmp_path, precision: str) -> None:
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def _same_checkpoints(a_run: Path, b_run: Path) -> None:
+    a, _ = load_checkpoint(a_run / "checkpoints")
+    b, _ = load_checkpoint(b_run / "checkpoints")
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_a_time_limit_mid_block_resumes_from_the_stored_stream(tmp_path, caplog, prefetch) -> None:
+    """The checkpoint a time limit writes holds the data stream's position (with the batch the
+    prefetch thread already drew): the resume draws nothing twice and equals a straight run."""
+    config = tiny_config(
+        tmp_path,
+        stage="pretrain",
+        iterations=5,
+        data_block_iters=4,
+        queue_size=4,
+        val_images=0,
+        prefetch_data=prefetch,
+    )
+    straight = train(config.replace(name="straight"))
+    resumed = train(config.replace(name="resumed"), stop=lambda iteration: iteration == 3)
+    tensors, state = load_checkpoint(resumed / "checkpoints")
+    assert state["iteration"] == 3 and ("data.batch.lr" in tensors) == prefetch
+    with caplog.at_level(logging.INFO, logger="dasrlib.train"):
+        train(config.replace(name="resumed"))
+    assert "data stream: continuing at iteration 3" in caplog.text
+    assert "drawing" not in caplog.text
+    _same_checkpoints(straight, resumed)
+
+
+def test_a_checkpoint_without_stream_state_replays_the_block(tmp_path, caplog) -> None:
+    """Older checkpoints (and other ranks' state) fall back to replaying the block: still exact."""
+    config = tiny_config(
+        tmp_path, stage="pretrain", iterations=4, data_block_iters=4, queue_size=4, val_images=0
+    )
+    straight = train(config.replace(name="straight"))
+    resumed = train(config.replace(name="resumed"), stop=lambda iteration: iteration == 2)
+    folder = resumed / "checkpoints"
+    tensors, state = load_checkpoint(folder)
+    assert any(key.startswith("data.") for key in tensors)
+    old = {k: v for k, v in tensors.items() if not k.startswith("data.")}
+    keep = ("checkpoint_id", "weights_sha256")
+    write_checkpoint(folder, old, {k: v for k, v in state.items() if k not in keep})
+    with caplog.at_level(logging.INFO, logger="dasrlib.train"):
+        train(config.replace(name="resumed"))
+    assert "drawing 2 batches to reach iteration 2" in caplog.text
+    _same_checkpoints(straight, resumed)
+
+
 def test_resume_refuses_a_changed_config_but_allows_more_iterations(tmp_path) -> None:
     config = tiny_config(tmp_path, stage="pretrain", iterations=1, val_images=0)
     train(config)
