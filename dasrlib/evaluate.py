@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from scipy import stats
 
 from dasrlib.methods import Method, Upscaler, load_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable, psnr_y, ssim_y
@@ -36,6 +37,7 @@ from dasrlib.results import RESULT_COLUMNS, run_metadata, write_results
 from dasrlib.testsets import dataset_name, load_testset, testset_summary
 
 __all__ = [
+    "GAP_COLUMNS",
     "NOT_PROVIDED",
     "QUALITY_METRICS",
     "EvaluationError",
@@ -43,6 +45,7 @@ __all__ = [
     "evaluate_methods",
     "lpips_description",
     "not_provided_rows",
+    "paired_differences",
 ]
 
 logger = logging.getLogger(__name__)
@@ -328,3 +331,48 @@ def lpips_description(lpips: LPIPSMetric | LPIPSUnavailable | None) -> str | Non
     if isinstance(lpips, LPIPSMetric):
         return str(lpips.alexnet_path)
     return None if lpips is None else str(lpips)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired comparison
+# --------------------------------------------------------------------------------------------------
+
+GAP_COLUMNS = ["dataset", "level", "metric", "n_images", "mean", "ci95_low", "ci95_high"]
+
+
+def paired_differences(
+    rows: pd.DataFrame,
+    *,
+    minuend: str,
+    subtrahend: str,
+    metrics: Sequence[str] = (METRIC_PSNR, METRIC_SSIM, METRIC_LPIPS),
+) -> pd.DataFrame:
+    """`minuend` minus `subtrahend` (``method`` values) per (dataset, level, metric) over the
+    images both have: the mean of the per-image differences and its 95 % t confidence interval
+    (NaN bounds for one image). `rows` are `evaluate` rows; only per-image rows are used."""
+    images = rows[rows["metric"].isin(metrics)]
+    if "aggregate" in images:
+        images = images[images["aggregate"] == "image"]
+    key = ["dataset", "level", "metric", "image"]
+    a = images[images["method"] == minuend].set_index(key)["value"]
+    b = images[images["method"] == subtrahend].set_index(key)["value"]
+    diff = (a - b).dropna()
+    out = []
+    for (dataset, level, metric), values in diff.groupby(level=["dataset", "level", "metric"]):
+        n = len(values)
+        mean = float(values.mean())
+        half = math.nan
+        if n > 1:
+            half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+        out.append(
+            {
+                "dataset": dataset,
+                "level": level,
+                "metric": metric,
+                "n_images": n,
+                "mean": mean,
+                "ci95_low": mean - half,
+                "ci95_high": mean + half,
+            }
+        )
+    return pd.DataFrame(out, columns=GAP_COLUMNS)

@@ -70,6 +70,7 @@ __all__ = [
     "image_seed",
     "load_testset",
     "main",
+    "prepare_eval_sets",
     "prepare_testsets",
     "read_testset_manifest",
     "resolve_eval_hr_root",
@@ -498,6 +499,32 @@ def prepare_testsets(
     )
     logger.info(message)
     return PreparedTestsets(out_dir, False, message)
+
+
+def prepare_eval_sets(
+    eval_root: Path,
+    sets: Sequence[str],
+    levels: Sequence[str],
+    *,
+    seed: int,
+    max_images: int | None,
+    testsets_dir: Path,
+) -> dict[str, Path]:
+    """The seeded test sets of each named HR set under `eval_root` (Set5, Set14, B100, ...) in
+    ``<testsets_dir>/shared_<set>[_first<N>]``, built on the CPU or reused when their manifest
+    matches (`prepare_testsets`); the campaign and the ablations evaluate on the same ones."""
+    out = {}
+    for name in sets:
+        hr = eval_root / name
+        if not hr.is_dir():
+            raise FileNotFoundError(f"evaluation set {name}: HR folder {hr} does not exist")
+        suffix = "" if max_images is None else f"_first{max_images}"
+        target = testsets_dir / f"shared_{name.lower()}{suffix}"
+        prepared = prepare_testsets(
+            hr, target, levels=levels, seed=seed, max_images=max_images, device="cpu"
+        )
+        out[name] = prepared.path
+    return out
 
 
 def testset_summary(testset_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -257,7 +257,7 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
     """Publish one budget (`record` from `dasrlib.campaign.run`, `rows` its evaluation) into
     `models_dir`; returns the record with its note. Raises `PublishRefused` when the budget did
     not start from the published state."""
-    from dasrlib.campaign.evaluation import paired_differences
+    from dasrlib.evaluate import paired_differences
 
     history = read_history(models_dir)
     if record["state_before"] != history["state"]:
@@ -275,7 +275,7 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
         else:
             (models_dir / name).unlink(missing_ok=True)
 
-    gaps = paired_differences(rows)
+    gaps = paired_differences(rows, minuend="dasr", subtrahend="srresnet")
     means = rows[rows["aggregate"] == "mean"]
     write_results(
         rows.assign(paper_value=float("nan")),

@@ -32,12 +32,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from dasrlib.campaign.evaluation import evaluate_models, prepare_eval_sets
+from dasrlib.campaign.evaluation import evaluate_models
 from dasrlib.campaign.figures import draw_budget_figures
 from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
 from dasrlib.device import describe_precision, resolve_device
 from dasrlib.results import project_path, run_metadata
+from dasrlib.testsets import prepare_eval_sets
 from dasrlib.train.loop import train
 from dasrlib.train.state import latest_iteration, read_run_config
 

@@ -23,32 +23,42 @@ backbone (one pretraining for SRResNet, one for EDSR-M). The runs are planned, n
 (``<run_prefix>_<variant>``, ``<run_prefix>_pretrain_<backbone>``) and reused by the runner of
 `dasrlib.experiments.runs`, as Table 2's are.
 
-`tabulate` writes ``ablations.csv`` in long format (STYLE point 8) with a ``panel`` column:
-per variant, metric ``psnr_y_db`` and ``lpips_alex`` of each test set (the mean over its
-``n_images`` images; dataset = the test sets' source, level = the test set), then the cost rows
-of `dasrlib.experiments.cost.EXPERT_COST_METRICS` (dataset ``efficiency``, level = the LR input
-size ``<H>x<W>``); plus its JSON sidecar (budget, variants, each run's folder, initialisation and
-wall time, test sets, device) and ``ablations.md`` (`dasrlib.tables.wide_table`).
+Beside the eight panels, ``srresnet`` (`BASELINE_ABLATION`, N = 1) continues the same SRResNet
+pretraining with the pixel loss for as many iterations: the baseline every variant must beat.
+`plan(extra_seeds=...)` adds runs with another training seed from the same pretraining, for the
+variants a first seed cannot separate from (h) (`second_seed_variants`).
+
+`tabulate` writes ``ablations.csv`` in long format (STYLE point 8) with ``panel``, ``seed`` and
+``aggregate`` columns: per run and test set the per-image and mean PSNR-Y, SSIM-Y and LPIPS
+(dataset = the test sets' source, level = the test set); per variant the cost rows of
+`dasrlib.experiments.cost.EXPERT_COST_METRICS` and its training speed (dataset ``efficiency``);
+and each variant minus (h) of the same seed, paired per image, per test set and level and pooled
+over all of them, with ``ci95_low`` / ``ci95_high`` (`paired_rows`). Its JSON sidecar records
+the budget, variants, each run's folder, initialisation and wall time, test sets and device;
+``ablations.md`` states the scale in its first line, ranks the variants (`ranked_table`) beside
+the paper's finding for each and whether its prediction holds here (`FINDINGS`), then the means
+(`dasrlib.tables.wide_table`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dasrlib.config import to_dict
 from dasrlib.data import EmbeddedPhotos, list_image_files
 from dasrlib.device import resolve_device
-from dasrlib.evaluate import evaluate, lpips_description
+from dasrlib.evaluate import evaluate, lpips_description, paired_differences
 from dasrlib.experiments.cost import GMACS_SIZE, expert_cost_rows, height_width
 from dasrlib.experiments.runs import (
     NetworkRun,
@@ -67,8 +77,8 @@ from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.models import backbones
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
-from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, PAPER_TABLE2
-from dasrlib.results import RESULT_COLUMNS, project_path, run_metadata
+from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM, PAPER_TABLE2
+from dasrlib.results import EFFICIENCY_DATASET, RESULT_COLUMNS, project_path, run_metadata
 from dasrlib.tables import TableResult, wide_table, write_table
 from dasrlib.testsets import testset_summary
 from dasrlib.train.config import TrainConfig, config_from_parameters
@@ -77,16 +87,28 @@ from dasrlib.viz import fig4_grid
 __all__ = [
     "ABLATIONS",
     "ABLATIONS_TABLE",
-    "ABLATIONS_TITLE",
     "ABLATION_NAMES",
+    "BASELINE",
+    "BASELINE_ABLATION",
     "FIG4_TITLES",
+    "FINDINGS",
+    "RANKED_TABLE",
     "Ablation",
+    "Finding",
+    "Gap",
     "RealImage",
     "ablation",
     "budget_config",
+    "diff_metric",
     "load_real_image",
+    "paired_rows",
     "plan",
     "pretrain_config",
+    "ranked_table",
+    "run_key",
+    "scale_description",
+    "second_seed_variants",
+    "split_run_key",
     "super_resolve_variants",
     "tabulate",
     "variant_config",
@@ -94,6 +116,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+BASELINE = "srresnet"
+"""The name of the N = 1 run (`BASELINE_ABLATION`)."""
 
 # The DASR fields a variant may set, with the DASR defaults they take when it does not.
 _VARIANT_FIELDS: tuple[str, ...] = ("num_experts", "backbone", "weighting", "mixing")
@@ -111,6 +136,8 @@ class Ablation:
     caption: str
 
     def __post_init__(self) -> None:
+        if self.name == BASELINE:
+            return
         if self.name not in DASR_VARIANTS:
             raise ValueError(f"{self.name!r} is not a DASR variant; known: {list(DASR_VARIANTS)}")
         unknown = set(DASR_VARIANTS[self.name]) - set(_VARIANT_FIELDS)
@@ -123,7 +150,16 @@ class Ablation:
     @property
     def options(self) -> dict[str, Any]:
         """Every variant field (num_experts, backbone, weighting, mixing) of this variant."""
+        if self.name == BASELINE:
+            return {"num_experts": 1, "backbone": "srresnet"}
         return {**_DASR_DEFAULTS, **DASR_VARIANTS[self.name]}
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The `TrainConfig` fields of its run: stage dasr and the options, or the baseline."""
+        if self.name == BASELINE:
+            return {"stage": "baseline", "backbone": "srresnet"}
+        return {"stage": "dasr", **self.options}
 
     @property
     def title(self) -> str:
@@ -145,16 +181,21 @@ ABLATIONS: tuple[Ablation, ...] = (
 
 ABLATION_NAMES: tuple[str, ...] = tuple(a.name for a in ABLATIONS)
 
-FIG4_TITLES: dict[str, str] = {a.name: a.title for a in ABLATIONS}
+BASELINE_ABLATION = Ablation(BASELINE, "(N = 1)", "plain SRResNet")
+"""N = 1: the plain SRResNet continued from the same pretraining with the pixel loss for as many
+iterations as the variants (the Table 2 comparison at equal iterations)."""
+
+FIG4_TITLES: dict[str, str] = {a.name: a.title for a in (*ABLATIONS, BASELINE_ABLATION)}
 """Panel titles of the Fig. 4 grid by variant name (`dasrlib.viz.fig4_grid`)."""
 
 
 def ablation(name: str) -> Ablation:
     """The `Ablation` called `name`; ValueError listing the known names otherwise."""
-    for item in ABLATIONS:
+    for item in (*ABLATIONS, BASELINE_ABLATION):
         if item.name == name:
             return item
-    raise ValueError(f"unknown ablation {name!r}; expected one of {list(ABLATION_NAMES)}")
+    known = [*ABLATION_NAMES, BASELINE]
+    raise ValueError(f"unknown ablation {name!r}; expected one of {known}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +253,7 @@ def _network(variant: Ablation) -> NetworkRun:
     backbone's pretraining."""
     return NetworkRun(
         role=variant.name,
-        fields={"stage": "dasr", **variant.options},
+        fields=variant.fields,
         pretraining=_pretraining(variant.options["backbone"]),
     )
 
@@ -252,12 +293,24 @@ def _selected(variants: Sequence[str]) -> list[Ablation]:
     return chosen
 
 
+def run_key(name: str, seed: int | None = None) -> str:
+    """A variant's key in a plan: its name (the budget's seed), ``<name>@seed<seed>`` otherwise."""
+    return name if seed is None else f"{name}@seed{seed}"
+
+
+def split_run_key(key: str) -> tuple[str, int | None]:
+    """(variant name, extra seed or None) of a `run_key`."""
+    name, _, seed = key.partition("@seed")
+    return name, (int(seed) if seed else None)
+
+
 def plan(
     budget: TrainConfig | Mapping[str, Any],
     *,
     variants: Sequence[str] = ABLATION_NAMES,
     pretrain_iterations: int,
     run_prefix: str = "ablation",
+    extra_seeds: Mapping[str, Sequence[int]] | None = None,
 ) -> Plan:
     """What the ablations train: every variant with the shared `budget` (`budget_config`).
 
@@ -266,28 +319,170 @@ def plan(
     initialisation). With 0, variants start from random experts (logged: known to diverge at
     the paper's scale). Runs are named ``<run_prefix>_<variant>`` and
     ``<run_prefix>_pretrain_<backbone>``; `dasrlib.experiments.runs.run_plan` trains or reuses them.
+    `extra_seeds` (variant -> seeds) adds runs of those variants with another training seed
+    (data stream and initialisation noise), from the same pretraining: keys
+    ``<variant>@seed<seed>`` (`run_key`), run folders ``<run_prefix>_<variant>_seed<seed>``.
     """
     chosen = _selected(variants)
-    return plan_runs(
+    if not isinstance(budget, TrainConfig):
+        budget = config_from_parameters(dict(budget))
+    naming = RunNaming(prefix=run_prefix)
+    result = plan_runs(
         budget,
         {variant.name: _network(variant) for variant in chosen},
         pretrain_iterations=pretrain_iterations,
-        naming=RunNaming(prefix=run_prefix),
+        naming=naming,
     )
+    for name, seeds in (extra_seeds or {}).items():
+        variant = ablation(name)
+        for seed in seeds:
+            if seed == budget.seed:
+                raise ValueError(f"extra seed {seed} of {name} is the budget's own seed")
+            network = _network(variant)
+            pretraining = []
+            if network.pretraining is not None and pretrain_iterations > 0:
+                pretraining = [
+                    pretrain_run_config(
+                        budget,
+                        network.pretraining,
+                        iterations=pretrain_iterations,
+                        naming=naming,
+                    )
+                ]
+            reseeded = NetworkRun(
+                role=f"{name}_seed{seed}", fields=network.fields, pretraining=network.pretraining
+            )
+            init_from = pretraining[0].run.path if pretraining else None
+            own = network_config(
+                budget.replace(seed=seed), reseeded, init_from=init_from, naming=naming
+            )
+            result[run_key(name, seed)] = [*pretraining, own]
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
 # Tabulation: quality and cost rows
 # ---------------------------------------------------------------------------------------------
 
-ABLATIONS_TITLE = "Fig. 4 ablations (Sec. 4.5): every variant with one budget, quality and cost"
-ABLATIONS_TABLE = "Mean PSNR-Y (dB) and LPIPS per test set; cost per variant"
-"""The heading of `tabulate`'s one table (`dasrlib.tables.wide_table` of its rows)."""
+ABLATIONS_TABLE = "Mean PSNR-Y (dB), SSIM-Y and LPIPS per test set; cost per variant"
+RANKED_TABLE = "Ranked by the paired PSNR-Y difference to (h), all test sets and levels"
+"""The headings of `tabulate`'s tables (`ranked_table`; `dasrlib.tables.wide_table`)."""
+
+QUALITY = (METRIC_PSNR, METRIC_SSIM, METRIC_LPIPS)
+REFERENCE = "dasr"
+"""The variant every other is compared with, image by image: (h), DASR with N = 5."""
+POOLED = "all"
+"""The ``dataset`` and ``level`` of the differences pooled over every test set and level."""
+TRAIN_SPEED = "train_it_per_s"
+"""The cost row of training speed (iterations per second of the run's last training call)."""
+
+
+def diff_metric(metric: str) -> str:
+    """The metric name of paired differences to (h): ``<metric>_vs_dasr``."""
+    return f"{metric}_vs_{REFERENCE}"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A paired mean difference to (h) with its 95 % confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def cell(self, digits: int) -> str:
+        """``+0.123 [+0.050, +0.196]``, or n/a."""
+        if math.isnan(self.mean):
+            return "n/a"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
+    @property
+    def above(self) -> bool:
+        return self.low > 0
+
+    @property
+    def below(self) -> bool:
+        return self.high < 0
+
+    @property
+    def includes_zero(self) -> bool:
+        return self.low <= 0 <= self.high
+
+
+NO_GAP = Gap(math.nan, math.nan, math.nan)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What Sec. 4.5 says of a variant, what that predicts for the numbers here (PSNR-Y, SSIM-Y
+    higher is better, LPIPS lower), and the test of that prediction."""
+
+    paper: str
+    expected: str
+    uses: tuple[str, ...]
+    """The metrics the prediction is about (without them it is n/a)."""
+    holds: Callable[[dict[str, Gap], float], bool]
+    """(pooled gaps by metric, GMACs relative to one expert) -> whether the prediction holds."""
+
+
+_MOE_EXPERTS = DASR_VARIANTS["dasr_moe"].get("num_experts", _DASR_DEFAULTS["num_experts"])
+
+FINDINGS: dict[str, Finding] = {
+    "dasr_n3": Finding(
+        "relatively smooth results (fewer details than N = 5)",
+        "LPIPS above (h)",
+        (METRIC_LPIPS,),
+        lambda g, _: g[METRIC_LPIPS].above,
+    ),
+    "dasr_n9": Finding(
+        "similar quality to N = 5",
+        "PSNR-Y and LPIPS intervals include 0",
+        (METRIC_PSNR, METRIC_LPIPS),
+        lambda g, _: g[METRIC_PSNR].includes_zero and g[METRIC_LPIPS].includes_zero,
+    ),
+    "dasr_sigmoid": Finding(
+        "a sigmoid in A cannot improve the performance",
+        "PSNR-Y not above (h), LPIPS not below",
+        (METRIC_PSNR, METRIC_LPIPS),
+        lambda g, _: not g[METRIC_PSNR].above and not g[METRIC_LPIPS].below,
+    ),
+    "dasr_moe": Finding(
+        "lacks fine details, at N times the cost",
+        "LPIPS above (h) and GMACs at least 0.8 N x one expert",
+        (METRIC_LPIPS,),
+        lambda g, ratio: g[METRIC_LPIPS].above and ratio >= 0.8 * _MOE_EXPERTS,
+    ),
+    "dasr_mapping": Finding(
+        "dynamic convolution with a mapping matrix: performance drops (artifacts)",
+        "PSNR-Y below (h) or LPIPS above",
+        (METRIC_PSNR, METRIC_LPIPS),
+        lambda g, _: g[METRIC_PSNR].below or g[METRIC_LPIPS].above,
+    ),
+    "dasr_dcd": Finding(
+        "dynamic convolution decomposition: performance drops",
+        "PSNR-Y below (h) or LPIPS above",
+        (METRIC_PSNR, METRIC_LPIPS),
+        lambda g, _: g[METRIC_PSNR].below or g[METRIC_LPIPS].above,
+    ),
+    "dasr_edsr_m": Finding(
+        "satisfactory quality: DASR generalises to another backbone",
+        "PSNR-Y not below (h)",
+        (METRIC_PSNR,),
+        lambda g, _: not g[METRIC_PSNR].below,
+    ),
+    BASELINE: Finding(
+        "DASR beats its backbone trained on the same degradations (Table 2)",
+        "PSNR-Y below (h)",
+        (METRIC_PSNR,),
+        lambda g, _: g[METRIC_PSNR].below,
+    ),
+}
+"""Sec. 4.5 (and Table 2 for N = 1), one entry per variant other than (h)."""
 
 
 def _quality_rows(
     variant: Ablation,
-    model: DASR,
+    model: nn.Module,
     weights: Path,
     testset_dir: Path,
     *,
@@ -295,7 +490,8 @@ def _quality_rows(
     device: torch.device,
     lpips: LPIPSMetric | LPIPSUnavailable | None,
 ) -> pd.DataFrame:
-    """Mean PSNR-Y and LPIPS per test set of one trained variant (`dasrlib.evaluate.evaluate`)."""
+    """Per-image and mean PSNR-Y, SSIM-Y and LPIPS of one trained variant on one test set
+    (`dasrlib.evaluate.evaluate`)."""
     method = Method.checkpoint(
         name=variant.name, path=weights, paper_name="DASR" if variant.name == "dasr" else None
     )
@@ -308,12 +504,7 @@ def _quality_rows(
         paper=PAPER_TABLE2,
         upscaler=network_upscaler(model),
     )
-    means = frame[
-        (frame["aggregate"] == "mean") & frame["metric"].isin([METRIC_PSNR, METRIC_LPIPS])
-    ]
-    means = means.drop(columns=["image", "aggregate"]).copy()
-    means["panel"] = variant.panel
-    return means
+    return frame[frame["metric"].isin(QUALITY)].copy()
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
@@ -328,17 +519,147 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _load_variant(weights: Path, device: torch.device) -> DASR:
-    """A trained variant (the run's exported EMA generator), float32, eval mode."""
+def _load_variant(weights: Path, device: torch.device, *, name: str) -> nn.Module:
+    """A trained variant (the run's exported EMA generator), float32, eval mode: a DASR, or a
+    plain network for the N = 1 baseline."""
     model = load_model(weights, device=device)
-    if not isinstance(model, DASR):
-        raise TypeError(f"{weights} holds a {type(model).__name__}, not a DASR variant")
+    if isinstance(model, DASR) == (name == BASELINE):
+        wanted = "a plain network" if name == BASELINE else "a DASR variant"
+        raise TypeError(f"{weights} holds a {type(model).__name__}, not {wanted} ({name})")
     return model.float().eval()
+
+
+def _pooled(images: pd.DataFrame) -> pd.DataFrame:
+    """Per image, the mean over the levels; every test set's images together (dataset and level
+    `POOLED`, image ``<dataset>/<image>``): one paired unit per image."""
+    keys = ["method", "metric", "dataset", "image"]
+    pooled = images.groupby(keys, as_index=False)["value"].mean()
+    pooled["image"] = pooled["dataset"] + "/" + pooled["image"]
+    return pooled.assign(dataset=POOLED, level=POOLED)
+
+
+def paired_rows(quality: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """Each variant minus (h) of the same seed, image by image: per (test set, level) and pooled
+    (`_pooled`), the mean and its 95 % t interval (`dasrlib.evaluate.paired_differences`).
+    `quality` holds the per-image rows of one seed; rows follow RESULT_COLUMNS + ci95 bounds."""
+    images = quality[quality["aggregate"] == "image"]
+    out = []
+    for name in dict.fromkeys(images["method"]):
+        if name == REFERENCE:
+            continue
+        for frame in (images, _pooled(images)):
+            gaps = paired_differences(frame, minuend=name, subtrahend=REFERENCE, metrics=QUALITY)
+            for gap in gaps.itertuples(index=False):
+                out.append(
+                    {
+                        "method": name,
+                        "dataset": gap.dataset,
+                        "level": gap.level,
+                        "metric": diff_metric(gap.metric),
+                        "value": gap.mean,
+                        "n_images": gap.n_images,
+                        "paper_value": math.nan,
+                        "seed": seed,
+                        "aggregate": "difference",
+                        "ci95_low": gap.ci95_low,
+                        "ci95_high": gap.ci95_high,
+                        "note": f"paired per-image difference to (h) {REFERENCE}, same seed; "
+                        "mean and 95 % t interval",
+                    }
+                )
+    return pd.DataFrame(out)
+
+
+def _gap(rows: pd.DataFrame, name: str, seed: int, metric: str) -> Gap:
+    hit = rows[
+        (rows["method"] == name)
+        & (rows["seed"] == seed)
+        & (rows["metric"] == diff_metric(metric))
+        & (rows["dataset"] == POOLED)
+    ]
+    if hit.empty:
+        return NO_GAP
+    row = hit.iloc[0]
+    return Gap(float(row["value"]), float(row["ci95_low"]), float(row["ci95_high"]))
+
+
+def _cost(rows: pd.DataFrame, name: str, metric: str) -> float:
+    hit = rows[(rows["method"] == name) & (rows["metric"] == metric)]
+    return float(hit["value"].iloc[0]) if len(hit) else math.nan
+
+
+def second_seed_variants(rows: pd.DataFrame, *, seed: int) -> list[str]:
+    """The variants whose pooled PSNR-Y difference to (h) at `seed` has an interval that includes
+    0: the ones a second seed has to separate from (h)."""
+    names = dict.fromkeys(rows.loc[rows["metric"] == diff_metric(METRIC_PSNR), "method"])
+    return [n for n in names if _gap(rows, n, seed, METRIC_PSNR).includes_zero]
+
+
+def ranked_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (variant, seed), ranked by the pooled PSNR-Y difference to (h) (the (h) line
+    at 0): the three differences with intervals, training and inference cost, and the paper's
+    finding beside whether its prediction holds here (`FINDINGS`)."""
+    lines = []
+    with_reference = rows.loc[rows["method"] == REFERENCE, "seed"].astype(int)
+    runs_per_seed = rows.drop_duplicates(["method", "seed"])["seed"].astype(int).value_counts()
+    # the budget's seed (every variant) first, then the extra seeds
+    seeds = sorted(set(with_reference), key=lambda seed: (-runs_per_seed[seed], seed))
+    for seed in seeds:
+        names = dict.fromkeys(rows.loc[rows["seed"] == seed, "method"])
+        for name in names:
+            gaps = {m: _gap(rows, name, seed, m) for m in QUALITY}
+            ratio = _cost(rows, name, "gmacs_vs_expert")
+            finding = FINDINGS.get(name)
+            holds = "reference"
+            if finding is not None:
+                holds = "yes" if finding.holds(gaps, ratio) else "no"
+                missing = [m for m in finding.uses if math.isnan(gaps[m].mean)]
+                if missing:
+                    holds = f"n/a (no {', '.join(missing)})"
+            lines.append(
+                {
+                    "sort": 0.0 if name == REFERENCE else gaps[METRIC_PSNR].mean,
+                    "panel": ablation(name).panel,
+                    "method": name,
+                    "seed": seed,
+                    "PSNR-Y vs (h), dB": "0 (reference)"
+                    if name == REFERENCE
+                    else gaps[METRIC_PSNR].cell(3),
+                    "SSIM-Y vs (h)": "" if name == REFERENCE else gaps[METRIC_SSIM].cell(4),
+                    "LPIPS vs (h)": "" if name == REFERENCE else gaps[METRIC_LPIPS].cell(4),
+                    "train it/s": f"{_cost(rows, name, TRAIN_SPEED):.2f}",
+                    "GMACs / expert": f"{ratio:.2f}",
+                    "latency ms": f"{_cost(rows, name, 'latency_ms'):.1f}",
+                    "paper (Sec. 4.5)": finding.paper if finding else "the default model",
+                    "predicts here": finding.expected if finding else "",
+                    "holds": holds,
+                }
+            )
+    table = pd.DataFrame(lines)
+    if table.empty:
+        return table
+    order = {seed: i for i, seed in enumerate(seeds)}
+    table = table.assign(seed_order=table["seed"].map(order))
+    table = table.sort_values(["seed_order", "sort"], ascending=[True, False], kind="stable")
+    table.insert(0, "rank", table.groupby("seed").cumcount() + 1)
+    table = table.drop(columns="seed_order")
+    return table.drop(columns="sort").set_index(["seed", "rank", "panel", "method"])
+
+
+def scale_description(budget: TrainConfig, pretrain_iterations: int) -> str:
+    """The training scale in words, for the first line of the table."""
+    model, data = budget.model, budget.data
+    return (
+        f"{model.num_feat} channels, {model.num_block} blocks, LR patch "
+        f"{data.patch_size // data.scale} (HR {data.patch_size}), batch {data.batch_size}, "
+        f"{budget.schedule.iterations} iterations per variant after a {pretrain_iterations}-"
+        f"iteration pixel-loss pretraining, seed {budget.seed}"
+    )
 
 
 def tabulate(
     runs: Mapping[str, TrainedRun],
-    testset_dir: str | os.PathLike[str],
+    testset_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     budget: TrainConfig,
     pretrain_iterations: int,
@@ -350,54 +671,91 @@ def tabulate(
     latency_repeats: int = 20,
     latency_warmup: int = 5,
     precision: str = "fp32",
+    pending: Sequence[str] = (),
 ) -> TableResult:
     """Evaluate and profile every trained variant; write `csv_path` + sidecar + ``.md``.
 
-    `runs` maps variant names to their trained runs (`run_plan` of `plan`, in its order).
-    Evaluation runs on `device` on the test sets in `testset_dir` (built by
+    `runs` maps `run_key`s to their trained runs (`run_plan` of `plan`, in its order).
+    Evaluation runs on `device` on the test set folder `testset_dir`, or each of several (built by
     `dasrlib.testsets.prepare_testsets`), as do the latency runs at a `latency_size` LR input
-    (default: the size of most DIV2K validation LR images; `expert_cost_rows`). Rows follow
-    `runs`; per variant the mean PSNR-Y and LPIPS of each test set, then the cost rows. LPIPS
-    rows are NaN with the reason in ``note`` when `lpips` is `LPIPSUnavailable`. `budget` and
-    `pretrain_iterations` (what `plan` was given) go into the sidecar; the budget's seed seeds
-    the latency inputs.
+    (default: the size of most DIV2K validation LR images; `expert_cost_rows`). Rows (long
+    format, a ``seed`` column): per run the per-image and mean PSNR-Y, SSIM-Y and LPIPS of each
+    test set; per variant of the budget's seed its cost rows and training speed; and each
+    variant minus (h) of the same seed, paired per image, per test set and level and pooled
+    (`paired_rows`, with ``ci95_low`` / ``ci95_high``). LPIPS rows are NaN with the reason in
+    ``note`` when `lpips` is `LPIPSUnavailable`. The markdown's first line states the scale
+    (`scale_description`); `pending` names the planned runs not trained yet (in its notes).
     """
     device = resolve_device(device)
     values = {**to_dict(budget), "device": str(device)}
-    seed = int(values["seed"])
-    testset_dir = project_path(testset_dir)
-    chosen = _selected(list(runs))
-    frames: list[pd.DataFrame] = []
-    for variant in chosen:
-        weights = runs[variant.name].weights
-        model = _load_variant(weights, device)
-        quality = _quality_rows(
-            variant, model, weights, testset_dir, levels=levels, device=device, lpips=lpips
-        )
-        costs = pd.DataFrame(
-            expert_cost_rows(
-                variant.name,
-                model,
-                latency_size=latency_size,
-                device=device,
-                repeats=latency_repeats,
-                warmup=latency_warmup,
-                precision=precision,
-                seed=seed,
+    base_seed = int(values["seed"])
+    dirs = [testset_dir] if isinstance(testset_dir, str | os.PathLike) else list(testset_dir)
+    testsets = [project_path(d) for d in dirs]
+    keys = {key: split_run_key(key) for key in runs}
+    _selected(list(dict.fromkeys(name for name, _ in keys.values())))
+    quality: list[pd.DataFrame] = []
+    costs: list[pd.DataFrame] = []
+    for key, (name, extra_seed) in keys.items():
+        variant = ablation(name)
+        seed = base_seed if extra_seed is None else extra_seed
+        weights = runs[key].weights
+        model = _load_variant(weights, device, name=name)
+        for testset in testsets:
+            rows = _quality_rows(
+                variant, model, weights, testset, levels=levels, device=device, lpips=lpips
             )
-        )
-        costs["panel"] = variant.panel
-        frames += [quality, costs]
-        logger.info("%s %s: evaluated and profiled", variant.panel, variant.name)
-    rows = pd.concat(frames, ignore_index=True)
-    rows = rows.loc[:, [*RESULT_COLUMNS, "panel", "note"]]
+            quality.append(rows.assign(seed=seed, panel=variant.panel))
+        if extra_seed is None:
+            cost = pd.DataFrame(
+                expert_cost_rows(
+                    name,
+                    model,
+                    latency_size=latency_size,
+                    device=device,
+                    repeats=latency_repeats,
+                    warmup=latency_warmup,
+                    precision=precision,
+                    seed=base_seed,
+                )
+            )
+            speed = RunRecord.read(runs[key].run_dir).it_per_s_this_call
+            cost.loc[len(cost)] = {
+                "method": name,
+                "dataset": EFFICIENCY_DATASET,
+                "level": "train",
+                "metric": TRAIN_SPEED,
+                "value": math.nan if speed is None else float(speed),
+                "n_images": 0 if speed is None else 1,
+                "paper_value": math.nan,
+                "note": f"iterations per second of its last training call (run.json; the "
+                f"budget's device {budget.run.device}, {budget.run.precision} precision)",
+            }
+            costs.append(cost.assign(seed=seed, panel=variant.panel, aggregate="cost"))
+        logger.info("%s %s: evaluated%s", variant.panel, key, "" if extra_seed else " and profiled")
+    measured = pd.concat(quality, ignore_index=True)
+    gaps = [
+        paired_rows(measured[measured["seed"] == seed], seed=seed)
+        for seed in sorted(set(measured["seed"]))
+        if ((measured["seed"] == seed) & (measured["method"] == REFERENCE)).any()
+    ]
+    gaps = [g.assign(panel=[ablation(n).panel for n in g["method"]]) for g in gaps if len(g)]
+    rows = pd.concat([measured, *costs, *gaps], ignore_index=True)
+    extra = ["seed", "panel", "aggregate", "image", "ci95_low", "ci95_high", "note"]
+    for column in extra:
+        if column not in rows:
+            rows[column] = math.nan
+    rows = rows.loc[:, [*RESULT_COLUMNS, *extra]]
     rows["note"] = rows["note"].fillna("")
+    rows["image"] = rows["image"].fillna("")
+    rows["seed"] = rows["seed"].astype(int)
+    chosen = [ablation(name) for name in dict.fromkeys(n for n, _ in keys.values())]
     config = {
         "budget": values,
         "pretrain_iterations": pretrain_iterations,
         "variants": {a.name: {"panel": a.panel, "caption": a.caption, **a.options} for a in chosen},
-        "runs": {name: _run_summary(run.run_dir) for name, run in runs.items()},
-        "testsets": testset_summary(testset_dir),
+        "runs": {key: _run_summary(run.run_dir) for key, run in runs.items()},
+        "pending": list(pending),
+        "testsets": [testset_summary(t) for t in testsets],
         "levels": list(levels),
         "lpips": lpips_description(lpips),
         "profile": {
@@ -408,18 +766,31 @@ def tabulate(
             "precision": precision,
         },
     }
+    means = rows[rows["aggregate"].isin(["mean", "cost"])]
+    datasets = ", ".join(dict.fromkeys(measured["dataset"]))
+    notes = [
+        f"evaluated on {datasets} at {len(levels)} levels ({', '.join(levels)}); differences "
+        f"to (h) are paired per image (same seed), pooled: each image's mean over the levels, "
+        "every test set's images together; [95 % t interval]",
+        "cost: parameters, GMACs at a "
+        f"{GMACS_SIZE}x{GMACS_SIZE} LR input (also per plain expert), latency and memory on "
+        "this device; train it/s: each run's last training call; each row's note in the CSV "
+        "says how it was measured",
+    ]
+    if pending:
+        notes.append(f"not trained yet (the next budget continues them): {', '.join(pending)}")
+    tables = {
+        RANKED_TABLE: ranked_table(rows),
+        ABLATIONS_TABLE: wide_table(means, index=["panel", "method", "seed", "dataset"]),
+    }
     return write_table(
         rows,
-        {ABLATIONS_TABLE: wide_table(rows, index=["panel", "method"])},
+        tables,
         csv_path,
-        title=ABLATIONS_TITLE,
-        notes=[
-            "quality: the mean over each test set's images; cost: parameters, GMACs at a "
-            f"{GMACS_SIZE}x{GMACS_SIZE} LR input (also per plain expert), latency and memory on "
-            "this device; each row's note in the CSV says how it was measured"
-        ],
-        metadata=run_metadata(config=config, seed=seed, device=device),
-        contents="long format, means per test set and cost",
+        title=f"Fig. 4 ablations at {scale_description(budget, pretrain_iterations)}",
+        notes=notes,
+        metadata=run_metadata(config=config, seed=base_seed, device=device),
+        contents="long format: per image, means, paired differences to (h) and cost",
     )
 
 
@@ -486,13 +857,18 @@ def super_resolve_variants(
     device: str | torch.device = "auto",
 ) -> dict[str, Tensor]:
     """x4 SR of one LR image [3, h, w] by each trained variant (its exported EMA model):
-    {variant name: [3, 4h, 4w] in [0, 1]}, CPU float32, in the order of `runs`."""
+    {variant name: [3, 4h, 4w] in [0, 1]}, CPU float32, in the order of `runs` (extra-seed
+    runs, `run_key` ``<name>@seed<s>``, are left out: one panel per variant)."""
     device = resolve_device(device)
     batch = lr[None].to(device=device, dtype=torch.float32)
     outputs: dict[str, Tensor] = {}
-    for name, run in runs.items():
-        model = _load_variant(run.weights, device)
-        outputs[name] = DASRInference(model)(batch)[0].clamp(0.0, 1.0).float().cpu()
+    for key, run in runs.items():
+        name, extra_seed = split_run_key(key)
+        if extra_seed is not None:
+            continue
+        model = _load_variant(run.weights, device, name=name)
+        net = DASRInference(model) if isinstance(model, DASR) else model
+        outputs[name] = net(batch)[0].clamp(0.0, 1.0).float().cpu()
     return outputs
 
 
@@ -513,4 +889,5 @@ def write_fig4(
         project_path(out_png),
         titles=FIG4_TITLES,
         suptitle=f"Fig. 4 ablations, x4 SR of {real.name}",
+        columns=math.ceil(math.sqrt(len(outputs) + 1)),  # the input and every variant
     )

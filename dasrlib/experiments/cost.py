@@ -246,7 +246,7 @@ def _is_paper_size(model: nn.Module) -> bool:
 
 def expert_cost_rows(
     method: str,
-    model: DASR,
+    model: nn.Module,
     *,
     latency_size: int | Sequence[int],
     device: torch.device,
@@ -255,7 +255,8 @@ def expert_cost_rows(
     precision: str = "fp32",
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Rows of `EXPERT_COST_METRICS` for one DASR variant (level = the input size).
+    """Rows of `EXPERT_COST_METRICS` for one DASR variant, or a plain network (N = 1, its own
+    expert), level = the input size.
 
     ``gmacs`` is counted at a 256x256 LR input (the paper's convention) on a ``meta`` copy, so
     nothing is computed; ``gmacs_vs_expert`` divides it by the GMACs of one plain expert of the
@@ -266,7 +267,9 @@ def expert_cost_rows(
     `paper_value` holds Table 2's DASR entry where it applies: DASR at the paper's size.
     """
     with torch.device("meta"):
-        expert_gmacs = count_gmacs(model.plain_expert(), size=GMACS_SIZE, on_meta=True)
+        expert = model.plain_expert() if isinstance(model, DASR) else model
+        expert_gmacs = count_gmacs(expert, size=GMACS_SIZE, on_meta=True)
+    backbone = model.backbone if isinstance(model, DASR) else type(model).__name__
     cost = measure_cost(
         model,
         latency_size=latency_size,
@@ -302,9 +305,11 @@ def expert_cost_rows(
         "peak_mem_mb": f"{height}x{width}",
     }
     notes = {
-        "params_m": "all experts, predictor and weighting module",
+        "params_m": "all experts, predictor and weighting module"
+        if isinstance(model, DASR)
+        else "the plain network",
         "gmacs": "inference path, FlopCounterMode multiply-adds on a meta copy",
-        "gmacs_vs_expert": f"gmacs / one plain {model.backbone} expert ({expert_gmacs:.3g} GMACs)",
+        "gmacs_vs_expert": f"gmacs / one plain {backbone} expert ({expert_gmacs:.3g} GMACs)",
         "latency_ms": f"median of {repeats} runs after {warmup} warm-up, {timed}",
         "peak_mem_mb": f"peak allocated CUDA memory, {timed}"
         if not math.isnan(cost.peak_mem_mb)

@@ -119,12 +119,13 @@ class TrainedRun:
         return self.run_dir / EXPORTED_MODEL
 
 
-def train_or_load(config: TrainConfig) -> TrainedRun:
+def train_or_load(config: TrainConfig, *, deadline: float | None = None) -> TrainedRun:
     """Train `config`, or load its run when `run.json` says it finished with the same config hash.
 
     Anything else (no run, another hash, an unfinished run, ``resume="never"``) calls `train`,
-    which resumes from the run's checkpoint when there is one and ``resume="auto"``. `message`
-    says which happened and why.
+    which resumes from the run's checkpoint when there is one and ``resume="auto"``, and stops
+    at `deadline` (`time.monotonic()`) with a checkpoint to resume from. `message` says which
+    happened and why.
     """
     name = config.run.name
     run_dir = project_path(config.run.path)
@@ -145,7 +146,8 @@ def train_or_load(config: TrainConfig) -> TrainedRun:
             logger.info(message)
             return TrainedRun(name, run_dir, True, message)
     started = time.monotonic()
-    trained_dir = project_path(train(config))
+    stop = None if deadline is None else (lambda _: time.monotonic() >= deadline)
+    trained_dir = project_path(train(config, stop=stop))
     record = RunRecord.read(trained_dir)
     message = (
         f"{name}: trained ({reason}): {record.iterations_this_call} iterations "
@@ -269,16 +271,40 @@ def plan_runs(
     return plan
 
 
-def run_plan(plan: Mapping[str, Sequence[TrainConfig]]) -> dict[str, TrainedRun]:
+def run_plan(
+    plan: Mapping[str, Sequence[TrainConfig]], *, budget_minutes: float | None = None
+) -> dict[str, TrainedRun]:
     """Train or load (`train_or_load`) every stage of `plan` in order, each distinct run once;
     returns each network's last run, in the plan's order (an empty plan: nothing). Every run's
-    message is logged: a finished run of the same config hash is loaded, not trained again."""
+    message is logged: a finished run of the same config hash is loaded, not trained again.
+
+    `budget_minutes` is one wall-clock budget for the whole plan (a background budget): the run
+    in progress when it ends stops with a checkpoint, no later run starts, and only the networks
+    whose every stage finished are returned; the same call again continues where it stopped.
+    """
+    deadline = None if budget_minutes is None else time.monotonic() + 60.0 * budget_minutes
     done: dict[str, TrainedRun] = {}
     runs: dict[str, TrainedRun] = {}
     for key, stages in plan.items():
         for config in stages:
             path = config.run.path
             if path not in done:
-                done[path] = train_or_load(config)
-            runs[key] = done[path]
+                if deadline is not None and time.monotonic() >= deadline and not _finished(config):
+                    logger.info("%s: not started, the budget is used", config.run.name)
+                    return runs
+                done[path] = train_or_load(config, deadline=deadline)
+            if deadline is not None and not _finished(config):
+                logger.info("%s: left for the next budget", key)
+                return runs
+        if stages:
+            runs[key] = done[stages[-1].run.path]
     return runs
+
+
+def _finished(config: TrainConfig) -> bool:
+    """True when the run of `config` has reached its planned iterations (its ``run.json``)."""
+    path = project_path(config.run.path) / RUN_RECORD
+    if not path.is_file():
+        return False
+    record = RunRecord.read(path.parent)
+    return record.iteration is not None and record.iteration >= config.schedule.iterations

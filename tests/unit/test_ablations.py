@@ -57,7 +57,7 @@ def test_unknown_variants_are_rejected_by_name():
     with pytest.raises(ValueError, match="dasr_n4"):
         ablation("dasr_n4")
     with pytest.raises(ValueError, match="not a DASR variant"):
-        ablations.Ablation("srresnet", "(x)", "plain")
+        ablations.Ablation("edsr", "(x)", "plain")
 
 
 @pytest.mark.parametrize("variant", ABLATIONS, ids=ABLATION_NAMES)
@@ -205,13 +205,17 @@ def test_fig4_grid_writes_one_panel_per_variant_plus_the_input(tmp_path, generat
 
 
 @pytest.mark.slow
-def test_ablations_tabulate_quality_and_cost_rows_for_each_variant(tmp_path, make_image_file):
+def test_ablations_tabulate_quality_differences_and_cost_for_each_variant(
+    tmp_path, make_image_file
+):
     from dasrlib.metrics import LPIPSUnavailable
     from dasrlib.results import read_results
     from dasrlib.testsets import build_testsets
 
-    make_image_file("hr/x.png", width=48, height=40, seed=3)
-    build_testsets(tmp_path / "hr", tmp_path / "sets", levels=["bicubic", "severe"], seed=0)
+    for name in ("a", "b"):
+        make_image_file(f"{name}/x.png", width=48, height=40, seed=3)
+        make_image_file(f"{name}/y.png", width=40, height=40, seed=4)
+        build_testsets(tmp_path / name, tmp_path / f"sets_{name}", levels=["bicubic", "severe"])
     budget = _budget(
         tmp_path,
         perceptual_weight=0.0,
@@ -222,10 +226,16 @@ def test_ablations_tabulate_quality_and_cost_rows_for_each_variant(tmp_path, mak
         progress=False,
     )
     budget = budget.replace(iterations=2)
-    runs = run_plan(ablations.plan(budget, variants=["dasr_moe", "dasr"], pretrain_iterations=1))
+    planned = ablations.plan(
+        budget,
+        variants=["dasr_moe", "srresnet", "dasr"],
+        pretrain_iterations=1,
+        extra_seeds={"dasr_moe": [1], "dasr": [1]},
+    )
+    runs = run_plan(planned)
     result = ablations.tabulate(
         runs,
-        tmp_path / "sets",
+        [tmp_path / "sets_a", tmp_path / "sets_b"],
         budget=budget,
         pretrain_iterations=1,
         csv_path=tmp_path / "out" / "ablations.csv",
@@ -235,6 +245,7 @@ def test_ablations_tabulate_quality_and_cost_rows_for_each_variant(tmp_path, mak
         latency_size=16,
         latency_repeats=1,
         latency_warmup=0,
+        pending=["dasr_n9"],
     )
     frame, sidecar = read_results(result.csv_path)
     assert list(frame.columns[:7]) == [
@@ -246,26 +257,154 @@ def test_ablations_tabulate_quality_and_cost_rows_for_each_variant(tmp_path, mak
         "n_images",
         "paper_value",
     ]
-    assert {"panel", "note"} <= set(frame.columns)
-    assert len(frame) == 2 * (2 * 2 + len(EXPERT_COST_METRICS))
-    psnr = frame[frame["metric"] == "psnr_y_db"]
-    assert set(psnr["n_images"]) == {1} and psnr["value"].between(5, 60).all()
-    lpips = frame[frame["metric"] == "lpips_alex"]
+    assert {"panel", "seed", "aggregate", "ci95_low", "ci95_high", "note"} <= set(frame.columns)
+    means = frame[frame["aggregate"] == "mean"]
+    # 5 runs x 2 test sets x 2 levels x 3 metrics
+    assert len(means) == 5 * 2 * 2 * 3
+    assert set(means.loc[means["metric"] != "lpips_alex", "n_images"]) == {2}
+    assert set(means["dataset"]) == {"a", "b"} and set(means["seed"]) == {1, 5}
+    assert means[means["metric"] == "ssim_y"]["value"].between(0, 1).all()
+    lpips = means[means["metric"] == "lpips_alex"]
     assert lpips["value"].isna().all() and lpips["note"].str.contains("/nowhere").all()
-    dasr_paper = psnr[psnr["method"] == "dasr"].set_index("level")["paper_value"]
-    assert dasr_paper["bicubic"] == 28.55 and dasr_paper["severe"] == 23.93
-    assert set(frame[frame["method"] == "dasr_moe"]["panel"]) == {"(d)"}
-    relative = frame[frame["metric"] == "gmacs_vs_expert"].set_index("method")["value"]
-    assert relative["dasr_moe"] > 1.5 * relative["dasr"]
-    # one pretraining shared by both variants
+    costs = frame[frame["aggregate"] == "cost"]
+    assert set(costs["method"]) == {"dasr_moe", "srresnet", "dasr"}  # the budget's seed only
+    assert set(costs["metric"]) == {*EXPERT_COST_METRICS, "train_it_per_s"}
+    speed = costs[costs["metric"] == "train_it_per_s"]["value"]
+    assert (speed > 0).all()
+    relative = costs[costs["metric"] == "gmacs_vs_expert"].set_index("method")["value"]
+    assert relative["dasr_moe"] > 1.5 * relative["dasr"] and relative["srresnet"] == 1.0
+    gaps = frame[frame["aggregate"] == "difference"]
+    psnr_gaps = gaps[gaps["metric"] == "psnr_y_db_vs_dasr"]
+    # dasr_moe at seeds 5 and 1, srresnet at seed 5: 2 x 2 cells + the pooled one each
+    assert len(psnr_gaps) == 3 * 5 and (psnr_gaps["ci95_low"] <= psnr_gaps["value"]).all()
+    pooled = psnr_gaps[psnr_gaps["dataset"] == "all"]
+    assert set(pooled["n_images"]) == {4}  # two images in each of two test sets
+    a = means[(means["dataset"] == "a") & (means["metric"] == "psnr_y_db")]
+    a = a[(a["seed"] == 5) & (a["level"] == "severe")].set_index("method")["value"]
+    cell = psnr_gaps[(psnr_gaps["dataset"] == "a") & (psnr_gaps["level"] == "severe")]
+    cell = cell[(cell["seed"] == 5) & (cell["method"] == "dasr_moe")]["value"].iloc[0]
+    assert cell == pytest.approx(a["dasr_moe"] - a["dasr"])
     inits = {v["init_from"] for v in sidecar["config"]["runs"].values()}
     assert len(inits) == 1 and inits.pop().endswith("ablation_pretrain_srresnet")
     assert sidecar["config"]["variants"]["dasr_moe"]["mixing"] == "outputs"
+    assert sidecar["config"]["pending"] == ["dasr_n9"]
+    ranked = result.tables[ablations.RANKED_TABLE].reset_index()
+    assert sorted(zip(ranked["method"], ranked["seed"], strict=True)) == sorted(
+        [("dasr", 5), ("dasr_moe", 5), ("srresnet", 5), ("dasr", 1), ("dasr_moe", 1)]
+    )
+    markdown = result.markdown_path.read_text()
+    assert markdown.startswith("# Fig. 4 ablations at 8 channels, 1 blocks, LR patch 8")
+    assert "not trained yet (the next budget continues them): dasr_n9" in markdown
     table = result.tables[ablations.ABLATIONS_TABLE]
-    assert list(table.index.get_level_values("method")) == ["dasr_moe", "dasr"]
     assert "psnr_y_db severe" in table.columns and "gmacs" in table.columns
-    assert isinstance(table, pd.DataFrame)
-    assert "| (d) | dasr_moe |" in result.markdown_path.read_text()
     sr = ablations.super_resolve_variants(runs, torch.rand(3, 8, 8), device="cpu")
-    assert list(sr) == ["dasr_moe", "dasr"] and sr["dasr"].shape == (3, 32, 32)
+    assert list(sr) == ["dasr_moe", "srresnet", "dasr"] and sr["srresnet"].shape == (3, 32, 32)
     assert json.loads(result.csv_path.with_suffix(".json").read_text())["n_rows"] == len(frame)
+
+
+def _image_rows(values: dict[str, list[float]], *, metric: str, dataset: str, level: str):
+    return [
+        {
+            "method": method,
+            "dataset": dataset,
+            "level": level,
+            "metric": metric,
+            "image": f"im{i}",
+            "value": v,
+            "aggregate": "image",
+        }
+        for method, series in values.items()
+        for i, v in enumerate(series)
+    ]
+
+
+def test_paired_rows_are_per_image_differences_to_h_with_t_intervals():
+    rows = _image_rows(
+        {"dasr": [1.0, 2.0, 3.0], "dasr_n3": [2.0, 3.0, 5.0]},
+        metric="psnr_y_db",
+        dataset="Set14",
+        level="weak",
+    )
+    rows += _image_rows(
+        {"dasr": [1.0, 1.0, 1.0], "dasr_n3": [1.0, 1.0, 4.0]},
+        metric="psnr_y_db",
+        dataset="Set14",
+        level="severe",
+    )
+    gaps = ablations.paired_rows(pd.DataFrame(rows), seed=3).set_index(["level"])
+    assert set(gaps["metric"]) == {"psnr_y_db_vs_dasr"} and set(gaps["seed"]) == {3}
+    weak = gaps.loc["weak"]
+    half = 4.302652729911275 * (1 / math.sqrt(3)) / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert weak["value"] == pytest.approx(4 / 3) and weak["n_images"] == 3
+    assert weak["ci95_high"] - weak["value"] == pytest.approx(half)
+    pooled = gaps.loc["all"]  # per image, the mean over the levels: diffs 0.5, 0.5, 2.5
+    assert pooled["dataset"] == "all" and pooled["value"] == pytest.approx(3.5 / 3)
+    assert pooled["n_images"] == 3
+
+
+def _gap_row(method, metric, mean, low, high, seed=0):
+    return {
+        "method": method,
+        "dataset": "all",
+        "level": "all",
+        "metric": f"{metric}_vs_dasr",
+        "value": mean,
+        "ci95_low": low,
+        "ci95_high": high,
+        "seed": seed,
+    }
+
+
+def test_the_ranking_says_which_of_the_papers_findings_hold_and_what_needs_a_second_seed():
+    rows = [{"method": "dasr", "dataset": "all", "level": "all", "metric": "x", "seed": 0}]
+    rows += [
+        _gap_row("dasr_n9", "psnr_y_db", -0.01, -0.05, 0.03),  # similar: holds
+        _gap_row("dasr_n9", "ssim_y", 0.0, -0.001, 0.001),
+        _gap_row("dasr_n9", "lpips_alex", 0.001, -0.002, 0.004),
+        _gap_row("dasr_dcd", "psnr_y_db", -0.3, -0.4, -0.2),  # worse: holds
+        _gap_row("dasr_dcd", "ssim_y", -0.01, -0.02, 0.0),
+        _gap_row("dasr_dcd", "lpips_alex", 0.01, 0.0, 0.02),
+        _gap_row("srresnet", "psnr_y_db", 0.1, 0.05, 0.15),  # beats DASR: does not hold
+        _gap_row("srresnet", "ssim_y", 0.0, -0.001, 0.001),
+        _gap_row("srresnet", "lpips_alex", 0.0, -0.001, 0.001),
+    ]
+    rows += [
+        {"method": m, "dataset": "efficiency", "level": "", "metric": metric, "value": v, "seed": 0}
+        for m in ("dasr", "dasr_n9", "dasr_dcd", "srresnet")
+        for metric, v in (("gmacs_vs_expert", 1.0), ("latency_ms", 5.0), ("train_it_per_s", 2.0))
+    ]
+    frame = pd.DataFrame(rows)
+    table = ablations.ranked_table(frame).reset_index()
+    assert table["method"].tolist() == ["srresnet", "dasr", "dasr_n9", "dasr_dcd"]
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    holds = dict(zip(table["method"], table["holds"], strict=True))
+    assert holds == {"srresnet": "no", "dasr": "reference", "dasr_n9": "yes", "dasr_dcd": "yes"}
+    assert table.loc[3, "PSNR-Y vs (h), dB"] == "-0.300 [-0.400, -0.200]"
+    assert ablations.second_seed_variants(frame, seed=0) == ["dasr_n9"]
+
+
+def test_extra_seeds_reuse_the_pretraining_and_change_only_the_seed(tmp_path):
+    budget = _budget(tmp_path)
+    planned = ablations.plan(
+        budget,
+        variants=["dasr_n9", "dasr"],
+        pretrain_iterations=4,
+        extra_seeds={"dasr_n9": [1], "dasr": [1]},
+    )
+    assert list(planned) == ["dasr_n9", "dasr", "dasr_n9@seed1", "dasr@seed1"]
+    base_pre, base = planned["dasr_n9"]
+    pre, own = planned["dasr_n9@seed1"]
+    assert pre == base_pre and own.run.name == "ablation_dasr_n9_seed1"
+    assert own.seed == 1 and own.replace(seed=base.seed, name=base.run.name) == base
+    assert ablations.split_run_key("dasr_n9@seed1") == ("dasr_n9", 1)
+    with pytest.raises(ValueError, match="budget's own seed"):
+        ablations.plan(budget, variants=["dasr"], pretrain_iterations=1, extra_seeds={"dasr": [5]})
+
+
+def test_the_plain_baseline_continues_the_srresnet_pretraining(tmp_path):
+    planned = ablations.plan(
+        _budget(tmp_path), variants=["srresnet", "dasr"], pretrain_iterations=2
+    )
+    pre, baseline = planned["srresnet"]
+    assert (baseline.stage, baseline.model.backbone) == ("baseline", "srresnet")
+    assert baseline.model.init_from == pre.run.path == planned["dasr"][0].run.path

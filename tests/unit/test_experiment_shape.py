@@ -110,3 +110,30 @@ def test_the_runner_reuses_a_finished_run_instead_of_training_it_again(
     assert run.reused and run.run_dir == first["SRResNet"].run_dir
     assert (run.run_dir / "run.json").stat().st_mtime_ns == stamp
     assert "not trained again" in run.message and run.message in caplog.text
+
+
+@pytest.mark.slow
+def test_one_budget_for_a_whole_plan_stops_inside_a_run_and_the_next_call_continues(
+    tmp_path: Path, hr_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Clock:
+        """One second per call: the budget ends after a known number of stop checks."""
+
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    budget = {**TINY, "data_root": str(hr_folder), "out_dir": str(tmp_path / "runs")}
+    plan = table2.plan(budget, methods=["DASR"], dasr_pretrain_iterations=6)
+    pretrain, dasr = plan["DASR"]
+    monkeypatch.setattr(runs, "time", Clock())
+    assert run_plan(plan, budget_minutes=5 / 60) == {}  # a few stop checks into the pretraining
+    record = runs.RunRecord.read(tmp_path / "runs" / pretrain.run.name)
+    assert record.status == "time_limit" and 0 < record.iteration < 6
+    assert not (tmp_path / "runs" / dasr.run.name).exists()  # not started on a half pretraining
+    monkeypatch.undo()
+    finished = run_plan(plan, budget_minutes=60)
+    assert list(finished) == ["DASR"]
+    assert runs.RunRecord.read(tmp_path / "runs" / pretrain.run.name).iteration == 6
