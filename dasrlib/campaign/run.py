@@ -40,7 +40,7 @@ from dasrlib.device import describe_precision, resolve_device
 from dasrlib.results import project_path, run_metadata
 from dasrlib.testsets import prepare_eval_sets
 from dasrlib.train.loop import train
-from dasrlib.train.state import latest_iteration, read_run_config
+from dasrlib.train.state import RunRecord, latest_iteration, read_run_config
 
 __all__ = ["CampaignPaths", "run_budget"]
 
@@ -124,10 +124,9 @@ class _Budget:
             return "pretrain_from0", None, 0, "fresh"
         pretrain = self.state["pretrain"]
         local = runs_dir / pretrain["run"] / "model.safetensors"
-        pretrain_run = runs_dir / pretrain["run"] / "run.json"
         if (
             local.is_file()
-            and json.loads(pretrain_run.read_text())["iteration"] == pretrain["iterations"]
+            and RunRecord.read(runs_dir / pretrain["run"]).iteration == pretrain["iterations"]
         ):
             source = local
         elif "baseline" not in self.state:  # the published SRResNet is still the pretrain
@@ -162,9 +161,9 @@ class _Budget:
         started = time.monotonic()
         train(config, stop=stop)
         wall = time.monotonic() - started
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        reached = int(record["iteration"])
-        rate = record.get("it_per_s_this_call")
+        record = RunRecord.read(run_dir)
+        reached = int(record.iteration or 0)
+        rate = record.it_per_s_this_call
         if reached - before >= 50 and rate:
             self.rates[role] = float(rate)
         self.state[role] = {"iterations": reached, "run": name}
@@ -179,9 +178,9 @@ class _Budget:
                 "end_iteration": reached,
                 "it_per_s": rate if reached > before else None,
                 "wall_s": round(wall, 1),
-                "status": record["status"],
-                "precision": record.get("precision"),
-                "channels_last": record.get("channels_last"),
+                "status": record.status,
+                "precision": record.precision,
+                "channels_last": record.channels_last,
             }
         )
         return reached

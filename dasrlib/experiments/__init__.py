@@ -11,7 +11,7 @@ A notebook runs ``runs.run_plan(module.plan(...))`` (a finished run is reused, n
 then ``module.tabulate(...)``.
 
 - `runs`: pretrain -> DASR -> baseline with one naming and one reuse rule (`plan_runs`,
-  `run_plan`, `train_or_load`) and ``run.json`` read back as a typed `RunRecord`.
+  `run_plan`, `train_or_load`; `run_plan` also runs a plan inside one wall-clock budget).
 - `cost`: one cost measurement (parameters, GMACs, latency, peak memory) and the cost rows of
   Table 2 and Fig. 4.
 - `table1`: published methods and DASR on the seeded test sets (Sec. 4.2).

@@ -65,12 +65,11 @@ from dasrlib.experiments.runs import (
     Plan,
     Pretraining,
     RunNaming,
-    RunRecord,
     TrainedRun,
     network_config,
     plan_runs,
+    pretrain_config,
 )
-from dasrlib.experiments.runs import pretrain_config as pretrain_run_config
 from dasrlib.io import read_image
 from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
@@ -82,6 +81,7 @@ from dasrlib.results import EFFICIENCY_DATASET, RESULT_COLUMNS, project_path, ru
 from dasrlib.tables import TableResult, wide_table, write_table
 from dasrlib.testsets import testset_summary
 from dasrlib.train.config import TrainConfig, config_from_parameters
+from dasrlib.train.state import RunRecord
 from dasrlib.viz import fig4_grid
 
 __all__ = [
@@ -103,7 +103,6 @@ __all__ = [
     "load_real_image",
     "paired_rows",
     "plan",
-    "pretrain_config",
     "ranked_table",
     "run_key",
     "scale_description",
@@ -111,7 +110,6 @@ __all__ = [
     "split_run_key",
     "super_resolve_variants",
     "tabulate",
-    "variant_config",
     "write_fig4",
 ]
 
@@ -258,31 +256,6 @@ def _network(variant: Ablation) -> NetworkRun:
     )
 
 
-def pretrain_config(
-    budget: TrainConfig, backbone: str, *, iterations: int, run_prefix: str
-) -> TrainConfig:
-    """The pixel-loss pretraining of one expert topology (Sec. 4.1) that its variants start from.
-
-    `backbone` is a DASR expert topology ("srresnet" or "edsr_m"); the run is
-    ``<run_prefix>_pretrain_<backbone>``.
-    """
-    return pretrain_run_config(
-        budget,
-        _pretraining(backbone),
-        iterations=iterations,
-        naming=RunNaming(prefix=run_prefix),
-    )
-
-
-def variant_config(
-    budget: TrainConfig, variant: Ablation, *, init_from: str | None, run_prefix: str
-) -> TrainConfig:
-    """The DASR training run of one variant: the shared budget plus the variant's options."""
-    return network_config(
-        budget, _network(variant), init_from=init_from, naming=RunNaming(prefix=run_prefix)
-    )
-
-
 def _selected(variants: Sequence[str]) -> list[Ablation]:
     chosen = [ablation(name) for name in variants]
     if not chosen:
@@ -342,7 +315,7 @@ def plan(
             pretraining = []
             if network.pretraining is not None and pretrain_iterations > 0:
                 pretraining = [
-                    pretrain_run_config(
+                    pretrain_config(
                         budget,
                         network.pretraining,
                         iterations=pretrain_iterations,

@@ -15,18 +15,15 @@ returns (`dasrlib.experiments.table1`, `table2`, `ablations`), and `run_plan` is
 of every notebook: each distinct run once, with one reuse rule (`train_or_load`): a run whose
 ``run.json`` says it finished with the same config hash and that has its ``model.safetensors``
 is loaded, not trained again (logged); anything else is trained (resuming from its checkpoint
-when ``resume="auto"``); ``resume="never"`` always trains again. `RunRecord` is ``run.json``
-read back as a typed record.
+when ``resume="auto"``); ``resume="never"`` always trains again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +31,13 @@ from dasrlib.config import config_hash
 from dasrlib.results import project_path
 from dasrlib.train.config import TrainConfig, config_from_parameters, resume_hash
 from dasrlib.train.loop import train
+from dasrlib.train.state import RUN_RECORD, RunRecord
 
 __all__ = [
     "NetworkRun",
     "Plan",
     "Pretraining",
     "RunNaming",
-    "RunRecord",
     "TrainedRun",
     "network_config",
     "plan_runs",
@@ -55,53 +52,12 @@ Plan = dict[str, list[TrainConfig]]
 """What an experiment trains: per network (in order) its stage configs, the run it ends in last;
 empty when the experiment trains nothing (Table 1). `run_plan` runs it."""
 
-RUN_RECORD = "run.json"
 EXPORTED_MODEL = "model.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------
 # The run record and the reuse rule
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """``run.json`` of a run folder (written by `dasrlib.train`): status, progress, config."""
-
-    status: str | None
-    iteration: int | None
-    iterations_this_call: int | None
-    wall_time_s: float | None
-    it_per_s_this_call: float | None
-    config_hash: str | None
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def init_from(self) -> str | None:
-        """The run folder the network was initialised from (None: random initialisation)."""
-        value = self.config.get("init_from")
-        return None if value is None else str(value)
-
-    @classmethod
-    def read(cls, run_dir: str | os.PathLike[str]) -> RunRecord:
-        """Read ``<run_dir>/run.json``; ValueError naming the file when it is not a run record."""
-        path = Path(run_dir) / RUN_RECORD
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        config = data.get("config")
-        return cls(
-            status=data.get("status"),
-            iteration=data.get("iteration"),
-            iterations_this_call=data.get("iterations_this_call"),
-            wall_time_s=data.get("wall_time_s"),
-            it_per_s_this_call=data.get("it_per_s_this_call"),
-            config_hash=data.get("config_hash"),
-            config=dict(config) if isinstance(config, dict) else {},
-        )
 
 
 @dataclass(frozen=True)

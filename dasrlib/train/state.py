@@ -20,6 +20,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ __all__ = [
     "optimizer_from_files",
     "optimizer_to_files",
     "prefixed",
+    "RUN_RECORD",
+    "RunRecord",
     "read_run_config",
     "resume_from",
     "run_folder_lock",
@@ -57,6 +60,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "dasrlib-train-state/1"
+RUN_RECORD = "run.json"
+"""The run record every run folder has (`RunRecord`; written by `dasrlib.train.trainer`)."""
 
 
 class CheckpointNotFound(FileNotFoundError):
@@ -231,12 +236,58 @@ def resume_from(
     return tensors, state
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """``run.json`` of a run folder (written by `dasrlib.train`): status, progress, config."""
+
+    status: str | None
+    iteration: int | None
+    iterations_this_call: int | None
+    wall_time_s: float | None
+    it_per_s_this_call: float | None
+    config_hash: str | None
+    precision: str | None = None
+    channels_last: bool | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def init_from(self) -> str | None:
+        """The run folder the network was initialised from (None: random initialisation)."""
+        value = self.config.get("init_from")
+        return None if value is None else str(value)
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike[str]) -> RunRecord:
+        """Read ``<run_dir>/run.json``; ValueError naming the file when it is not a run record."""
+        path = Path(run_dir) / RUN_RECORD
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        config = data.get("config")
+        return cls(
+            status=data.get("status"),
+            iteration=data.get("iteration"),
+            iterations_this_call=data.get("iterations_this_call"),
+            wall_time_s=data.get("wall_time_s"),
+            it_per_s_this_call=data.get("it_per_s_this_call"),
+            config_hash=data.get("config_hash"),
+            precision=data.get("precision"),
+            channels_last=data.get("channels_last"),
+            config=dict(config) if isinstance(config, dict) else {},
+        )
+
+
 def read_run_config(run_dir: Path) -> TrainConfig:
     """The config recorded in a run folder's ``run.json`` (the flat layout every version wrote)."""
-    path = run_dir / "run.json"
-    record = json.loads(path.read_text(encoding="utf-8"))
+    path = Path(run_dir) / RUN_RECORD
+    recorded = RunRecord.read(run_dir).config
+    if not recorded:
+        raise ConfigError(f"{path}: no config recorded")
     try:
-        return config_from_parameters(record["config"])
+        return config_from_parameters(recorded)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from error
 

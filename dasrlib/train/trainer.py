@@ -40,6 +40,7 @@ from dasrlib.train.build import (
 )
 from dasrlib.train.config import TrainConfig, resume_hash
 from dasrlib.train.state import (
+    RUN_RECORD,
     STATE_FORMAT,
     optimizer_from_files,
     optimizer_to_files,
@@ -479,5 +480,5 @@ class Trainer:
             **(extra or {}),
         }
         atomic_write_text(
-            self.run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n"
+            self.run_dir / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n"
         )

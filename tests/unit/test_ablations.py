@@ -20,8 +20,6 @@ from dasrlib.experiments.ablations import (
     ablation,
     budget_config,
     load_real_image,
-    pretrain_config,
-    variant_config,
 )
 from dasrlib.experiments.cost import EXPERT_COST_METRICS, expert_cost_rows
 from dasrlib.experiments.runs import run_plan
@@ -131,12 +129,14 @@ def _budget(tmp_path: Path, **overrides) -> object:
 
 def test_every_variant_shares_the_budget_and_differs_only_in_its_options(tmp_path):
     budget = _budget(tmp_path, perceptual_weight=0.0)
+    planned = ablations.plan(budget, pretrain_iterations=7, run_prefix="abl")
     per_variant = {"name", "stage", "init_from", *DEFAULTS}
     shared = None
     for variant in ABLATIONS:
-        config = to_dict(variant_config(budget, variant, init_from="runs/x", run_prefix="abl"))
+        pretrain, own = planned[variant.name]
+        config = to_dict(own)
         assert config["name"] == f"abl_{variant.name}"
-        assert config["stage"] == "dasr" and config["init_from"] == "runs/x"
+        assert config["stage"] == "dasr" and config["init_from"] == pretrain.run.path
         assert {k: config[k] for k in DEFAULTS} == variant.options
         rest = {k: v for k, v in config.items() if k not in per_variant}
         shared = rest if shared is None else shared
@@ -145,18 +145,16 @@ def test_every_variant_shares_the_budget_and_differs_only_in_its_options(tmp_pat
 
 
 def test_pretraining_trains_the_plain_backbone_of_each_topology(tmp_path):
-    budget = _budget(tmp_path)
-    edsr = to_dict(pretrain_config(budget, "edsr_m", iterations=7, run_prefix="abl"))
+    planned = ablations.plan(_budget(tmp_path), pretrain_iterations=7, run_prefix="abl")
+    edsr = to_dict(planned["dasr_edsr_m"][0])
     assert (edsr["stage"], edsr["backbone"], edsr["iterations"], edsr["name"]) == (
         "pretrain",
         "edsr",
         7,
         "abl_pretrain_edsr_m",
     )
-    srresnet = to_dict(pretrain_config(budget, "srresnet", iterations=1, run_prefix="abl"))
-    assert srresnet["backbone"] == "srresnet"
-    with pytest.raises(ValueError, match="rrdb"):
-        pretrain_config(budget, "rrdb", iterations=1, run_prefix="abl")
+    srresnet = to_dict(planned["dasr"][0])
+    assert (srresnet["backbone"], srresnet["name"]) == ("srresnet", "abl_pretrain_srresnet")
 
 
 def test_budget_rejects_variant_fields_and_unknown_keys(tmp_path):

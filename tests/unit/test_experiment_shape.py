@@ -16,6 +16,7 @@ from dasrlib.experiments import ablations, runs, table1, table2
 from dasrlib.experiments.runs import Plan, TrainedRun, run_plan
 from dasrlib.tables import TableResult
 from dasrlib.train.config import TrainConfig
+from dasrlib.train.state import RunRecord
 
 EXPERIMENTS: tuple[ModuleType, ...] = (table1, table2, ablations)
 """Every experiment module; a new one is added here and gets these tests."""
@@ -130,10 +131,10 @@ def test_one_budget_for_a_whole_plan_stops_inside_a_run_and_the_next_call_contin
     pretrain, dasr = plan["DASR"]
     monkeypatch.setattr(runs, "time", Clock())
     assert run_plan(plan, budget_minutes=5 / 60) == {}  # a few stop checks into the pretraining
-    record = runs.RunRecord.read(tmp_path / "runs" / pretrain.run.name)
+    record = RunRecord.read(tmp_path / "runs" / pretrain.run.name)
     assert record.status == "time_limit" and 0 < record.iteration < 6
     assert not (tmp_path / "runs" / dasr.run.name).exists()  # not started on a half pretraining
     monkeypatch.undo()
     finished = run_plan(plan, budget_minutes=60)
     assert list(finished) == ["DASR"]
-    assert runs.RunRecord.read(tmp_path / "runs" / pretrain.run.name).iteration == 6
+    assert RunRecord.read(tmp_path / "runs" / pretrain.run.name).iteration == 6

@@ -12,9 +12,9 @@ from dasrlib.experiments.runs import (
     NetworkRun,
     Pretraining,
     RunNaming,
-    RunRecord,
     plan_runs,
 )
+from dasrlib.train.state import RunRecord
 
 BUDGET = {"iterations": 3, "batch_size": 2, "patch_size": 32, "out_dir": "runs", "seed": 4}
 PRETRAINING = Pretraining(role="pretrain_srresnet", backbone="srresnet")
