@@ -636,7 +636,7 @@ def tabulate(
     *,
     budget: TrainConfig,
     pretrain_iterations: int,
-    csv_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     levels: Sequence[str] = LEVELS,
     lpips: LPIPSMetric | LPIPSUnavailable | None,
     device: str | torch.device = "auto",
@@ -646,7 +646,7 @@ def tabulate(
     precision: str = "fp32",
     pending: Sequence[str] = (),
 ) -> TableResult:
-    """Evaluate and profile every trained variant; write `csv_path` + sidecar + ``.md``.
+    """Evaluate and profile every trained variant; write ``out_dir/ablations.{csv,json,md}``.
 
     `runs` maps `run_key`s to their trained runs (`run_plan` of `plan`, in its order).
     Evaluation runs on `device` on the test set folder `testset_dir`, or each of several (built by
@@ -759,7 +759,7 @@ def tabulate(
     return write_table(
         rows,
         tables,
-        csv_path,
+        Path(out_dir) / "ablations.csv",
         title=f"Fig. 4 ablations at {scale_description(budget, pretrain_iterations)}",
         notes=notes,
         metadata=run_metadata(config=config, seed=base_seed, device=device),

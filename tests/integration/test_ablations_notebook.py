@@ -37,7 +37,7 @@ def test_full_budget_file_sets_every_notebook_parameter_and_nothing_else():
     assert set(full) == _parameter_names()
     assert full["variants"] == [*ABLATION_NAMES, BASELINE]
     assert (full["iterations"], full["batch_size"], full["patch_size"]) == (500000, 24, 256)
-    assert full["csv_path"] == "results/ablations.csv"
+    assert full["out_dir"] == "results"
 
 
 def test_cpu_scale_file_sets_every_notebook_parameter_and_states_its_scale():
@@ -47,7 +47,7 @@ def test_cpu_scale_file_sets_every_notebook_parameter_and_states_its_scale():
     assert (cpu["batch_size"], cpu["patch_size"], cpu["resume"]) == (16, 128, "auto")
     assert (cpu["train_options"]["num_feat"], cpu["train_options"]["num_block"]) == (32, 4)
     assert cpu["eval_sets"] == ["Set14", "B100"] and cpu["second_seed"] is not None
-    assert cpu["csv_path"] == "results/ablations.csv"
+    assert cpu["out_dir"] == "results"
 
 
 @pytest.mark.notebook
@@ -75,7 +75,7 @@ def test_ablations_notebook_writes_every_row_and_the_grid(tmp_path, make_image_f
             "latency_warmup": 0,
             "real_image": str(real.parent),
             "real_crop": 24,
-            "csv_path": str(out / "ablations.csv"),
+            "out_dir": str(out),
             "figure_path": str(out / "fig4.png"),
             "second_seed": 1,
         },

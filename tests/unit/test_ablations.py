@@ -236,7 +236,7 @@ def test_ablations_tabulate_quality_differences_and_cost_for_each_variant(
         [tmp_path / "sets_a", tmp_path / "sets_b"],
         budget=budget,
         pretrain_iterations=1,
-        csv_path=tmp_path / "out" / "ablations.csv",
+        out_dir=tmp_path / "out",
         levels=["bicubic", "severe"],
         lpips=LPIPSUnavailable("weights not found at /nowhere"),
         device="cpu",
