@@ -688,7 +688,7 @@ def run_fetch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             files = pretrained.fetch(args.dataset, out_dir=args.weights_dir, force=args.force)
         except pretrained.FetchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             return 1
         for file in files:
             print(f"{args.dataset}: {file}")
@@ -703,11 +703,14 @@ def run_fetch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             progress=True,
         )
     except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the data root cannot be written
         where = exc.filename if exc.filename is not None else args.root
-        print(f"error: cannot write under {str(where)!r}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"{parser.prog}: error: cannot write under {str(where)!r}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     for split, folder in folders.items():
         print(f"DIV2K {split}: {_count_images(folder)} images in {folder}")
