@@ -33,7 +33,14 @@ from pathlib import Path
 
 import torch
 
-from dasrlib.io import DEFAULT_MAX_PIXELS, ImageReadError, read_image_uint8
+from dasrlib.io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    LoadedImage,
+    read_image,
+    read_image_uint8,
+    shrink_image,
+)
 
 __all__ = [
     "Archive",
@@ -53,6 +60,7 @@ __all__ = [
     "fetch_div2k",
     "find_dataset_root",
     "list_image_files",
+    "load_photo",
     "open_hr_images",
     "split_holdout",
 ]
@@ -718,6 +726,21 @@ def run_fetch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 FETCH_HELP = "download a data set or pretrained weights"
+
+
+def load_photo(source: str, *, max_side: int | None = None) -> LoadedImage:
+    """An embedded photo by name (`EMBEDDED_PHOTOS`, e.g. ``"chelsea"``) or an image file,
+    shrunk (`dasrlib.io.shrink_image`) to at most ``max_side`` pixels on its longest side."""
+    photos = EmbeddedPhotos()
+    if source in photos.names:
+        image = read_image(photos.paths[photos.names.index(source)])
+    elif Path(source).exists():
+        image = read_image(source)
+    else:
+        raise FileNotFoundError(
+            f"image {source!r} is neither an embedded photo ({', '.join(photos.names)}) nor a file"
+        )
+    return shrink_image(image, max_side=max_side)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,22 +32,19 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 from torch import Tensor, nn
 
-from dasrlib.data import EmbeddedPhotos
 from dasrlib.degradation.edit import edit_vector, physical_range
 from dasrlib.degradation.levels import Level
 from dasrlib.degradation.vector import SLOTS, decode_vector
 from dasrlib.inference import predict_vector, upscale
-from dasrlib.io import LoadedImage, read_image, to_uint8
+from dasrlib.io import LoadedImage, read_image, shrink_image, to_uint8
 from dasrlib.models.loading import ModelChoice, ModelKind
 from dasrlib.viz import centre_crop_box
 
 __all__ = [
     "SLIDER_PARAMETERS",
     "DegradationSliders",
-    "load_notebook_image",
     "model_note_html",
     "panel_png",
-    "shrink",
 ]
 
 logger = logging.getLogger(__name__)
@@ -246,7 +243,7 @@ class DegradationSliders:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(bytes(upload["content"]))
-            image = shrink(read_image(path), max_side=self.upload_max_side)
+            image = shrink_image(read_image(path), max_side=self.upload_max_side)
         self.set_image(image)
 
     # -- controls ------------------------------------------------------------------------------
@@ -472,35 +469,3 @@ def model_note_html(choice: ModelChoice) -> str:
             "predicts no degradation, so the sliders have no effect.</p>"
         )
     return f"<p>Model: {source} ({html.escape(choice.kind.value)})</p>"
-
-
-def shrink(image: LoadedImage, *, max_side: int | None) -> LoadedImage:
-    """``image`` made at most ``max_side`` pixels on its longest side (area averaging); a small
-    LR input keeps CPU runs fast. None or a smaller image: unchanged."""
-    longest = max(image.height, image.width)
-    if max_side is None or longest <= max_side:
-        return image
-    factor = max_side / longest
-    size = (max(1, round(image.height * factor)), max(1, round(image.width * factor)))
-    rgb = F.interpolate(image.rgb[None], size=size, mode="area")[0]
-    alpha = None
-    if image.alpha is not None:
-        alpha = F.interpolate(image.alpha[None], size=size, mode="area")[0]
-    return LoadedImage(
-        rgb=rgb, alpha=alpha, bit_depth=image.bit_depth, was_gray=image.was_gray, path=image.path
-    )
-
-
-def load_notebook_image(source: str, *, max_side: int | None = None) -> LoadedImage:
-    """An embedded photo by name (`dasrlib.data.EMBEDDED_PHOTOS`, e.g. ``"chelsea"``) or a file,
-    shrunk by `shrink` to at most ``max_side`` pixels on its longest side."""
-    photos = EmbeddedPhotos()
-    if source in photos.names:
-        image = read_image(photos.paths[photos.names.index(source)])
-    elif Path(source).exists():
-        image = read_image(source)
-    else:
-        raise FileNotFoundError(
-            f"image {source!r} is neither an embedded photo ({', '.join(photos.names)}) nor a file"
-        )
-    return shrink(image, max_side=max_side)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "read_image",
     "read_image_uint8",
     "remove_stale_temporaries",
+    "shrink_image",
     "to_float",
     "to_uint8",
     "to_uint16",
@@ -812,4 +814,21 @@ def _encode_png16(array: np.ndarray, *, text: Mapping[str, str] | None = None) -
         )
         + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
         + _png_chunk(b"IEND", b"")
+    )
+
+
+def shrink_image(image: LoadedImage, *, max_side: int | None) -> LoadedImage:
+    """``image`` made at most ``max_side`` pixels on its longest side (area averaging); a small
+    LR input keeps CPU runs fast. None or a smaller image: unchanged."""
+    longest = max(image.height, image.width)
+    if max_side is None or longest <= max_side:
+        return image
+    factor = max_side / longest
+    size = (max(1, round(image.height * factor)), max(1, round(image.width * factor)))
+    rgb = F.interpolate(image.rgb[None], size=size, mode="area")[0]
+    alpha = None
+    if image.alpha is not None:
+        alpha = F.interpolate(image.alpha[None], size=size, mode="area")[0]
+    return LoadedImage(
+        rgb=rgb, alpha=alpha, bit_depth=image.bit_depth, was_gray=image.was_gray, path=image.path
     )

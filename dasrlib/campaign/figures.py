@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 
-from dasrlib.data import list_image_files
+from dasrlib.data import list_image_files, load_photo
 from dasrlib.experiments.fig5 import fig5_check
 from dasrlib.experiments.real_images import (
     DEFAULT_METHODS,
     DEFAULT_NAMES,
     write_real_image_figure,
 )
-from dasrlib.interactive import load_notebook_image
 from dasrlib.methods import MethodSpec
 from dasrlib.models.checkpoints import CheckpointError, load_model
 from dasrlib.models.loading import ModelChoice, ModelKind
@@ -71,7 +70,7 @@ def draw_budget_figures(
         try:
             model = load_model(models["dasr"], device=device)
             choice = ModelChoice(model, str(models["dasr"]), ModelKind.PUBLISHED)
-            image = load_notebook_image(FIG5_IMAGE, max_side=96)
+            image = load_photo(FIG5_IMAGE, max_side=96)
             summary = fig5_check(choice, image, out_dir / "fig5_sweep.png")
             summary.to_csv(out_dir / "fig5_sweep.csv", index=False)
             drawn["fig5_sweep.png"] = out_dir / "fig5_sweep.png"

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dasrlib.data import load_photo
 from dasrlib.degradation.edit import edit_vector
 from dasrlib.experiments.fig5 import fig5_check, fig5_sweep, high_frequency_energy, write_fig5
 from dasrlib.inference import upscale
-from dasrlib.interactive import DegradationSliders, load_notebook_image, model_note_html
+from dasrlib.interactive import DegradationSliders, model_note_html
 from dasrlib.models.checkpoints import save_weights
 from dasrlib.models.dasr import DASR
 from dasrlib.models.experts import EDSR
@@ -43,7 +44,7 @@ def model() -> DASR:
 
 @pytest.fixture(scope="module")
 def image() -> torch.Tensor:
-    return load_notebook_image("chelsea", max_side=40).rgb
+    return load_photo("chelsea", max_side=40).rgb
 
 
 def test_slider_change_equals_upscale_with_the_same_vector(
@@ -103,9 +104,7 @@ def test_random_fallback_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert choice.random and "RANDOM-WEIGHT" in note and "sliders do nothing" in note
     for wording in ("model_path", "--model", "notebooks/results"):  # wording for a page reader
         assert wording not in note
-    assert (
-        write_fig5(choice, load_notebook_image("coffee", max_side=24), tmp_path / "f.png") is None
-    )
+    assert write_fig5(choice, load_photo("coffee", max_side=24), tmp_path / "f.png") is None
     assert not (tmp_path / "f.png").exists()
 
 
@@ -114,7 +113,7 @@ def test_fig5_figure_is_written(model: DASR, tmp_path: Path) -> None:
     save_weights(model, checkpoint)
     choice = choose_model(checkpoint)
     assert not choice.random
-    out = write_fig5(choice, load_notebook_image("chelsea", max_side=32), tmp_path / "fig5.png")
+    out = write_fig5(choice, load_photo("chelsea", max_side=32), tmp_path / "fig5.png")
     assert out == tmp_path / "fig5.png"
     assert out.read_bytes().startswith(PNG_SIGNATURE)
 
@@ -259,7 +258,7 @@ def test_fig5_sweep_measures_the_direction_of_a_known_response(
 
 def test_fig5_check_writes_the_sweep_figure(image: torch.Tensor, tmp_path: Path) -> None:
     choice = ModelChoice(_KnownResponse(1.0), "known response", ModelKind.GIVEN)
-    loaded = load_notebook_image("chelsea", max_side=40)
+    loaded = load_photo("chelsea", max_side=40)
     summary = fig5_check(choice, loaded, tmp_path / "sweep.png", steps=3)
     assert list(summary["setting"]) == ["blur", "noise"]
     assert summary["model does"].str.startswith(("sharper", "smoother")).all()
