@@ -511,14 +511,16 @@ def prepare_eval_sets(
     testsets_dir: Path,
 ) -> dict[str, Path]:
     """The seeded test sets of each named HR set under `eval_root` (Set5, Set14, B100, ...) in
-    ``<testsets_dir>/shared_<set>[_first<N>]``, built on the CPU or reused when their manifest
-    matches (`prepare_testsets`); the campaign and the ablations evaluate on the same ones."""
+    ``<testsets_dir>/shared_<set>[_first<N>][_seed<S>]``, built on the CPU or reused when their
+    manifest matches (`prepare_testsets`); the campaign and the ablations evaluate on the same
+    ones."""
     out = {}
     for name in sets:
         hr = eval_root / name
         if not hr.is_dir():
             raise FileNotFoundError(f"evaluation set {name}: HR folder {hr} does not exist")
         suffix = "" if max_images is None else f"_first{max_images}"
+        suffix += "" if seed == 0 else f"_seed{seed}"  # never overwrites another seed's sets
         target = testsets_dir / f"shared_{name.lower()}{suffix}"
         prepared = prepare_testsets(
             hr, target, levels=levels, seed=seed, max_images=max_images, device="cpu"

@@ -173,8 +173,9 @@ class TrainingPairSource:
         return batch
 
     def queue_state(self) -> dict[str, Tensor]:
-        """The queued samples and how many are filled: with the generator's state, what a resume
-        needs to continue the stream exactly (`load_queue_state`)."""
+        """The queued samples (the live tensors, not copies) and how many are filled: with the
+        generator's state, what a resume needs to continue the stream exactly
+        (`load_queue_state`)."""
         state = {"filled": torch.tensor(self._filled)}
         if self._queue is not None:
             state.update({f"queue.{name}": t for name, t in batch_fields(self._queue).items()})
@@ -186,8 +187,10 @@ class TrainingPairSource:
         names = [f.name for f in fields(TrainingBatch)]
         queued = {name: state.get(f"queue.{name}") for name in names}
         held = {name: t for name, t in queued.items() if t is not None}
-        if held and len(held) != len(names):
-            raise ValueError(f"queue state holds {sorted(held)}, expected all of {names}")
+        if (held and len(held) != len(names)) or (filled and not held):
+            raise ValueError(
+                f"queue state holds {sorted(held)} with {filled} filled, expected all of {names}"
+            )
         rows = {t.shape[0] for t in held.values()}
         if filled % self.batch_size or filled > self.queue_size or rows - {self.queue_size}:
             raise ValueError(
@@ -197,7 +200,7 @@ class TrainingPairSource:
         self._queue = (
             TrainingBatch(**{k: t.to(self.device) for k, t in held.items()}) if held else None
         )
-        self._filled = filled if held else 0
+        self._filled = filled
 
 
 def batch_fields(batch: TrainingBatch) -> dict[str, Tensor]:

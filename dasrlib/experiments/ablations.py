@@ -1,9 +1,10 @@
 """Fig. 4 ablations (Sec. 4.5) as numbers as well as pictures.
 
 The paper shows its ablations only as one real image under each variant. Here every variant is
-trained with one shared budget, evaluated on the four seeded test sets (PSNR-Y, LPIPS) and
-profiled (parameters, GMACs, latency), and the same real image is super-resolved by each for the
-Fig. 4 grid (`write_fig4`: the inference here, the drawing `dasrlib.viz.fig4_grid`).
+trained with one shared budget, evaluated on the four seeded test sets (levels) of one or more
+evaluation sets (PSNR-Y, SSIM-Y, LPIPS), compared with (h) image by image, profiled
+(parameters, GMACs, latency, training speed), and the same real image is super-resolved by each
+for the Fig. 4 grid (`write_fig4`: the inference here, the drawing `dasrlib.viz.fig4_grid`).
 
 The experiment shape (`dasrlib.experiments`): `plan` says what to train, the one runner
 `dasrlib.experiments.runs.run_plan` trains or reuses it, and `tabulate` turns the trained runs
@@ -66,9 +67,7 @@ from dasrlib.experiments.runs import (
     Pretraining,
     RunNaming,
     TrainedRun,
-    network_config,
     plan_runs,
-    pretrain_config,
 )
 from dasrlib.io import read_image
 from dasrlib.methods import Method, network_upscaler
@@ -93,6 +92,7 @@ __all__ = [
     "FIG4_TITLES",
     "FINDINGS",
     "RANKED_TABLE",
+    "SEED_NOISE",
     "Ablation",
     "Finding",
     "Gap",
@@ -107,6 +107,7 @@ __all__ = [
     "run_key",
     "scale_description",
     "second_seed_variants",
+    "training_speed",
     "split_run_key",
     "super_resolve_variants",
     "tabulate",
@@ -307,29 +308,17 @@ def plan(
         naming=naming,
     )
     for name, seeds in (extra_seeds or {}).items():
-        variant = ablation(name)
+        network = _network(ablation(name))
         for seed in seeds:
             if seed == budget.seed:
                 raise ValueError(f"extra seed {seed} of {name} is the budget's own seed")
-            network = _network(variant)
-            pretraining = []
-            if network.pretraining is not None and pretrain_iterations > 0:
-                pretraining = [
-                    pretrain_config(
-                        budget,
-                        network.pretraining,
-                        iterations=pretrain_iterations,
-                        naming=naming,
-                    )
-                ]
-            reseeded = NetworkRun(
-                role=f"{name}_seed{seed}", fields=network.fields, pretraining=network.pretraining
-            )
-            init_from = pretraining[0].run.path if pretraining else None
-            own = network_config(
-                budget.replace(seed=seed), reseeded, init_from=init_from, naming=naming
-            )
-            result[run_key(name, seed)] = [*pretraining, own]
+            key = run_key(name, seed)
+            reseeded = NetworkRun(f"{name}_seed{seed}", network.fields, network.pretraining)
+            stages = plan_runs(
+                budget, {key: reseeded}, pretrain_iterations=pretrain_iterations, naming=naming
+            )[key]
+            stages[-1] = stages[-1].replace(seed=seed)  # the pretraining stays the shared one
+            result[key] = stages
     return result
 
 
@@ -346,6 +335,9 @@ REFERENCE = "dasr"
 """The variant every other is compared with, image by image: (h), DASR with N = 5."""
 POOLED = "all"
 """The ``dataset`` and ``level`` of the differences pooled over every test set and level."""
+SEED_NOISE = "dasr_other_seed"
+"""The ``method`` of (h) at an extra seed minus (h) at the budget's seed, paired per image: the
+seed-to-seed noise floor the differences to (h) are read against."""
 TRAIN_SPEED = "train_it_per_s"
 """The cost row of training speed (iterations per second of the run's last training call)."""
 
@@ -393,7 +385,8 @@ class Finding:
     paper: str
     expected: str
     uses: tuple[str, ...]
-    """The metrics the prediction is about (without them it is n/a)."""
+    """The metrics the prediction is about (quality metrics, ``gmacs_vs_expert``); without a
+    number for one of them it is n/a."""
     holds: Callable[[dict[str, Gap], float], bool]
     """(pooled gaps by metric, GMACs relative to one expert) -> whether the prediction holds."""
 
@@ -422,7 +415,7 @@ FINDINGS: dict[str, Finding] = {
     "dasr_moe": Finding(
         "lacks fine details, at N times the cost",
         "LPIPS above (h) and GMACs at least 0.8 N x one expert",
-        (METRIC_LPIPS,),
+        (METRIC_LPIPS, "gmacs_vs_expert"),
         lambda g, ratio: g[METRIC_LPIPS].above and ratio >= 0.8 * _MOE_EXPERTS,
     ),
     "dasr_mapping": Finding(
@@ -516,11 +509,12 @@ def paired_rows(quality: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     (`_pooled`), the mean and its 95 % t interval (`dasrlib.evaluate.paired_differences`).
     `quality` holds the per-image rows of one seed; rows follow RESULT_COLUMNS + ci95 bounds."""
     images = quality[quality["aggregate"] == "image"]
+    frames = (images, _pooled(images))
     out = []
     for name in dict.fromkeys(images["method"]):
         if name == REFERENCE:
             continue
-        for frame in (images, _pooled(images)):
+        for frame in frames:
             gaps = paired_differences(frame, minuend=name, subtrahend=REFERENCE, metrics=QUALITY)
             for gap in gaps.itertuples(index=False):
                 out.append(
@@ -561,32 +555,51 @@ def _cost(rows: pd.DataFrame, name: str, metric: str) -> float:
     return float(hit["value"].iloc[0]) if len(hit) else math.nan
 
 
+def training_speed(run_dir: Path) -> float:
+    """Median iterations per second between the rows of a run's ``metrics.csv``, over every call
+    of every budget (the few rows with a validation or a resume in them barely move it); NaN
+    without rows."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return math.nan
+    rates = pd.read_csv(path).get("it_per_s")
+    return math.nan if rates is None or rates.dropna().empty else float(rates.median())
+
+
 def second_seed_variants(rows: pd.DataFrame, *, seed: int) -> list[str]:
     """The variants whose pooled PSNR-Y difference to (h) at `seed` has an interval that includes
     0: the ones a second seed has to separate from (h)."""
     names = dict.fromkeys(rows.loc[rows["metric"] == diff_metric(METRIC_PSNR), "method"])
+    names.pop(SEED_NOISE, None)
     return [n for n in names if _gap(rows, n, seed, METRIC_PSNR).includes_zero]
 
 
-def ranked_table(rows: pd.DataFrame) -> pd.DataFrame:
+def _reference_cell(rows: pd.DataFrame, seed: int, base_seed: int) -> str:
+    """The (h) line's PSNR-Y cell: the reference, and at an extra seed the seed noise."""
+    if seed == base_seed:
+        return "0 (reference)"
+    noise = _gap(rows, SEED_NOISE, seed, METRIC_PSNR).cell(3)
+    return f"0 (reference; seed {seed} minus seed {base_seed}: {noise})"
+
+
+def ranked_table(rows: pd.DataFrame, *, base_seed: int) -> pd.DataFrame:
     """One line per (variant, seed), ranked by the pooled PSNR-Y difference to (h) (the (h) line
-    at 0): the three differences with intervals, training and inference cost, and the paper's
-    finding beside whether its prediction holds here (`FINDINGS`)."""
+    at 0), the budget's seed first: the three differences with intervals, training and inference
+    cost, and the paper's finding beside whether its prediction holds here (`FINDINGS`)."""
     lines = []
-    with_reference = rows.loc[rows["method"] == REFERENCE, "seed"].astype(int)
-    runs_per_seed = rows.drop_duplicates(["method", "seed"])["seed"].astype(int).value_counts()
-    # the budget's seed (every variant) first, then the extra seeds
-    seeds = sorted(set(with_reference), key=lambda seed: (-runs_per_seed[seed], seed))
+    with_reference = set(rows.loc[rows["method"] == REFERENCE, "seed"].astype(int))
+    seeds = sorted(with_reference, key=lambda seed: (seed != base_seed, seed))
     for seed in seeds:
         names = dict.fromkeys(rows.loc[rows["seed"] == seed, "method"])
-        for name in names:
+        for name in (n for n in names if n != SEED_NOISE):
             gaps = {m: _gap(rows, name, seed, m) for m in QUALITY}
             ratio = _cost(rows, name, "gmacs_vs_expert")
             finding = FINDINGS.get(name)
             holds = "reference"
             if finding is not None:
                 holds = "yes" if finding.holds(gaps, ratio) else "no"
-                missing = [m for m in finding.uses if math.isnan(gaps[m].mean)]
+                measured = {**{m: g.mean for m, g in gaps.items()}, "gmacs_vs_expert": ratio}
+                missing = [m for m in finding.uses if math.isnan(measured[m])]
                 if missing:
                     holds = f"n/a (no {', '.join(missing)})"
             lines.append(
@@ -595,7 +608,7 @@ def ranked_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "panel": ablation(name).panel,
                     "method": name,
                     "seed": seed,
-                    "PSNR-Y vs (h), dB": "0 (reference)"
+                    "PSNR-Y vs (h), dB": _reference_cell(rows, seed, base_seed)
                     if name == REFERENCE
                     else gaps[METRIC_PSNR].cell(3),
                     "SSIM-Y vs (h)": "" if name == REFERENCE else gaps[METRIC_SSIM].cell(4),
@@ -691,16 +704,16 @@ def tabulate(
                     seed=base_seed,
                 )
             )
-            speed = RunRecord.read(runs[key].run_dir).it_per_s_this_call
+            speed = training_speed(runs[key].run_dir)
             cost.loc[len(cost)] = {
                 "method": name,
                 "dataset": EFFICIENCY_DATASET,
                 "level": "train",
                 "metric": TRAIN_SPEED,
-                "value": math.nan if speed is None else float(speed),
-                "n_images": 0 if speed is None else 1,
+                "value": speed,
+                "n_images": 0 if math.isnan(speed) else 1,
                 "paper_value": math.nan,
-                "note": f"iterations per second of its last training call (run.json; the "
+                "note": f"median training iterations per second between metrics.csv rows (the "
                 f"budget's device {budget.run.device}, {budget.run.precision} precision)",
             }
             costs.append(cost.assign(seed=seed, panel=variant.panel, aggregate="cost"))
@@ -712,6 +725,14 @@ def tabulate(
         if ((measured["seed"] == seed) & (measured["method"] == REFERENCE)).any()
     ]
     gaps = [g.assign(panel=[ablation(n).panel for n in g["method"]]) for g in gaps if len(g)]
+    reference = measured[measured["method"] == REFERENCE]
+    floor = []
+    for seed in sorted(set(reference["seed"]) - {base_seed}):
+        pair = reference[reference["seed"].isin([base_seed, seed])]
+        relabelled = pair.assign(method=pair["seed"].map({base_seed: REFERENCE, seed: SEED_NOISE}))
+        floor.append(paired_rows(relabelled, seed=seed))
+    note = "(h) at this seed minus (h) at the budget's seed, paired per image: the seed noise"
+    gaps = [*gaps, *(f.assign(panel="(h)", note=note) for f in floor if len(f))]
     rows = pd.concat([measured, *costs, *gaps], ignore_index=True)
     extra = ["seed", "panel", "aggregate", "image", "ci95_low", "ci95_high", "note"]
     for column in extra:
@@ -744,16 +765,21 @@ def tabulate(
     notes = [
         f"evaluated on {datasets} at {len(levels)} levels ({', '.join(levels)}); differences "
         f"to (h) are paired per image (same seed), pooled: each image's mean over the levels, "
-        "every test set's images together; [95 % t interval]",
+        "every test set's images together (so a set weighs as many images as it has); "
+        "[95 % t interval]",
+        "the intervals cover the spread over test images, not over training seeds: at an "
+        "extra seed the (h) line gives (h)'s own seed-to-seed difference, the noise floor to "
+        "read the others against; with 8 variants x 3 metrics at 95 % each, about one "
+        "interval in twenty excludes 0 by chance",
         "cost: parameters, GMACs at a "
         f"{GMACS_SIZE}x{GMACS_SIZE} LR input (also per plain expert), latency and memory on "
-        "this device; train it/s: each run's last training call; each row's note in the CSV "
-        "says how it was measured",
+        "this device; train it/s: the median over each run's metrics.csv rows; each row's note "
+        "in the CSV says how it was measured",
     ]
     if pending:
         notes.append(f"not trained yet (the next budget continues them): {', '.join(pending)}")
     tables = {
-        RANKED_TABLE: ranked_table(rows),
+        RANKED_TABLE: ranked_table(rows, base_seed=base_seed),
         ABLATIONS_TABLE: wide_table(means, index=["panel", "method", "seed", "dataset"]),
     }
     return write_table(

@@ -44,6 +44,7 @@ __all__ = [
     "pretrain_config",
     "run_plan",
     "train_or_load",
+    "why_not_reusable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,25 @@ class TrainedRun:
         return self.run_dir / EXPORTED_MODEL
 
 
+def why_not_reusable(config: TrainConfig) -> str | None:
+    """None when the run of `config` finished with the same config hash and has its exported
+    model (the reuse rule); else why not."""
+    run_dir = project_path(config.run.path)
+    wanted = config_hash(config)
+    if config.run.resume == "never":
+        return "resume='never'"
+    if not (run_dir / RUN_RECORD).is_file():
+        return "no run yet"
+    record = RunRecord.read(run_dir)
+    if record.config_hash != wanted:
+        return f"run.json has config hash {record.config_hash}, wanted {wanted}"
+    if record.status != "finished":
+        return f"the run's status is {record.status!r}"
+    if not (run_dir / EXPORTED_MODEL).is_file():
+        return f"{EXPORTED_MODEL} is missing"
+    return None
+
+
 def train_or_load(config: TrainConfig, *, deadline: float | None = None) -> TrainedRun:
     """Train `config`, or load its run when `run.json` says it finished with the same config hash.
 
@@ -85,22 +105,14 @@ def train_or_load(config: TrainConfig, *, deadline: float | None = None) -> Trai
     """
     name = config.run.name
     run_dir = project_path(config.run.path)
-    wanted = config_hash(config)
-    reason = "no run yet"
-    if config.run.resume == "never":
-        reason = "resume='never'"
-    elif (run_dir / RUN_RECORD).is_file():
-        record = RunRecord.read(run_dir)
-        if record.config_hash != wanted:
-            reason = f"run.json has config hash {record.config_hash}, wanted {wanted}"
-        elif record.status != "finished":
-            reason = f"the run's status is {record.status!r}"
-        elif not (run_dir / EXPORTED_MODEL).is_file():
-            reason = f"{EXPORTED_MODEL} is missing"
-        else:
-            message = f"{name}: loaded, not trained again (finished run with config hash {wanted})"
-            logger.info(message)
-            return TrainedRun(name, run_dir, True, message)
+    reason = why_not_reusable(config)
+    if reason is None:
+        message = (
+            f"{name}: loaded, not trained again (finished run with config hash "
+            f"{config_hash(config)})"
+        )
+        logger.info(message)
+        return TrainedRun(name, run_dir, True, message)
     started = time.monotonic()
     stop = None if deadline is None else (lambda _: time.monotonic() >= deadline)
     trained_dir = project_path(train(config, stop=stop))
@@ -235,8 +247,9 @@ def run_plan(
     message is logged: a finished run of the same config hash is loaded, not trained again.
 
     `budget_minutes` is one wall-clock budget for the whole plan (a background budget): the run
-    in progress when it ends stops with a checkpoint, no later run starts, and only the networks
-    whose every stage finished are returned; the same call again continues where it stopped.
+    in progress when it ends stops with a checkpoint, no later run starts (finished ones are still
+    loaded), and only the networks whose every stage finished are returned; the same call again
+    continues where it stopped.
     """
     deadline = None if budget_minutes is None else time.monotonic() + 60.0 * budget_minutes
     done: dict[str, TrainedRun] = {}
@@ -245,22 +258,15 @@ def run_plan(
         for config in stages:
             path = config.run.path
             if path not in done:
-                if deadline is not None and time.monotonic() >= deadline and not _finished(config):
-                    logger.info("%s: not started, the budget is used", config.run.name)
-                    return runs
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                if out_of_time and why_not_reusable(config) is not None:
+                    logger.info("%s: %s not started, the budget is used", key, config.run.name)
+                    break
                 done[path] = train_or_load(config, deadline=deadline)
-            if deadline is not None and not _finished(config):
-                logger.info("%s: left for the next budget", key)
-                return runs
-        if stages:
-            runs[key] = done[stages[-1].run.path]
+            if deadline is not None and RunRecord.read(done[path].run_dir).status != "finished":
+                logger.info("%s: %s left for the next budget", key, config.run.name)
+                break
+        else:
+            if stages:
+                runs[key] = done[stages[-1].run.path]
     return runs
-
-
-def _finished(config: TrainConfig) -> bool:
-    """True when the run of `config` has reached its planned iterations (its ``run.json``)."""
-    path = project_path(config.run.path) / RUN_RECORD
-    if not path.is_file():
-        return False
-    record = RunRecord.read(path.parent)
-    return record.iteration is not None and record.iteration >= config.schedule.iterations

@@ -187,11 +187,16 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def latest_iteration(folder: Path) -> int | None:
-    """The iteration of ``latest.state.json`` in `folder`; None when missing or unreadable."""
-    try:
-        return json.loads((folder / "latest.state.json").read_text(encoding="utf-8"))["iteration"]
-    except (OSError, json.JSONDecodeError, KeyError):
-        return None
+    """The iteration of ``latest.state.json`` in `folder`, else of ``previous.state.json`` (a
+    kill between the renames of `write_checkpoint` leaves only that one, which is what a resume
+    then continues from); None when neither is readable."""
+    for stem in ("latest", "previous"):
+        try:
+            state = json.loads((folder / f"{stem}.state.json").read_text(encoding="utf-8"))
+            return int(state["iteration"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return None
 
 
 def resume_from(

@@ -155,9 +155,11 @@ class DataStream:
     def close(self) -> None:
         """Stop the CPU prefetch thread, keeping the batch it was synthesising (`state_dict`)."""
         if self._worker is not None:
-            self._settle()
-            self._worker.shutdown(wait=True)
-            self._worker = None
+            try:
+                self._settle()
+            finally:
+                self._worker.shutdown(wait=True)
+                self._worker = None
 
     def batch(self, iteration: int) -> TrainingBatch:
         """The training batch of `iteration` (0-based), ready for the current stream."""
@@ -182,8 +184,9 @@ class DataStream:
     def state_dict(self, iteration: int) -> dict[str, Tensor]:
         """The stream's position for continuing at `iteration`, or {} when it is not there.
 
-        Holds the (rank, iteration, next synthesis, block length), both generators' states, the
-        pair queue and, when prefetch already synthesised it, the batch of `iteration`.
+        Holds the (rank, iteration, next synthesis, block length, batch), both generators'
+        states, the pair queue and, when prefetch already synthesised it, the batch of
+        `iteration` (live tensors, not copies: write them before the next step).
         """
         self._settle()
         ready = self._ready if self._ready is not None and self._ready[0] == iteration else None
@@ -191,7 +194,7 @@ class DataStream:
             return {}
         if self._stream is not None:  # the queue and the ready batch were written there
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
-        position = [self.rank, iteration, self._next, self.block_iters]
+        position = [self.rank, iteration, self._next, self.block_iters, self.batch_size]
         state = {
             "position": torch.tensor(position),
             "patch_generator": self._patch_generator.get_state(),
@@ -199,7 +202,10 @@ class DataStream:
             **prefixed("source", self._source.queue_state()),
         }
         if ready is not None:
-            state.update(prefixed("batch", batch_fields(ready[1])))
+            fields = batch_fields(ready[1])
+            if fields["hr_usm"] is fields["hr"]:  # no sharpening: one tensor, stored once
+                del fields["hr_usm"]
+            state.update(prefixed("batch", fields))
         return state
 
     def load_state_dict(self, state: dict[str, Tensor], iteration: int) -> bool:
@@ -207,22 +213,26 @@ class DataStream:
         instead) when the state is another rank's, another position's or does not fit."""
         if not state:
             return False
-        rank, at, next_iteration, block_iters = state["position"].tolist()
-        if (rank, at, block_iters) != (self.rank, iteration, self.block_iters):
-            return False
+        rank, at, next_iteration, block_iters, batch_size = state["position"].tolist()
+        here = (self.rank, iteration, self.block_iters, self.batch_size)
+        if (rank, at, block_iters, batch_size) != here:
+            return False  # another rank, iteration, block length or per-process batch
+        if state["pair_generator"].numel() != self._pair_generator.get_state().numel():
+            return False  # the degradations were drawn on another kind of device
         self._start_block(at // block_iters)
         assert self._source is not None
         try:
             self._source.load_queue_state(unprefixed("source", state))
         except ValueError as err:
             logger.warning("data stream: the checkpoint's %s; replaying the block instead", err)
+            self._next = -1
             return False
         self._patch_generator.set_state(state["patch_generator"])
         self._pair_generator.set_state(state["pair_generator"])
         self._next = next_iteration
-        ready = unprefixed("batch", state)
+        ready = {k: t.to(self.device) for k, t in unprefixed("batch", state).items()}
         if ready:
-            tensors = {k: t.to(self.device) for k, t in ready.items()}
-            self._ready = (iteration, TrainingBatch(**tensors))
+            ready.setdefault("hr_usm", ready["hr"])
+            self._ready = (iteration, TrainingBatch(**ready))
         logger.info("data stream: continuing at iteration %d from the checkpoint", iteration)
         return True

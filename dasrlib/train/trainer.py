@@ -87,9 +87,8 @@ class Trainer:
         self.run_dir = project_path(config.run.path)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.is_dasr = config.stage == "dasr"
-        self.resumed_stream: dict[
-            str, Tensor
-        ] = {}  # a checkpoint's data.* state, until prepare_data
+        # a checkpoint's data.* state, kept until prepare_data restores the stream from it
+        self.resumed_stream: dict[str, Tensor] = {}
         self.amp_dtype = autocast_dtype(device, config.run.precision)
         channels_last = config.run.channels_last
         self.channels_last = (

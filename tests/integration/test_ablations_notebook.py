@@ -43,7 +43,9 @@ def test_full_budget_file_sets_every_notebook_parameter_and_nothing_else():
 def test_cpu_scale_file_sets_every_notebook_parameter_and_states_its_scale():
     cpu = yaml.safe_load((NOTEBOOKS / "params" / "ablations_cpu.yaml").read_text())
     assert set(cpu) == _parameter_names()
-    assert cpu["variants"] == [*ABLATION_NAMES, BASELINE]
+    assert sorted(cpu["variants"]) == sorted([*ABLATION_NAMES, BASELINE])
+    assert cpu["variants"][0] == "dasr"  # the reference trains first
+    assert cpu["train_options"]["ema_decay"] < 0.999  # an EMA that follows 1000 steps
     assert (cpu["batch_size"], cpu["patch_size"], cpu["resume"]) == (16, 128, "auto")
     assert (cpu["train_options"]["num_feat"], cpu["train_options"]["num_block"]) == (32, 4)
     assert cpu["eval_sets"] == ["Set14", "B100"] and cpu["second_seed"] is not None

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from dasrlib.degradation.pairs import batch_fields
 from dasrlib.train.stream import DataStream
 
 
-def _stream(rank: int = 0, prefetch: bool = False, queue_size: int = 4) -> DataStream:
+def _stream(
+    rank: int = 0, prefetch: bool = False, queue_size: int = 4, usm: bool = True, batch: int = 2
+) -> DataStream:
     images = [
         torch.randint(0, 256, (3, 48, 48), generator=torch.Generator().manual_seed(i)).byte()
         for i in range(3)
@@ -17,7 +20,7 @@ def _stream(rank: int = 0, prefetch: bool = False, queue_size: int = 4) -> DataS
     return DataStream(
         images,
         patch_size=32,
-        batch_size=2,
+        batch_size=batch,
         level_probs=(0.3, 0.3, 0.4),
         queue_size=queue_size,
         block_iters=6,
@@ -25,7 +28,7 @@ def _stream(rank: int = 0, prefetch: bool = False, queue_size: int = 4) -> DataS
         rank=rank,
         device=torch.device("cpu"),
         scale=4,
-        usm=True,
+        usm=usm,
         prefetch=prefetch,
     )
 
@@ -63,6 +66,27 @@ def test_a_position_that_does_not_fit_falls_back_to_replay() -> None:
     assert not _stream(rank=1).load_state_dict(state, 3)  # another rank's stream
     assert not _stream().load_state_dict(state, 4)  # another iteration
     assert not _stream(queue_size=6).load_state_dict(state, 3)  # another queue
+    assert not _stream(batch=1).load_state_dict(state, 3)  # another per-process batch
+    other_device = {**state, "pair_generator": state["pair_generator"][:16]}  # a CUDA state
+    assert not _stream().load_state_dict(other_device, 3)
     assert not _stream().load_state_dict({}, 3)
     replayed = _stream()
     assert _equal(replayed.batch(3), stream.batch(3))
+
+
+def test_a_stream_without_queue_or_sharpening_stores_its_one_hr_tensor_once(tmp_path) -> None:
+    """Without USM the batch's hr_usm is hr itself: safetensors refuses shared tensors, so the
+    state holds it once and the resume restores both."""
+    reference = _stream(queue_size=0, usm=False)
+    expected = [reference.batch(i) for i in range(3)]
+    first = _stream(queue_size=0, usm=False, prefetch=True)
+    first.batch(0)
+    first.prefetch(1)
+    state = first.state_dict(1)
+    first.close()
+    save_file(state, str(tmp_path / "state.safetensors"))
+    second = _stream(queue_size=0, usm=False)
+    assert second.load_state_dict(load_file(str(tmp_path / "state.safetensors")), 1)
+    for i in (1, 2):
+        batch = second.batch(i)
+        assert _equal(batch, expected[i]) and torch.equal(batch.hr_usm, batch.hr)

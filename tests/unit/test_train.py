@@ -23,6 +23,7 @@ from dasrlib.train.config import TrainConfig, config_from_parameters, resume_has
 from dasrlib.train.loop import TrainingIncompleteError, require_finished, stage_configs, train
 from dasrlib.train.state import (
     CheckpointNotFound,
+    latest_iteration,
     load_checkpoint,
     read_run_config,
     write_checkpoint,
@@ -359,6 +360,7 @@ def test_checkpoint_pair_survives_a_kill_at_any_point(tmp_path, monkeypatch, kil
     tensors, state = load_checkpoint(folder)
     assert state["iteration"] in (2, 3)  # the new pair, or the last complete one
     assert tensors["w"][0] == state["iteration"]
+    assert latest_iteration(folder) == state["iteration"]  # what a resume continues from
 
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_pair(tmp_path) -> None:
