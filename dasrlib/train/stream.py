@@ -211,7 +211,7 @@ class DataStream:
     def load_state_dict(self, state: dict[str, Tensor], iteration: int) -> bool:
         """Continue at `iteration` from a `state_dict`; False (the stream will replay its block
         instead) when the state is another rank's, another position's or does not fit."""
-        if not state:
+        if not state or state["position"].numel() != 5:
             return False
         rank, at, next_iteration, block_iters, batch_size = state["position"].tolist()
         here = (self.rank, iteration, self.block_iters, self.batch_size)
