@@ -3,8 +3,9 @@
 One module per concern, imports running down this list:
 
 - `config`: `TrainConfig`, its typed sections, validation, `resume_hash`, flat names.
-- `stream`: the deterministic data stream (exact resume) and seed derivation.
 - `state`: checkpoint pair files, the resume decision, a run's ``run.json`` read back.
+- `stream`: the deterministic data stream (exact resume, its position in a checkpoint) and seed
+  derivation.
 - `validation`: held-out validation set; `validation_summary`, `validation_example`.
 - `build`: generator, discriminator, VGG loss, EMA, torchrun / DDP.
 - `logger`: progress bar, ``metrics.csv``, ``val.csv``, tensorboard.
