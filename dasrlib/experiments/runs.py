@@ -260,11 +260,13 @@ def run_plan(
             if path not in done:
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 if out_of_time and why_not_reusable(config) is not None:
-                    logger.info("%s: %s not started, the budget is used", key, config.run.name)
+                    logger.info("%s: not started, the budget is used", key)
                     break
                 done[path] = train_or_load(config, deadline=deadline)
             if deadline is not None and RunRecord.read(done[path].run_dir).status != "finished":
-                logger.info("%s: %s left for the next budget", key, config.run.name)
+                logger.info(
+                    "%s: %s stopped by the budget; the next call continues it", key, config.run.name
+                )
                 break
         else:
             if stages:
