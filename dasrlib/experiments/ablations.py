@@ -339,7 +339,7 @@ SEED_NOISE = "dasr_other_seed"
 """The ``method`` of (h) at an extra seed minus (h) at the budget's seed, paired per image: the
 seed-to-seed noise floor the differences to (h) are read against."""
 TRAIN_SPEED = "train_it_per_s"
-"""The cost row of training speed (iterations per second of the run's last training call)."""
+"""The cost row of training speed (`training_speed`: the median over metrics.csv rows)."""
 
 
 def diff_metric(metric: str) -> str:
@@ -391,7 +391,7 @@ class Finding:
     """(pooled gaps by metric, GMACs relative to one expert) -> whether the prediction holds."""
 
 
-_MOE_EXPERTS = DASR_VARIANTS["dasr_moe"].get("num_experts", _DASR_DEFAULTS["num_experts"])
+_MOE_EXPERTS = ablation("dasr_moe").options["num_experts"]
 
 FINDINGS: dict[str, Finding] = {
     "dasr_n3": Finding(
@@ -628,8 +628,7 @@ def ranked_table(rows: pd.DataFrame, *, base_seed: int) -> pd.DataFrame:
     table = table.assign(seed_order=table["seed"].map(order))
     table = table.sort_values(["seed_order", "sort"], ascending=[True, False], kind="stable")
     table.insert(0, "rank", table.groupby("seed").cumcount() + 1)
-    table = table.drop(columns="seed_order")
-    return table.drop(columns="sort").set_index(["seed", "rank", "panel", "method"])
+    return table.drop(columns=["seed_order", "sort"]).set_index(["seed", "rank", "panel", "method"])
 
 
 def scale_description(budget: TrainConfig, pretrain_iterations: int) -> str:
@@ -678,7 +677,7 @@ def tabulate(
     dirs = [testset_dir] if isinstance(testset_dir, str | os.PathLike) else list(testset_dir)
     testsets = [project_path(d) for d in dirs]
     keys = {key: split_run_key(key) for key in runs}
-    _selected(list(dict.fromkeys(name for name, _ in keys.values())))
+    chosen = _selected(list(dict.fromkeys(name for name, _ in keys.values())))
     quality: list[pd.DataFrame] = []
     costs: list[pd.DataFrame] = []
     for key, (name, extra_seed) in keys.items():
@@ -742,7 +741,6 @@ def tabulate(
     rows["note"] = rows["note"].fillna("")
     rows["image"] = rows["image"].fillna("")
     rows["seed"] = rows["seed"].astype(int)
-    chosen = [ablation(name) for name in dict.fromkeys(n for n, _ in keys.values())]
     config = {
         "budget": values,
         "pretrain_iterations": pretrain_iterations,
