@@ -162,7 +162,9 @@ class _Budget:
         train(config, stop=stop)
         wall = time.monotonic() - started
         record = RunRecord.read(run_dir)
-        reached = int(record.iteration or 0)
+        if record.iteration is None:
+            raise ValueError(f"{run_dir / 'run.json'}: records no iteration")
+        reached = int(record.iteration)
         rate = record.it_per_s_this_call
         if reached - before >= 50 and rate:
             self.rates[role] = float(rate)
