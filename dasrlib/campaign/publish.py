@@ -11,7 +11,8 @@ Files (each written atomically):
   ``eval_history.csv``: every budget's mean rows and gaps;
 - ``curves/metrics_<role>.csv``, ``curves/val_<role>.csv`` and ``curves.png``;
 - the figures drawn with these weights (`dasrlib.campaign.figures`): ``real_images.png`` and,
-  with a DASR, ``fig5_sweep.png`` / ``fig5_sweep.csv``;
+  with a DASR, ``fig5_sweep.png`` / ``fig5_sweep.csv``; with DASR and its baseline,
+  ``table2.{csv,json,md}`` (`dasrlib.campaign.tables`: Table 2 at this scale, with cost);
 - ``README.md``: the model card.
 
 A budget is published only if it continued the published state (`PublishRefused` otherwise).
@@ -28,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from dasrlib.campaign.figures import FIGURE_FILES
+from dasrlib.campaign.tables import TABLE2_FILES
 from dasrlib.io import atomic_write, atomic_write_text
 from dasrlib.results import project_path, write_results
 from dasrlib.tables import markdown_table
@@ -237,15 +239,20 @@ def _model_card(history: dict[str, Any], means: pd.DataFrame, gaps: pd.DataFrame
         )
         table.columns = [f"{m} {method}" for m, method in table.columns]
         lines += ["## Evaluation (eval.csv, means)", "", markdown_table(table.round(4)), ""]
-    drawn = budgets[-1].get("figures", {}) if budgets else {}
+    drawn = {**budgets[-1].get("figures", {}), **budgets[-1].get("tables", {})} if budgets else {}
     if drawn:
-        lines += ["## Figures of these weights", ""]
+        lines += ["## Figures and tables of these weights", ""]
         if "real_images.png" in drawn:
             lines.append("- `real_images.png`: real LR photos (RealSRSet), x4, side by side.")
         if "fig5_sweep.png" in drawn:
             lines.append(
                 "- `fig5_sweep.png` / `fig5_sweep.csv`: Fig. 5 measured; what more blur and "
                 "more noise in the edited v do to the output's detail."
+            )
+        if "table2.md" in drawn:
+            lines.append(
+                "- `table2.md` / `table2.csv`: Table 2 at this scale, the SRResNet and DASR "
+                "above at equal iterations, with their cost measured here."
             )
         lines.append("")
     lines += ["## Budgets", ""]
@@ -268,8 +275,8 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
     record["budget"] = len(history["budgets"]) + 1
     for name, path in record["weights"].items():
         _copy(project_path(path), models_dir / name / "model.safetensors")
-    drawn = record.get("figures", {})
-    for name in FIGURE_FILES:  # drawn with these weights, or removed (never older than them)
+    drawn = {**record.get("figures", {}), **record.get("tables", {})}
+    for name in (*FIGURE_FILES, *TABLE2_FILES):  # of these weights, or removed (never older)
         if name in drawn:
             _copy(project_path(drawn[name]), models_dir / name)
         else:

@@ -39,9 +39,12 @@ from dasrlib.testsets import read_testset_manifest, testset_summary
 from dasrlib.train.state import latest_iteration, read_run_config
 
 __all__ = [
+    "COST_HEADING",
+    "COST_NOTE",
     "PAPER_ITERATIONS",
     "SMOKE_ITERATIONS",
     "TABLE2_TRAINING",
+    "cost_section",
     "plan",
     "table2_title",
     "tabulate",
@@ -49,6 +52,11 @@ __all__ = [
 ]
 
 TABLE2_TITLE = "Table 2: backbones retrained on the DASR degradation space"
+COST_HEADING = "Cost (measured on this device; ratios to SRResNet beside the paper's)"
+COST_NOTE = (
+    "cost: GMACs at a 256x256 LR input; latency and memory on this device (the paper's are a "
+    "V100's), so compare the ratios to SRResNet"
+)
 PAPER_ITERATIONS = 500_000
 """The paper's training length of every Table 2 network (Sec. 4.1)."""
 SMOKE_ITERATIONS = 1_000
@@ -130,6 +138,18 @@ def table2_title(iterations: Mapping[str, int]) -> str:
     return TABLE2_TITLE
 
 
+def cost_section(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Table 2's cost section of `rows` (`reference_cost_rows`): ours beside the paper's ratios
+    to SRResNet, one column per method."""
+    return cost_table(
+        rows,
+        methods=methods,
+        labels={metric: label for metric, _, label in REFERENCE_COST_METRICS},
+        ratio_suffix=f"_vs_{COST_REFERENCE.lower()}",
+        paper_devices={"latency_ms": "V100"},
+    )
+
+
 def tabulate(
     runs: Mapping[str, TrainedRun | None],
     testset_dir: str | os.PathLike[str],
@@ -183,13 +203,7 @@ def tabulate(
         "PSNR-Y (dB) and LPIPS": comparison_table(
             quality, metrics=QUALITY_METRICS, levels=levels, methods=names
         ),
-        "Cost (measured on this device; ratios to SRResNet beside the paper's)": cost_table(
-            rows,
-            methods=names,
-            labels={metric: label for metric, _, label in REFERENCE_COST_METRICS},
-            ratio_suffix=f"_vs_{COST_REFERENCE.lower()}",
-            paper_devices={"latency_ms": "V100"},
-        ),
+        COST_HEADING: cost_section(rows, names),
     }
     metadata = run_metadata(
         config={
@@ -218,10 +232,6 @@ def tabulate(
         title=table2_title(
             {name: trained_iterations(run) for name, run in runs.items() if run is not None}
         ),
-        notes=[
-            QUALITY_NOTE,
-            "cost: GMACs at a 256x256 LR input; latency and memory on this device (the paper's "
-            "are a V100's), so compare the ratios to SRResNet",
-        ],
+        notes=[QUALITY_NOTE, COST_NOTE],
         metadata=metadata,
     )

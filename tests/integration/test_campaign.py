@@ -44,6 +44,8 @@ TINY = {
     "eval_sets": ("Tiny",),
     "fetch_eval_weights": False,
     "eval_reserve_min": 0.5,
+    "table2_latency_size": (16, 16),
+    "table2_latency_repeats": 1,
     "publish_reserve_min": 0.05,
     "device": "cpu",
     "precision": "fp32",
@@ -124,6 +126,11 @@ def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> N
     for figure in ("real_images.png", "fig5_sweep.png", "fig5_sweep.csv"):  # drawn with them
         assert (paths.models / figure).stat().st_size > 0, figure
     assert set(pd.read_csv(paths.models / "fig5_sweep.csv")["setting"]) == {"blur", "noise"}
+    table2 = (paths.models / "table2.md").read_text()  # Table 2 of these two models, with cost
+    assert table2.startswith("# SMOKE TEST") and "campaign budget 1" in table2
+    table2_rows = pd.read_csv(paths.models / "table2.csv")
+    assert set(table2_rows["method"]) == {"SRResNet", "DASR"}
+    assert {"params_m", "latency_ms_vs_srresnet"} <= set(table2_rows["metric"])
 
     # The second budget continues the same runs from their checkpoints (exact resume).
     second = run_budget(
@@ -233,3 +240,4 @@ def test_a_pretrain_only_budget_publishes_the_srresnet(
     assert "No DASR minus SRResNet difference yet" in (paths.models / "README.md").read_text()
     assert (paths.models / "real_images.png").is_file()  # with a "no weights given" DASR panel
     assert not (paths.models / "fig5_sweep.png").exists()  # Fig. 5 needs a DASR
+    assert not (paths.models / "table2.md").exists()  # Table 2 needs DASR and its baseline

@@ -1,0 +1,229 @@
+"""The campaign's models in the paper's tables, labelled with their training scale: Table 2's
+SRResNet and DASR rows at equal iterations with their cost (Sec. 4.3), and Table 1's DASR column
+(Sec. 4.2: `published_column` and `with_published_column`, for scripts/table1_shared_summary.py).
+
+Both tables take their quality rows from the budget's own evaluation (`eval.csv`, the Table 1
+protocol on the seeded test sets), so a model is evaluated once. `write_budget_table2` runs inside
+the evaluation window (its latency is measured then, so the next budget reserves the time);
+`dasrlib.campaign.publish` copies its files beside the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from dasrlib.evaluate import QUALITY_METRICS
+from dasrlib.experiments.cost import reference_cost_rows
+from dasrlib.experiments.table2 import COST_HEADING, COST_NOTE, cost_section, table2_title
+from dasrlib.models.checkpoints import CheckpointError, load_model
+from dasrlib.paper import PAPER_TABLE2, PaperTable, paper_value
+from dasrlib.results import run_metadata
+from dasrlib.tables import QUALITY_NOTE, comparison_table, write_table
+
+__all__ = [
+    "TABLE2_FILES",
+    "PublishedColumn",
+    "published_column",
+    "published_rows",
+    "training_scale",
+    "with_published_column",
+    "write_budget_table2",
+]
+
+logger = logging.getLogger(__name__)
+
+TABLE2_FILES = ("table2.csv", "table2.json", "table2.md")
+"""The files of `write_budget_table2`, published beside the weights (or removed: never older)."""
+
+_TABLE2_COLUMNS = {"srresnet": "SRResNet", "dasr": "DASR"}
+"""Evaluation method name -> Table 2 column (the SRResNet is the equal-iteration baseline)."""
+
+
+def published_rows(
+    rows: pd.DataFrame, *, method: str, column: str, paper: PaperTable
+) -> pd.DataFrame:
+    """The evaluation rows of `method` (per image and mean) as the table column `column`, with
+    the paper's value of `column` beside each mean."""
+    own = rows[rows["method"] == method].copy()
+    own["method"] = column
+    own["paper_value"] = [
+        paper_value(paper, column, level, metric) if aggregate == "mean" else float("nan")
+        for level, metric, aggregate in zip(
+            own["level"], own["metric"], own["aggregate"], strict=True
+        )
+    ]
+    return own.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class PublishedColumn:
+    """A published model's evaluation as a table column: its `rows`, the test-set folder of
+    each data set it was evaluated on (`testsets`), and its training scale (`scale`)."""
+
+    rows: pd.DataFrame
+    testsets: dict[str, str]
+    scale: str
+
+
+def published_column(
+    models_dir: Path, *, method: str, column: str, paper: PaperTable
+) -> PublishedColumn | None:
+    """The evaluation of `method` published in `models_dir` (``eval.csv``) as the column
+    `column`; None before a budget has published that model."""
+    from dasrlib.campaign.publish import read_history  # publish copies this module's files
+    eval_csv = models_dir / "eval.csv"
+    if not eval_csv.is_file():
+        return None
+    rows = pd.read_csv(eval_csv)
+    history = read_history(models_dir)
+    if method not in set(rows["method"]) or not history["budgets"]:
+        return None
+    sidecar = json.loads(eval_csv.with_suffix(".json").read_text(encoding="utf-8"))
+    return PublishedColumn(
+        rows=published_rows(rows, method=method, column=column, paper=paper),
+        testsets=dict(sidecar["testsets"]),
+        scale=training_scale(
+            history["budgets"][-1]["plan"], history["state"], len(history["budgets"])
+        ),
+    )
+
+
+def with_published_column(
+    rows: pd.DataFrame, testsets_dir: str, published: PublishedColumn | None
+) -> tuple[pd.DataFrame, str | None]:
+    """`rows` of a table run on `testsets_dir` with the published model's rows as its column
+    where the run has no values for it and the published evaluation used the same test-set
+    folder; and a note saying so (None: `rows` unchanged)."""
+    if published is None:
+        return rows, None
+    column = str(published.rows["method"].iloc[0])
+    if rows.loc[rows["method"] == column, "value"].notna().any():
+        return rows, None
+    name = next((n for n, folder in published.testsets.items() if folder == testsets_dir), None)
+    if name is None:
+        return rows, None
+    own = published.rows[published.rows["dataset"] == name]
+    kept = rows[rows["method"] != column]
+    note = (
+        f"{column} is the published model ({published.scale}): its rows are the campaign's "
+        f"evaluation of these test sets ({testsets_dir}, eval.csv beside the weights)"
+    )
+    return pd.concat([kept, own[rows.columns]], ignore_index=True), note
+
+
+def training_scale(plan: Mapping[str, Any], state: Mapping[str, Any], budget: int) -> str:
+    """One line on how far the published models are trained (a table's label for them)."""
+
+    def reached(role: str) -> int:
+        return int(state.get(role, {}).get("iterations", 0))
+
+    return (
+        f"campaign budget {budget}: SRResNet pretrained {reached('pretrain')} iterations, then "
+        f"DASR {reached('dasr')} and its SRResNet baseline {reached('baseline')} of "
+        f"{plan['stage_iterations']} (the paper: 500 K); HR patch {plan['patch_size']}, batch "
+        f"{plan['batch_size']}, pixel loss (+ regression on v for DASR), no GAN stage"
+    )
+
+
+def write_budget_table2(
+    rows: pd.DataFrame,
+    models: Mapping[str, Path],
+    out_dir: Path,
+    *,
+    scale: str,
+    iterations: Mapping[str, int],
+    levels: Sequence[str],
+    device: torch.device,
+    latency_size: Sequence[int],
+    latency_repeats: int,
+) -> dict[str, Path]:
+    """Table 2 of the equal-iteration SRResNet and DASR (`models`: {"srresnet", "dasr"}) into
+    ``out_dir/table2.{csv,json,md}``; {published name: file}, empty without both models.
+
+    Quality: `rows` (the budget's evaluation), one section per evaluation set, the paper's
+    values beside. Cost: `reference_cost_rows` measured here, latency at `latency_size`."""
+    if set(models) != set(_TABLE2_COLUMNS):
+        return {}
+    try:
+        return _write_table2(
+            rows, models, out_dir, scale, iterations, levels, device, latency_size, latency_repeats
+        )
+    except (OSError, ValueError, RuntimeError, CheckpointError) as error:
+        logger.warning("Table 2 not written: %s", error)  # it never costs a budget
+        return {}
+
+
+def _write_table2(
+    rows: pd.DataFrame,
+    models: Mapping[str, Path],
+    out_dir: Path,
+    scale: str,
+    iterations: Mapping[str, int],
+    levels: Sequence[str],
+    device: torch.device,
+    latency_size: Sequence[int],
+    latency_repeats: int,
+) -> dict[str, Path]:
+    quality = pd.concat(
+        [
+            published_rows(rows, method=m, column=c, paper=PAPER_TABLE2)
+            for m, c in _TABLE2_COLUMNS.items()
+        ],
+        ignore_index=True,
+    )
+    names = list(_TABLE2_COLUMNS.values())
+    networks = {
+        column: load_model(models[m], device=device) for m, column in _TABLE2_COLUMNS.items()
+    }
+    costs = reference_cost_rows(
+        networks,
+        device=device,
+        latency_size=latency_size,
+        repeats=latency_repeats,
+        warmup=1,
+    )
+    table_rows = pd.concat([quality, costs], ignore_index=True)
+    tables = {
+        f"{dataset}: PSNR-Y (dB) and LPIPS": comparison_table(
+            quality[quality["dataset"] == dataset],
+            metrics=QUALITY_METRICS,
+            levels=levels,
+            methods=names,
+        )
+        for dataset in dict.fromkeys(quality["dataset"])
+    }
+    tables[COST_HEADING] = cost_section(table_rows, names)
+    result = write_table(
+        table_rows,
+        tables,
+        out_dir / "table2.csv",
+        title=table2_title(iterations),
+        notes=[
+            f"models: the published `srresnet` and `dasr` of results/models ({scale})",
+            "quality: the budget's evaluation (eval.csv; DASR minus SRResNet paired per image "
+            "with 95 % confidence intervals in eval_gaps.csv); the paper's values are on the "
+            "DIV2K validation images, a reference, not a target",
+            QUALITY_NOTE,
+            COST_NOTE,
+        ],
+        metadata=run_metadata(
+            config={
+                "scale": scale,
+                "weights": {m: str(path) for m, path in models.items()},
+                "levels": list(levels),
+                "latency_size": list(latency_size),
+                "latency_repeats": latency_repeats,
+            },
+            device=device,
+        ),
+    )
+    logger.info("Table 2 of this budget written to %s", result.markdown_path)
+    return {name: out_dir / name for name in TABLE2_FILES}
