@@ -79,6 +79,7 @@ def published_column(
     """The evaluation of `method` published in `models_dir` (``eval.csv``) as the column
     `column`; None before a budget has published that model."""
     from dasrlib.campaign.publish import read_history  # publish copies this module's files
+
     eval_csv = models_dir / "eval.csv"
     if not eval_csv.is_file():
         return None
