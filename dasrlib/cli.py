@@ -7,7 +7,7 @@
     dasr testsets   build the seeded test sets                      (dasrlib/testsets.py)
     dasr profile    parameters, GMACs, latency of a model           (dasrlib/profiling.py)
     dasr export     ONNX graphs of a checkpoint                     (dasrlib/export.py)
-    dasr campaign   training campaigns: run a budget, status        (dasrlib/campaign/cli.py)
+    dasr campaign   training campaigns: a budget, status, Table 2   (dasrlib/campaign/cli.py)
 
 Each subcommand's options and behaviour live beside its code, in an ``add_arguments(parser)``
 and a ``run(args, parser) -> exit status`` that its module entry point (``python -m
@@ -518,7 +518,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     Subcommand(
         "campaign",
-        "training campaigns: run a budget, or status (python -m dasrlib.campaign)",
+        "training campaigns: a budget, status, Table 2 (python -m dasrlib.campaign)",
         campaign_cli.add_arguments,
         campaign_cli.run,
         description=campaign_cli.DESCRIPTION,

@@ -36,7 +36,7 @@ from dasrlib.campaign.evaluation import evaluate_models
 from dasrlib.campaign.figures import draw_budget_figures
 from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
-from dasrlib.campaign.tables import training_scale, write_budget_table2
+from dasrlib.campaign.tables import write_budget_table2
 from dasrlib.device import describe_precision, resolve_device
 from dasrlib.pretrained import FetchError, fetch
 from dasrlib.results import project_path, run_metadata
@@ -287,22 +287,15 @@ def run_budget(
     figures = draw_budget_figures(
         models, project_path(plan.eval_root), paths.work / "figures", device=device
     )
-    tables = {}
-    if {"dasr", "baseline"} <= set(budget.state):
-        tables = write_budget_table2(
-            rows,
-            models,
-            paths.work / "tables",
-            scale=training_scale(plan.record(), budget.state, len(budget.history["budgets"]) + 1),
-            iterations={
-                "SRResNet": budget.state["baseline"]["iterations"],
-                "DASR": budget.state["dasr"]["iterations"],
-            },
-            levels=plan.eval_levels,
-            device=device,
-            latency_size=plan.table2_latency_size,
-            latency_repeats=plan.table2_latency_repeats,
-        )
+    tables = write_budget_table2(
+        rows,
+        models,
+        paths.work / "tables",
+        plan=plan.record(),
+        state=budget.state,
+        budget=len(budget.history["budgets"]) + 1,
+        device=device,
+    )
     eval_wall = time.monotonic() - eval_started
     record = {
         "format": "dasrlib-campaign/1",

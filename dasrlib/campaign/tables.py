@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from dasrlib.campaign.plan import CampaignPlan
 from dasrlib.evaluate import QUALITY_METRICS
 from dasrlib.experiments.cost import reference_cost_rows
 from dasrlib.experiments.table2 import COST_HEADING, COST_NOTE, cost_section, table2_title
+from dasrlib.io import file_sha256
 from dasrlib.models.checkpoints import CheckpointError, load_model
 from dasrlib.paper import PAPER_TABLE2, PaperTable, paper_value
 from dasrlib.results import run_metadata
@@ -36,6 +38,7 @@ __all__ = [
     "training_scale",
     "with_published_column",
     "write_budget_table2",
+    "write_published_table2",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,40 +142,62 @@ def write_budget_table2(
     models: Mapping[str, Path],
     out_dir: Path,
     *,
-    scale: str,
-    iterations: Mapping[str, int],
-    levels: Sequence[str],
+    plan: Mapping[str, Any],
+    state: Mapping[str, Any],
+    budget: int,
     device: torch.device,
-    latency_size: Sequence[int],
-    latency_repeats: int,
 ) -> dict[str, Path]:
-    """Table 2 of the equal-iteration SRResNet and DASR (`models`: {"srresnet", "dasr"}) into
-    ``out_dir/table2.{csv,json,md}``; {published name: file}, empty without both models.
+    """Table 2 of the equal-iteration SRResNet and DASR (`models`: {"srresnet", "dasr"} of
+    budget `budget`, at `state`; `plan`: `CampaignPlan.record()`) into
+    ``out_dir/table2.{csv,json,md}``; {published name: file}, empty before DASR and its
+    baseline exist or when the table cannot be written (logged: it never costs a budget).
 
     Quality: `rows` (the budget's evaluation), one section per evaluation set, the paper's
-    values beside. Cost: `reference_cost_rows` measured here, latency at `latency_size`."""
-    if set(models) != set(_TABLE2_COLUMNS):
+    values beside. Cost: `reference_cost_rows` measured here, latency at the plan's
+    ``table2_latency_size``."""
+    if set(models) != set(_TABLE2_COLUMNS) or not {"dasr", "baseline"} <= set(state):
         return {}
     try:
-        return _write_table2(
-            rows, models, out_dir, scale, iterations, levels, device, latency_size, latency_repeats
-        )
+        return _write_table2(rows, models, out_dir, plan, state, budget, device)
     except (OSError, ValueError, RuntimeError, CheckpointError) as error:
-        logger.warning("Table 2 not written: %s", error)  # it never costs a budget
+        logger.warning("Table 2 not written: %s", error)
         return {}
+
+
+def write_published_table2(models_dir: Path, *, device: torch.device) -> dict[str, Path]:
+    """`write_budget_table2` for the models published in `models_dir`, into `models_dir` (for a
+    budget published before Table 2 was part of one); ValueError before DASR is published."""
+    from dasrlib.campaign.publish import read_history
+
+    history = read_history(models_dir)
+    if not {"dasr", "baseline"} <= set(history["state"]):
+        raise ValueError(f"{models_dir}: no DASR and equal-iteration SRResNet published yet")
+    models = {name: models_dir / name / "model.safetensors" for name in _TABLE2_COLUMNS}
+    return _write_table2(
+        pd.read_csv(models_dir / "eval.csv"),
+        models,
+        models_dir,
+        history["budgets"][-1]["plan"],
+        history["state"],
+        len(history["budgets"]),
+        device,
+    )
 
 
 def _write_table2(
     rows: pd.DataFrame,
     models: Mapping[str, Path],
     out_dir: Path,
-    scale: str,
-    iterations: Mapping[str, int],
-    levels: Sequence[str],
+    plan: Mapping[str, Any],
+    state: Mapping[str, Any],
+    budget: int,
     device: torch.device,
-    latency_size: Sequence[int],
-    latency_repeats: int,
 ) -> dict[str, Path]:
+    defaults = CampaignPlan()  # a budget recorded before the latency fields takes their defaults
+    latency_size = tuple(plan.get("table2_latency_size", defaults.table2_latency_size))
+    latency_repeats = int(plan.get("table2_latency_repeats", defaults.table2_latency_repeats))
+    levels = list(plan["eval_levels"])
+    scale = training_scale(plan, state, budget)
     quality = pd.concat(
         [
             published_rows(rows, method=m, column=c, paper=PAPER_TABLE2)
@@ -206,7 +231,9 @@ def _write_table2(
         table_rows,
         tables,
         out_dir / "table2.csv",
-        title=table2_title(iterations),
+        title=table2_title(
+            {"SRResNet": state["baseline"]["iterations"], "DASR": state["dasr"]["iterations"]}
+        ),
         notes=[
             f"models: the published `srresnet` and `dasr` of results/models ({scale})",
             "quality: the budget's evaluation (eval.csv; DASR minus SRResNet paired per image "
@@ -218,8 +245,8 @@ def _write_table2(
         metadata=run_metadata(
             config={
                 "scale": scale,
-                "weights": {m: str(path) for m, path in models.items()},
-                "levels": list(levels),
+                "weights_sha256": {m: file_sha256(path) for m, path in models.items()},
+                "levels": levels,
                 "latency_size": list(latency_size),
                 "latency_repeats": latency_repeats,
             },

@@ -67,6 +67,7 @@ from dasrlib.experiments.runs import (
     Pretraining,
     RunNaming,
     TrainedRun,
+    as_train_config,
     plan_runs,
 )
 from dasrlib.io import read_image
@@ -298,8 +299,7 @@ def plan(
     ``<variant>@seed<seed>`` (`run_key`), run folders ``<run_prefix>_<variant>_seed<seed>``.
     """
     chosen = _selected(variants)
-    if not isinstance(budget, TrainConfig):
-        budget = config_from_parameters(dict(budget))
+    budget = as_train_config(budget)
     naming = RunNaming(prefix=run_prefix)
     result = plan_runs(
         budget,

@@ -39,6 +39,7 @@ __all__ = [
     "Pretraining",
     "RunNaming",
     "TrainedRun",
+    "as_train_config",
     "network_config",
     "plan_runs",
     "pretrain_config",
@@ -172,7 +173,7 @@ class NetworkRun:
     pretraining: Pretraining | None = None
 
 
-def _budget_config(budget: Mapping[str, Any] | TrainConfig) -> TrainConfig:
+def as_train_config(budget: Mapping[str, Any] | TrainConfig) -> TrainConfig:
     """The budget as a `TrainConfig` (flat fields are validated here)."""
     if isinstance(budget, TrainConfig):
         return budget
@@ -189,7 +190,7 @@ def pretrain_config(
     """The pretraining run: the budget with stage ``pretrain``, its backbone and `iterations`."""
     if iterations <= 0:
         raise ValueError(f"pretrain iterations must be positive, got {iterations}")
-    config = _budget_config(budget).replace(
+    config = as_train_config(budget).replace(
         stage="pretrain", backbone=pretraining.backbone, iterations=iterations, init_from=None
     )
     return naming.named(pretraining.role, config)
@@ -203,7 +204,7 @@ def network_config(
     naming: RunNaming,
 ) -> TrainConfig:
     """The run of `network`: the budget plus the network's fields, started from `init_from`."""
-    config = _budget_config(budget).replace(**network.fields, init_from=init_from)
+    config = as_train_config(budget).replace(**network.fields, init_from=init_from)
     return naming.named(network.role, config)
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dasrlib.campaign import cli as campaign_cli
 from dasrlib.campaign import run as campaign_run
 from dasrlib.campaign.plan import CampaignPlan
 from dasrlib.campaign.publish import PublishRefused, publish_budget, read_history
@@ -131,6 +132,12 @@ def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> N
     table2_rows = pd.read_csv(paths.models / "table2.csv")
     assert set(table2_rows["method"]) == {"SRResNet", "DASR"}
     assert {"params_m", "latency_ms_vs_srresnet"} <= set(table2_rows["metric"])
+    for name in ("table2.csv", "table2.json", "table2.md"):  # rewritten from what is published
+        (paths.models / name).unlink()
+    assert campaign_cli.main(["table2", "--models", str(paths.models), "--device", "cpu"]) == 0
+    rewritten = pd.read_csv(paths.models / "table2.csv")
+    quality = rewritten["metric"].isin(["psnr_y_db", "ssim_y"])
+    assert rewritten[quality].equals(table2_rows[quality])
 
     # The second budget continues the same runs from their checkpoints (exact resume).
     second = run_budget(
@@ -241,3 +248,4 @@ def test_a_pretrain_only_budget_publishes_the_srresnet(
     assert (paths.models / "real_images.png").is_file()  # with a "no weights given" DASR panel
     assert not (paths.models / "fig5_sweep.png").exists()  # Fig. 5 needs a DASR
     assert not (paths.models / "table2.md").exists()  # Table 2 needs DASR and its baseline
+    assert campaign_cli.main(["table2", "--models", str(paths.models)]) == 1
