@@ -26,11 +26,12 @@ from dasrlib.experiments.cost import reference_cost_rows
 from dasrlib.experiments.table2 import COST_HEADING, COST_NOTE, cost_section, table2_title
 from dasrlib.io import file_sha256
 from dasrlib.models.checkpoints import CheckpointError, load_model
-from dasrlib.paper import PAPER_TABLE2, PaperTable, paper_value
+from dasrlib.paper import METRIC_PSNR, PAPER_TABLE2, PaperTable, paper_value
 from dasrlib.results import run_metadata
 from dasrlib.tables import QUALITY_NOTE, comparison_table, write_table
 
 __all__ = [
+    "SAME_TESTSETS_DB",
     "TABLE2_FILES",
     "PublishedColumn",
     "published_column",
@@ -69,11 +70,20 @@ def published_rows(
 @dataclass(frozen=True)
 class PublishedColumn:
     """A published model's evaluation as a table column: its `rows`, the test-set folder of
-    each data set it was evaluated on (`testsets`), and its training scale (`scale`)."""
+    each data set it was evaluated on (`testsets`), its training scale (`scale`), and the
+    bicubic means of the same evaluation (`bicubic`: the check that two evaluations saw the
+    same test images)."""
 
     rows: pd.DataFrame
     testsets: dict[str, str]
     scale: str
+    bicubic: pd.DataFrame
+
+
+SAME_TESTSETS_DB = 0.01
+"""Largest bicubic PSNR-Y difference (dB, any level) between two evaluations of one test-set
+folder that still counts as the same test images: rebuilt on another CPU, a few LR pixels may
+round one 8-bit level apart (a shift of about 1e-5 dB); other images differ by far more."""
 
 
 def published_column(
@@ -97,15 +107,17 @@ def published_column(
         scale=training_scale(
             history["budgets"][-1]["plan"], history["state"], len(history["budgets"])
         ),
+        bicubic=rows[(rows["method"] == "bicubic") & (rows["aggregate"] == "mean")],
     )
 
 
 def with_published_column(
     rows: pd.DataFrame, testsets_dir: str, published: PublishedColumn | None
 ) -> tuple[pd.DataFrame, str | None]:
-    """`rows` of a table run on `testsets_dir` with the published model's rows as its column
-    where the run has no values for it and the published evaluation used the same test-set
-    folder; and a note saying so (None: `rows` unchanged)."""
+    """`rows` of a table run on `testsets_dir` (with a "Bicubic" column) with the published
+    model's rows as its column, where the run has no values for it, the published evaluation
+    used the same test-set folder and its bicubic PSNR-Y agrees with the run's within
+    `SAME_TESTSETS_DB` at every level; and a note saying so or why not (None: not applicable)."""
     if published is None:
         return rows, None
     column = str(published.rows["method"].iloc[0])
@@ -114,11 +126,25 @@ def with_published_column(
     name = next((n for n, folder in published.testsets.items() if folder == testsets_dir), None)
     if name is None:
         return rows, None
+    key = ["level", "metric"]
+    ours = rows[(rows["method"] == "Bicubic") & (rows["aggregate"] == "mean")]
+    theirs = published.bicubic[published.bicubic["dataset"] == name]
+    both = ours.merge(theirs, on=key, suffixes=("", "_published"))
+    both = both[both["metric"] == METRIC_PSNR]
+    if both.empty:
+        return rows, f"{column} not taken from the published evaluation: no bicubic to compare"
+    apart = float((both["value"] - both["value_published"]).abs().max())
+    if apart > SAME_TESTSETS_DB:
+        return rows, (
+            f"{column} not taken from the published evaluation: its bicubic PSNR-Y differs from "
+            f"this run's by up to {apart:.3f} dB (other test images in {testsets_dir})"
+        )
     own = published.rows[published.rows["dataset"] == name]
     kept = rows[rows["method"] != column]
     note = (
         f"{column} is the published model ({published.scale}): its rows are the campaign's "
-        f"evaluation of these test sets ({testsets_dir}, eval.csv beside the weights)"
+        f"evaluation of these test sets ({testsets_dir}, eval.csv beside the weights; its "
+        f"bicubic PSNR-Y equals this run's within {apart:.1e} dB at every level)"
     )
     return pd.concat([kept, own[rows.columns]], ignore_index=True), note
 

@@ -49,7 +49,7 @@ def test_a_run_without_dasr_takes_the_published_column_with_its_scale(tmp_path: 
     assert dasr["paper_value"].iloc[1] == paper_value(PAPER_TABLE1, "DASR", "weak", "psnr_y_db")
     assert math.isnan(dasr["paper_value"].iloc[0])  # the paper's value only beside a mean
     assert list(joined[joined["method"] == "Bicubic"]["value"]) == [27.0, 27.0]
-    assert note is not None and "campaign budget 5" in note
+    assert note is not None and "campaign budget 5" in note and "within 0.0e+00 dB" in note
 
     # Other test sets, or a run with its own DASR values, keep their rows.
     kept, note = with_published_column(run, "data/testsets/other", published)
@@ -57,6 +57,12 @@ def test_a_run_without_dasr_takes_the_published_column_with_its_scale(tmp_path: 
     own = pd.concat([_rows("Bicubic", 27.0), _rows("DASR", 29.0)])
     kept, note = with_published_column(own, "data/testsets/set5", published)
     assert kept is own and note is None
+    # The same folder holding other images (bicubic 0.5 dB apart): refused, saying why.
+    rebuilt = pd.concat([_rows("Bicubic", 27.5), _rows("DASR", math.nan).iloc[1:]])
+    kept, note = with_published_column(rebuilt, "data/testsets/set5", published)
+    assert (
+        kept is rebuilt and note is not None and "differs from this run's by up to 0.500 dB" in note
+    )
 
 
 def test_no_published_dasr_no_column(tmp_path: Path) -> None:
