@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -16,6 +18,7 @@ __all__ = [
     "PrecisionGuard",
     "autocast_dtype",
     "cpu_has_bf16",
+    "describe_cpu",
     "describe_precision",
     "module_device",
     "prefers_channels_last",
@@ -66,6 +69,27 @@ def cpu_has_bf16() -> bool:
         torch.backends.mkldnn.is_available()
         and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     )
+
+
+def describe_cpu() -> str:
+    """The CPU in words: its model name (``/proc/cpuinfo`` on Linux) and its bf16 units (AMX
+    tiles, AVX512-BF16 or none), which set how fast bf16 training runs (a model card's
+    hardware line)."""
+    name = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+        name = next(
+            (ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")), name
+        )
+    except OSError:
+        pass
+    if torch.cpu._is_amx_tile_supported():
+        units = "AMX bf16 tiles"
+    elif torch.cpu._is_avx512_bf16_supported():
+        units = "AVX512-BF16, no AMX"
+    else:
+        units = "no bf16 units"
+    return f"{name} ({units})"
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

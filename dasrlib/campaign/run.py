@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from dasrlib.campaign.figures import draw_budget_figures
 from dasrlib.campaign.plan import PUBLISHED_AS, CampaignPlan
 from dasrlib.campaign.publish import publish_budget, read_history
 from dasrlib.campaign.tables import write_budget_table2
-from dasrlib.device import describe_precision, resolve_device
+from dasrlib.device import describe_cpu, describe_precision, resolve_device
 from dasrlib.pretrained import FetchError, fetch
 from dasrlib.results import project_path, run_metadata
 from dasrlib.testsets import prepare_eval_sets
@@ -232,8 +231,7 @@ def _describe_machine(device: torch.device) -> str:
     """The training hardware in words: the GPU's name, or the CPU with its cores and threads."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} x {int(os.environ.get('WORLD_SIZE', '1'))}"
-    processor = platform.processor() or platform.machine()
-    return f"CPU {processor}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"CPU {describe_cpu()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 EVAL_WEIGHTS = ("imagenet-features", "realesrgan-x4plus")

@@ -56,3 +56,20 @@ def test_trainer_records_the_resolved_precision(
     record = json.loads((trainer.run_dir / "run.json").read_text())
     assert record["precision"] == ("bfloat16" if has_bf16 else "fp32")
     assert record["channels_last"] is has_bf16
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "units"),
+    [
+        (True, True, "AMX bf16 tiles"),
+        (False, True, "AVX512-BF16, no AMX"),
+        (False, False, "no bf16 units"),
+    ],
+)
+def test_the_cpu_is_described_with_its_bf16_units(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, units: str
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    described = device_module.describe_cpu()
+    assert described.endswith(f"({units})") and len(described) > len(units) + 3
