@@ -83,7 +83,9 @@ def describe_cpu() -> str:
         )
     except OSError:
         pass
-    if torch.cpu._is_amx_tile_supported():
+    if not torch.backends.mkldnn.is_available():
+        units = "bf16 unused: torch has no oneDNN"
+    elif torch.cpu._is_amx_tile_supported():
         units = "AMX bf16 tiles"
     elif torch.cpu._is_avx512_bf16_supported():
         units = "AVX512-BF16, no AMX"

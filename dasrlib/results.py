@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,14 @@ def _to_jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _portable_command(argv: list[str]) -> str:
+    """The command line as a record can keep it: paths inside the repository relative to its
+    root, temporary files as ``$TMPDIR/...`` (no machine's absolute paths)."""
+    temporary = f"{Path(tempfile.gettempdir()).resolve()}{os.sep}"
+    repository = f"{_REPO_ROOT}{os.sep}"
+    return " ".join(arg.replace(repository, "").replace(temporary, "$TMPDIR/") for arg in argv)
+
+
 def run_metadata(
     *,
     config: Any = None,
@@ -161,7 +170,7 @@ def run_metadata(
         "device": _device_description(device),
         "seed": seed,
         "config": _to_jsonable(config),
-        "command": " ".join(sys.argv),
+        "command": _portable_command(sys.argv),
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
     }

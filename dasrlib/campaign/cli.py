@@ -55,7 +55,14 @@ def _table2(models: Path, device: str, parser: argparse.ArgumentParser) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         written = write_published_table2(models.resolve(), device=resolve_device(device))
-    except (OSError, ValueError, KeyError, CheckpointError, DeviceUnavailableError) as error:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+        CheckpointError,
+        DeviceUnavailableError,
+    ) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     print("wrote", ", ".join(str(path) for path in written.values()))
@@ -63,7 +70,7 @@ def _table2(models: Path, device: str, parser: argparse.ArgumentParser) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The actions ``run`` and ``status`` and their options."""
+    """The actions ``run``, ``status`` and ``table2`` and their options."""
     commands = parser.add_subparsers(dest="campaign_command", required=True)
     run_parser = commands.add_parser("run", help="one budget: continue, train, evaluate, publish")
     run_parser.add_argument("--budget", required=True, help="wall-clock budget: 140m, 2h, 900s")

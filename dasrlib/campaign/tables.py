@@ -23,11 +23,17 @@ import torch
 from dasrlib.campaign.plan import CampaignPlan
 from dasrlib.evaluate import QUALITY_METRICS
 from dasrlib.experiments.cost import reference_cost_rows
-from dasrlib.experiments.table2 import COST_HEADING, COST_NOTE, cost_section, table2_title
+from dasrlib.experiments.table2 import (
+    COST_HEADING,
+    COST_NOTE,
+    PAPER_ITERATIONS,
+    cost_section,
+    table2_title,
+)
 from dasrlib.io import file_sha256
 from dasrlib.models.checkpoints import CheckpointError, load_model
 from dasrlib.paper import METRIC_PSNR, PAPER_TABLE2, PaperTable, paper_value
-from dasrlib.results import run_metadata
+from dasrlib.results import project_path, run_metadata
 from dasrlib.tables import QUALITY_NOTE, comparison_table, write_table
 
 __all__ = [
@@ -75,7 +81,7 @@ class PublishedColumn:
     same test images)."""
 
     rows: pd.DataFrame
-    testsets: dict[str, str]
+    testsets: dict[str, Path]
     scale: str
     bicubic: pd.DataFrame
 
@@ -86,67 +92,95 @@ folder that still counts as the same test images: rebuilt on another CPU, a few 
 round one 8-bit level apart (a shift of about 1e-5 dB); other images differ by far more."""
 
 
+def _published(models_dir: Path) -> tuple[dict[str, Any], str]:
+    """``history.json`` of `models_dir` and the training scale of what it publishes."""
+    from dasrlib.campaign.publish import read_history  # publish imports TABLE2_FILES from here
+
+    history = read_history(models_dir)
+    budgets = history["budgets"]
+    scale = training_scale(budgets[-1]["plan"], history["state"], len(budgets)) if budgets else ""
+    return history, scale
+
+
 def published_column(
     models_dir: Path, *, method: str, column: str, paper: PaperTable
 ) -> PublishedColumn | None:
-    """The evaluation of `method` published in `models_dir` (``eval.csv``) as the column
-    `column`; None before a budget has published that model."""
-    from dasrlib.campaign.publish import read_history  # publish copies this module's files
-
+    """The evaluation of `method` published in `models_dir` (``eval.csv`` and its sidecar) as
+    the column `column`; None before a budget has published that model, or when the
+    evaluation's files cannot be read (logged)."""
     eval_csv = models_dir / "eval.csv"
     if not eval_csv.is_file():
         return None
-    rows = pd.read_csv(eval_csv)
-    history = read_history(models_dir)
+    try:
+        sidecar = json.loads(eval_csv.with_suffix(".json").read_text(encoding="utf-8"))
+        testsets = {
+            name: project_path(folder).resolve() for name, folder in sidecar["testsets"].items()
+        }
+        rows = pd.read_csv(eval_csv)
+        history, scale = _published(models_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("%s: not readable as a published evaluation (%s)", eval_csv, error)
+        return None
     if method not in set(rows["method"]) or not history["budgets"]:
         return None
-    sidecar = json.loads(eval_csv.with_suffix(".json").read_text(encoding="utf-8"))
     return PublishedColumn(
         rows=published_rows(rows, method=method, column=column, paper=paper),
-        testsets=dict(sidecar["testsets"]),
-        scale=training_scale(
-            history["budgets"][-1]["plan"], history["state"], len(history["budgets"])
-        ),
+        testsets=testsets,
+        scale=scale,
         bicubic=rows[(rows["method"] == "bicubic") & (rows["aggregate"] == "mean")],
     )
 
 
 def with_published_column(
-    rows: pd.DataFrame, testsets_dir: str, published: PublishedColumn | None
+    rows: pd.DataFrame, testsets_dir: str | Path, published: PublishedColumn | None
 ) -> tuple[pd.DataFrame, str | None]:
     """`rows` of a table run on `testsets_dir` (with a "Bicubic" column) with the published
-    model's rows as its column, where the run has no values for it, the published evaluation
-    used the same test-set folder and its bicubic PSNR-Y agrees with the run's within
-    `SAME_TESTSETS_DB` at every level; and a note saying so or why not (None: not applicable)."""
+    model's rows as its column; and a note saying so, or why not (None: not applicable).
+
+    The column is taken where the run has no values for it, the published evaluation used the
+    same test-set folder, its bicubic PSNR-Y agrees with the run's within `SAME_TESTSETS_DB`
+    at every level both evaluated, and it has a value for every (level, metric) the run's
+    bicubic has (a column with holes would leave the whole set out of the table)."""
     if published is None:
         return rows, None
     column = str(published.rows["method"].iloc[0])
     if rows.loc[rows["method"] == column, "value"].notna().any():
         return rows, None
-    name = next((n for n, folder in published.testsets.items() if folder == testsets_dir), None)
+    folder = project_path(testsets_dir).resolve()
+    name = next((n for n, path in published.testsets.items() if path == folder), None)
     if name is None:
         return rows, None
-    key = ["level", "metric"]
-    ours = rows[(rows["method"] == "Bicubic") & (rows["aggregate"] == "mean")]
+    refused = f"{column} not taken from the published evaluation"
+    ours = rows[
+        (rows["method"] == "Bicubic") & (rows["aggregate"] == "mean") & rows["value"].notna()
+    ]
     theirs = published.bicubic[published.bicubic["dataset"] == name]
-    both = ours.merge(theirs, on=key, suffixes=("", "_published"))
+    both = ours.merge(theirs, on=["level", "metric"], suffixes=("", "_published"))
     both = both[both["metric"] == METRIC_PSNR]
     if both.empty:
-        return rows, f"{column} not taken from the published evaluation: no bicubic to compare"
+        return rows, f"{refused}: no bicubic PSNR-Y of both to compare"
     apart = float((both["value"] - both["value_published"]).abs().max())
     if apart > SAME_TESTSETS_DB:
         return rows, (
-            f"{column} not taken from the published evaluation: its bicubic PSNR-Y differs from "
-            f"this run's by up to {apart:.3f} dB (other test images in {testsets_dir})"
+            f"{refused}: its bicubic PSNR-Y differs from this run's by up to {apart:.3f} dB "
+            f"(other test images in {testsets_dir})"
         )
     own = published.rows[published.rows["dataset"] == name]
-    kept = rows[rows["method"] != column]
+    means = own[(own["aggregate"] == "mean") & own["value"].notna()]
+    missing = set(zip(ours["level"], ours["metric"], strict=True)) - set(
+        zip(means["level"], means["metric"], strict=True)
+    )
+    if missing:
+        cells = ", ".join(sorted(f"{level} {metric}" for level, metric in missing))
+        return rows, f"{refused}: it has no value for {cells}"
     note = (
         f"{column} is the published model ({published.scale}): its rows are the campaign's "
-        f"evaluation of these test sets ({testsets_dir}, eval.csv beside the weights; its "
-        f"bicubic PSNR-Y equals this run's within {apart:.1e} dB at every level)"
+        f"evaluation of these test sets ({testsets_dir}; eval.csv beside the weights, whose "
+        f"bicubic PSNR-Y differs from this run's by at most {apart:.1e} dB over the "
+        f"{len(both)} levels). The paper's {column} values are of its GAN-trained model: "
+        "a PSNR-oriented model is expected above them in PSNR-Y and below in LPIPS"
     )
-    return pd.concat([kept, own[rows.columns]], ignore_index=True), note
+    return pd.concat([rows[rows["method"] != column], own[rows.columns]], ignore_index=True), note
 
 
 def training_scale(plan: Mapping[str, Any], state: Mapping[str, Any], budget: int) -> str:
@@ -155,11 +189,18 @@ def training_scale(plan: Mapping[str, Any], state: Mapping[str, Any], budget: in
     def reached(role: str) -> int:
         return int(state.get(role, {}).get("iterations", 0))
 
+    overrides = plan.get("train_overrides") or {}
+    extra = [
+        f"{name} {overrides[name]}"
+        for name in ("perceptual_weight", "adversarial_weight")
+        if float(overrides.get(name) or 0.0)
+    ]
     return (
         f"campaign budget {budget}: SRResNet pretrained {reached('pretrain')} iterations, then "
         f"DASR {reached('dasr')} and its SRResNet baseline {reached('baseline')} of "
-        f"{plan['stage_iterations']} (the paper: 500 K); HR patch {plan['patch_size']}, batch "
-        f"{plan['batch_size']}, pixel loss (+ regression on v for DASR), no GAN stage"
+        f"{plan['stage_iterations']} (the paper: {PAPER_ITERATIONS}); HR patch "
+        f"{plan['patch_size']}, batch {plan['batch_size']}, pixel loss (+ regression on v for "
+        f"DASR){', ' + ', '.join(extra) if extra else ', no perceptual or GAN loss'}"
     )
 
 
@@ -192,10 +233,9 @@ def write_budget_table2(
 
 def write_published_table2(models_dir: Path, *, device: torch.device) -> dict[str, Path]:
     """`write_budget_table2` for the models published in `models_dir`, into `models_dir` (for a
-    budget published before Table 2 was part of one); ValueError before DASR is published."""
-    from dasrlib.campaign.publish import read_history
-
-    history = read_history(models_dir)
+    budget published before Table 2 was part of one; the model card lists it from the next
+    budget on). ValueError before DASR and its baseline are published."""
+    history, _ = _published(models_dir)
     if not {"dasr", "baseline"} <= set(history["state"]):
         raise ValueError(f"{models_dir}: no DASR and equal-iteration SRResNet published yet")
     models = {name: models_dir / name / "model.safetensors" for name in _TABLE2_COLUMNS}
@@ -261,7 +301,7 @@ def _write_table2(
             {"SRResNet": state["baseline"]["iterations"], "DASR": state["dasr"]["iterations"]}
         ),
         notes=[
-            f"models: the published `srresnet` and `dasr` of results/models ({scale})",
+            f"models: the published `srresnet` and `dasr` beside this table ({scale})",
             "quality: the budget's evaluation (eval.csv; DASR minus SRResNet paired per image "
             "with 95 % confidence intervals in eval_gaps.csv); the paper's values are on the "
             "DIV2K validation images, a reference, not a target",

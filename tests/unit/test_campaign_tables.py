@@ -49,7 +49,7 @@ def test_a_run_without_dasr_takes_the_published_column_with_its_scale(tmp_path: 
     assert dasr["paper_value"].iloc[1] == paper_value(PAPER_TABLE1, "DASR", "weak", "psnr_y_db")
     assert math.isnan(dasr["paper_value"].iloc[0])  # the paper's value only beside a mean
     assert list(joined[joined["method"] == "Bicubic"]["value"]) == [27.0, 27.0]
-    assert note is not None and "campaign budget 5" in note and "within 0.0e+00 dB" in note
+    assert note is not None and "campaign budget 5" in note and "at most 0.0e+00 dB" in note
 
     # Other test sets, or a run with its own DASR values, keep their rows.
     kept, note = with_published_column(run, "data/testsets/other", published)

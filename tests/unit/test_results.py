@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from dasrlib import results as results_module
 from dasrlib.results import RESULT_COLUMNS, read_results, run_metadata, sidecar_path, write_results
 
 
@@ -37,6 +41,19 @@ def test_run_metadata_records_provenance() -> None:
     assert meta["git_commit"] is not None and len(meta["git_commit"]) == 40
     assert isinstance(meta["git_dirty"], bool)
     json.dumps(meta)  # serialisable as is
+
+
+def test_the_recorded_command_names_no_machine_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = Path(results_module.__file__).resolve().parent.parent
+    temporary = Path(tempfile.gettempdir()).resolve()
+    argv = [
+        str(repo / "dasrlib" / "campaign" / "__main__.py"),
+        "-f",
+        f"{temporary}/k.json",
+        "--x=1",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert run_metadata()["command"] == "dasrlib/campaign/__main__.py -f $TMPDIR/k.json --x=1"
 
 
 def test_write_results_round_trip(tmp_path) -> None:
