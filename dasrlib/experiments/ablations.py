@@ -70,14 +70,21 @@ from dasrlib.experiments.runs import (
     as_train_config,
     plan_runs,
 )
-from dasrlib.io import read_image
+from dasrlib.io import file_sha256, read_image
 from dasrlib.methods import Method, network_upscaler
 from dasrlib.metrics import LPIPSMetric, LPIPSUnavailable
 from dasrlib.models import backbones
 from dasrlib.models.checkpoints import load_model
 from dasrlib.models.dasr import DASR, DASR_VARIANTS, DASRInference
 from dasrlib.paper import LEVELS, METRIC_LPIPS, METRIC_PSNR, METRIC_SSIM, PAPER_TABLE2
-from dasrlib.results import EFFICIENCY_DATASET, RESULT_COLUMNS, project_path, run_metadata
+from dasrlib.results import (
+    EFFICIENCY_DATASET,
+    RESULT_COLUMNS,
+    project_path,
+    read_results,
+    run_metadata,
+    write_results,
+)
 from dasrlib.tables import TableResult, wide_table, write_table
 from dasrlib.testsets import testset_summary
 from dasrlib.train.config import TrainConfig, config_from_parameters
@@ -473,6 +480,50 @@ def _quality_rows(
     return frame[frame["metric"].isin(QUALITY)].copy()
 
 
+_EVALUATION_CODE = ("evaluate.py", "metrics.py", "methods.py")
+"""The modules whose code decides an evaluation's numbers (part of the cache key)."""
+
+
+def _cached_quality_rows(
+    variant: Ablation,
+    model: nn.Module,
+    run: TrainedRun,
+    testset_dir: Path,
+    *,
+    levels: Sequence[str],
+    device: torch.device,
+    lpips: LPIPSMetric | LPIPSUnavailable | None,
+) -> pd.DataFrame:
+    """`_quality_rows`, kept in the run folder (``eval_<test set>.csv`` and its sidecar) and
+    reused while the weights, test sets, levels, LPIPS and evaluation code are unchanged: a
+    rerun, or the table after a second seed's runs, evaluates only what is new."""
+    package = Path(__file__).resolve().parent.parent
+    key = {
+        "variant": variant.name,
+        "weights_sha256": file_sha256(run.weights),
+        "testsets_manifest_sha256": testset_summary(testset_dir)["manifest_sha256"],
+        "levels": list(levels),
+        "lpips": lpips_description(lpips),
+        "code_sha256": {name: file_sha256(package / name) for name in _EVALUATION_CODE},
+    }
+    cache = run.run_dir / f"eval_{testset_dir.name}.csv"
+    if cache.is_file():
+        try:
+            frame, metadata = read_results(cache)
+        except (OSError, ValueError) as error:
+            logger.warning("%s: not reusable (%s); evaluating again", cache, error)
+        else:
+            if metadata.get("cache_key") == key:
+                logger.info("%s on %s: reusing %s", variant.name, testset_dir.name, cache)
+                frame["note"] = frame["note"].fillna("")  # a CSV reads "" back as missing
+                return frame
+    rows = _quality_rows(
+        variant, model, run.weights, testset_dir, levels=levels, device=device, lpips=lpips
+    )
+    write_results(rows, cache, metadata={"cache_key": key})
+    return rows
+
+
 def _run_summary(run_dir: Path) -> dict[str, Any]:
     record = RunRecord.read(run_dir)
     return {
@@ -686,8 +737,8 @@ def tabulate(
         weights = runs[key].weights
         model = _load_variant(weights, device, name=name)
         for testset in testsets:
-            rows = _quality_rows(
-                variant, model, weights, testset, levels=levels, device=device, lpips=lpips
+            rows = _cached_quality_rows(
+                variant, model, runs[key], testset, levels=levels, device=device, lpips=lpips
             )
             quality.append(rows.assign(seed=seed, panel=variant.panel))
         if extra_seed is None:

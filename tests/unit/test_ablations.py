@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def test_fig4_grid_writes_one_panel_per_variant_plus_the_input(tmp_path, generat
 
 @pytest.mark.slow
 def test_ablations_tabulate_quality_differences_and_cost_for_each_variant(
-    tmp_path, make_image_file
+    tmp_path, make_image_file, caplog
 ):
     from dasrlib.metrics import LPIPSUnavailable
     from dasrlib.results import read_results
@@ -231,20 +232,24 @@ def test_ablations_tabulate_quality_differences_and_cost_for_each_variant(
         extra_seeds={"dasr_moe": [1], "dasr": [1]},
     )
     runs = run_plan(planned)
-    result = ablations.tabulate(
-        runs,
-        [tmp_path / "sets_a", tmp_path / "sets_b"],
-        budget=budget,
-        pretrain_iterations=1,
-        out_dir=tmp_path / "out",
-        levels=["bicubic", "severe"],
-        lpips=LPIPSUnavailable("weights not found at /nowhere"),
-        device="cpu",
-        latency_size=16,
-        latency_repeats=1,
-        latency_warmup=0,
-        pending=["dasr_n9"],
-    )
+
+    def tabulate(levels=("bicubic", "severe")):
+        return ablations.tabulate(
+            runs,
+            [tmp_path / "sets_a", tmp_path / "sets_b"],
+            budget=budget,
+            pretrain_iterations=1,
+            out_dir=tmp_path / "out",
+            levels=list(levels),
+            lpips=LPIPSUnavailable("weights not found at /nowhere"),
+            device="cpu",
+            latency_size=16,
+            latency_repeats=1,
+            latency_warmup=0,
+            pending=["dasr_n9"],
+        )
+
+    result = tabulate()
     frame, sidecar = read_results(result.csv_path)
     assert list(frame.columns[:7]) == [
         "method",
@@ -301,6 +306,22 @@ def test_ablations_tabulate_quality_differences_and_cost_for_each_variant(
     sr = ablations.super_resolve_variants(runs, torch.rand(3, 8, 8), device="cpu")
     assert list(sr) == ["dasr_moe", "srresnet", "dasr"] and sr["srresnet"].shape == (3, 32, 32)
     assert json.loads(result.csv_path.with_suffix(".json").read_text())["n_rows"] == len(frame)
+
+    # A second table (a rerun, or after a second seed's runs) reuses every evaluation; the
+    # latency is measured again.
+    with caplog.at_level(logging.INFO, logger=ablations.logger.name):
+        again = tabulate()
+    assert caplog.text.count("reusing") == 5 * 2  # every run on both test sets
+    quality = ["psnr_y_db", "ssim_y", "lpips_alex"]
+    pd.testing.assert_frame_equal(
+        result.rows[result.rows["metric"].isin(quality)].reset_index(drop=True),
+        again.rows[again.rows["metric"].isin(quality)].reset_index(drop=True),
+        check_like=True,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=ablations.logger.name):
+        tabulate(levels=["severe"])  # another evaluation: nothing reused
+    assert "reusing" not in caplog.text
 
 
 def _image_rows(values: dict[str, list[float]], *, metric: str, dataset: str, level: str):
