@@ -41,7 +41,6 @@ __all__ = [
     "TABLE2_FILES",
     "PublishedColumn",
     "published_column",
-    "published_rows",
     "training_scale",
     "with_published_column",
     "write_budget_table2",
@@ -57,7 +56,7 @@ _TABLE2_COLUMNS = {"srresnet": "SRResNet", "dasr": "DASR"}
 """Evaluation method name -> Table 2 column (the SRResNet is the equal-iteration baseline)."""
 
 
-def published_rows(
+def _published_rows(
     rows: pd.DataFrame, *, method: str, column: str, paper: PaperTable
 ) -> pd.DataFrame:
     """The evaluation rows of `method` (per image and mean) as the table column `column`, with
@@ -124,7 +123,7 @@ def published_column(
     if method not in set(rows["method"]) or not history["budgets"]:
         return None
     return PublishedColumn(
-        rows=published_rows(rows, method=method, column=column, paper=paper),
+        rows=_published_rows(rows, method=method, column=column, paper=paper),
         testsets=testsets,
         scale=scale,
         bicubic=rows[(rows["method"] == "bicubic") & (rows["aggregate"] == "mean")],
@@ -266,7 +265,7 @@ def _write_table2(
     scale = training_scale(plan, state, budget)
     quality = pd.concat(
         [
-            published_rows(rows, method=m, column=c, paper=PAPER_TABLE2)
+            _published_rows(rows, method=m, column=c, paper=PAPER_TABLE2)
             for m, c in _TABLE2_COLUMNS.items()
         ],
         ignore_index=True,
