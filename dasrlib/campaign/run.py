@@ -201,11 +201,19 @@ class _Budget:
         dasr = self.state.get("dasr", {}).get("iterations", 0)
         base = self.state.get("baseline", {}).get("iterations", 0)
         if dasr < plan.stage_iterations and self.left() > 2 * STARTUP_S:
+            first: list[tuple[int, float]] = []  # (iteration, time) of DASR's first step here
 
             def catch_up_late(iteration: int) -> bool:
                 """Stop DASR when the baseline could no longer reach its iteration in time."""
-                rate = self.rates.get("baseline") or self.rates.get("pretrain")
-                catch_up = max(iteration - base, 0) / (rate or DEFAULT_SRRESNET_RATE) + STARTUP_S
+                if not first:
+                    first.append((iteration, self.elapsed()))
+                done, spent = iteration - first[0][0], self.elapsed() - first[0][1]
+                catch_up = baseline_catch_up_s(
+                    max(iteration - base, 0),
+                    baseline_rate=self.rates.get("baseline") or self.rates.get("pretrain"),
+                    dasr_rate_then=self.rates.get("dasr"),
+                    dasr_rate_now=done / spent if done >= CATCH_UP_MIN_ITERATIONS else None,
+                )
                 return self.elapsed() + catch_up >= self.train_end
 
             dasr = self.train_role("dasr", iterations=plan.stage_iterations, stop=catch_up_late)
@@ -214,6 +222,29 @@ class _Budget:
             base = self.train_role("baseline", iterations=dasr)
         if base != dasr:
             self.notes.append(f"baseline at {base} but DASR at {dasr}: not yet equal")
+
+
+CATCH_UP_MIN_ITERATIONS = 50
+"""DASR steps of this call before their measured rate rescales the baseline's
+(`baseline_catch_up_s`)."""
+
+
+def baseline_catch_up_s(
+    behind: int,
+    *,
+    baseline_rate: float | None,
+    dasr_rate_then: float | None,
+    dasr_rate_now: float | None,
+) -> float:
+    """Seconds the SRResNet baseline needs for `behind` iterations here: its last measured rate
+    (`DEFAULT_SRRESNET_RATE` before one), slowed by DASR's rate now over DASR's rate when that
+    was measured where DASR runs slower now (another machine, or one kept busy), plus its
+    start-up. Never sped up: a baseline that falls short leaves the two unequal, which costs
+    more than a few idle minutes."""
+    rate = baseline_rate or DEFAULT_SRRESNET_RATE
+    if dasr_rate_then and dasr_rate_now:
+        rate *= min(1.0, dasr_rate_now / dasr_rate_then)
+    return behind / rate + STARTUP_S
 
 
 def _weights(paths: CampaignPaths, state: dict[str, Any]) -> dict[str, str]:
