@@ -12,7 +12,8 @@ Layout of OUT:
 Every image gets its own generator, seeded from (seed, level, image name) through SHA-256, so any
 subset of images or levels regenerates the same pixels, and images are processed one at a time
 (bounded memory on 100 DIV2K-size images). Rebuilding with the same arguments on the same device
-type and torch version gives byte-identical files.
+type and torch version gives byte-identical files, on any number of threads (bilinear resizes use
+`bilinear_resize`, whose rounding does not depend on how torch splits the work).
 
 What differs across CPU and GPU: the CPU and CUDA random generators produce different streams
 from the same seed, so every drawn parameter and noise field differs, and convolution,

@@ -19,6 +19,7 @@ from .levels import RESIZE_MODES
 
 __all__ = [
     "bicubic_downsample",
+    "bilinear_resize",
     "gaussian_noise",
     "jpeg_compress",
     "poisson_noise",
@@ -32,9 +33,53 @@ __all__ = [
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
 
+def _linear_resize_height(img: Tensor, out_h: int) -> Tensor:
+    """1-D linear interpolation along H with PyTorch's rule for align_corners=False.
+
+    Source row (dst + 0.5) * in / out - 0.5 clamped at 0, its floor and the next row (clamped at
+    the edge), weighted by the distance. Positions in float64, weights rounded once to float32;
+    rows gathered along H (a fast gather), combined by element-wise products and one sum.
+    """
+    in_h = img.shape[-2]
+    dst = torch.arange(out_h, dtype=torch.float64)
+    src = ((dst + 0.5) * (in_h / out_h) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=in_h - 1)
+    hi = (lo + 1).clamp(max=in_h - 1)
+    w_hi = (src - lo).clamp(max=1)
+    w_lo = (1 - w_hi).float().to(img.device)[:, None]
+    w_hi = w_hi.float().to(img.device)[:, None]
+    return (
+        img.index_select(-2, lo.to(img.device)) * w_lo
+        + img.index_select(-2, hi.to(img.device)) * w_hi
+    )
+
+
+def bilinear_resize(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize as F.interpolate(align_corners=False, no antialias), on any thread count.
+
+    torch's CPU kernel rounds some pixels differently with the number of threads, which made
+    seeded test sets and training pairs depend on OMP_NUM_THREADS. Here the same taps are
+    applied by gathers and element-wise products (width first, then height, in PyTorch's order),
+    which round the same way however the work is split. Within 1e-4 of torch's kernel, which
+    computes source positions in float32.
+
+    Args:
+        img: [B, C, H, W] float.
+        size: output (height, width).
+
+    Returns:
+        [B, C, size[0], size[1]], contiguous.
+    """
+    columns = img.transpose(-1, -2).contiguous()
+    rows = _linear_resize_height(columns, size[1]).transpose(-1, -2).contiguous()
+    return _linear_resize_height(rows, size[0])
+
+
 def _interpolate(img: Tensor, size: tuple[int, int], mode: str, antialias: bool) -> Tensor:
     if mode == "area":
         return F.interpolate(img, size=size, mode="area")
+    if mode == "bilinear" and not antialias:
+        return bilinear_resize(img, size)
     if mode in ("bilinear", "bicubic"):
         return F.interpolate(img, size=size, mode=mode, align_corners=False, antialias=antialias)
     raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
