@@ -82,7 +82,9 @@ logger = logging.getLogger(__name__)
 
 ALL_LEVELS: tuple[str, ...] = tuple(level.value for level in Level)
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+# 2: bilinear resizes by `bilinear_resize` (the same bits on any thread count); sets of format 1
+# may differ from what this code builds, so they are rebuilt rather than reused
+MANIFEST_FORMAT = 2
 HR_FOLDER = "hr"
 
 
@@ -311,7 +313,10 @@ def read_testset_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"no test-set manifest at {path}; build it with build_testsets")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: unsupported manifest format {manifest.get('format')!r}")
+        raise ValueError(
+            f"{path}: manifest format {manifest.get('format')!r}, this dasrlib builds "
+            f"{MANIFEST_FORMAT}; rebuild the test sets (python -m dasrlib.testsets build ...)"
+        )
     return manifest
 
 

@@ -247,6 +247,13 @@ def test_prepare_testsets_reuses_only_on_exact_match(hr_dir, tmp_path) -> None:
     assert not fewer.reused and "images differ" in fewer.message
     other = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
     assert not other.reused and "seed 0 != 1" in other.message
+    # a set built by an older pipeline (another manifest format) is rebuilt, not reused
+    manifest = tmp_path / testsets.MANIFEST_NAME
+    old = json.loads(manifest.read_text()) | {"format": testsets.MANIFEST_FORMAT - 1}
+    manifest.write_text(json.dumps(old))
+    rebuilt = testsets.prepare_testsets(hr_dir, tmp_path, levels=("weak",), seed=1, max_images=1)
+    assert not rebuilt.reused and "manifest format" in rebuilt.message
+    assert testsets.read_testset_manifest(tmp_path)["format"] == testsets.MANIFEST_FORMAT
 
 
 def test_table2_plan_shares_the_budget() -> None:
