@@ -11,7 +11,11 @@ alone, and the training command end to end (data + step + EMA + logging), prefet
     python benchmarks/train_loop.py --data-root ../shared/data/train     # batch 16, LR 32
 
 (``../shared/data/train``: an optional external data folder of HR training photos; any folder of
-images works, and without ``--data-root`` the embedded photos are used.)
+images works, and without ``--data-root`` the embedded photos are used.) At the scale of the
+Fig. 4 ablations (notebooks/params/ablations_cpu.yaml; the same optional data folder):
+
+    python benchmarks/train_loop.py --data-root ../shared/data/train --num-feat 32 --num-block 4 \
+        --predictor-feat 32 --out results/benchmarks/train_loop_cpu_ablation_scale.json
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-size", type=int, default=32, help="LR patch side (HR = 4x)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--experts", type=int, default=5)
+    parser.add_argument("--num-feat", type=int, default=64, help="channels (ablations: 32)")
+    parser.add_argument("--num-block", type=int, default=16, help="residual blocks (ablations: 4)")
+    parser.add_argument("--predictor-feat", type=int, default=64, help="(ablations: 32)")
     parser.add_argument("--data-root", default=None, help="HR images (default: embedded photos)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=60, help="end-to-end steps per run")
@@ -97,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     base = bench_config(
         batch=args.batch,
         lr_size=args.lr_size,
-        num_feat=64,
-        num_block=16,
+        num_feat=args.num_feat,
+        num_block=args.num_block,
         experts=args.experts,
         precision=args.precision,
         queue_size=192,
         data_root=args.data_root,
-    ).replace(perceptual_weight=0.0, adversarial_weight=0.0, val_images=0)
+    ).replace(
+        predictor_feat=args.predictor_feat,
+        perceptual_weight=0.0,
+        adversarial_weight=0.0,
+        val_images=0,
+    )
     print(describe_precision(device, args.precision))
     stages = {"srresnet": "baseline", "dasr": "dasr"}
     networks = args.networks.split(",")
