@@ -347,6 +347,31 @@ class DASR(nn.Module):
         if uniform_weighting:
             self.weighting.set_uniform_output()
 
+    def experts_are_copies(self) -> bool:
+        """Whether there are several experts and each equals expert 0 up to float rounding (every
+        parameter within 1e-6 of the largest |parameter| of expert 0)."""
+        if not isinstance(self.experts, ExpertBank) or self.num_experts < 2:
+            return False
+        bank = self.experts.bank.detach().float()
+        return bool((bank - bank[0]).abs().max() <= 1e-6 * bank[0].abs().max())
+
+    @torch.no_grad()
+    def break_expert_symmetry(self, generator: torch.Generator) -> bool:
+        """Let experts that are copies of one network diverge; True if they were copies.
+
+        With copies e_i = e (the start of Sec. 4.1) and an A whose rows are equal (the uniform
+        start of `init_experts_from`), every expert gets the same weight a_i(v) = c(v), so by
+        Eq. 2 every expert's gradient is sum over images of c(v) dL/dW: the same for all i, and
+        the gradient of A's last layer is the same for every row. The experts then stay copies
+        for ever and DASR is one SRResNet. Zero-sum random weights added to A's last layer
+        (`WeightingModule.add_zero_sum_weights`) keep sum_i a_i, hence the mixed network
+        (sum_i a_i) e, unchanged, but give each expert its own a_i(v) and so its own gradient.
+        """
+        if not self.experts_are_copies():
+            return False
+        self.weighting.add_zero_sum_weights(generator)
+        return True
+
     def _layer_scaled_noise(self, flat: Tensor, generator: torch.Generator | None) -> Tensor:
         noise = torch.randn(flat.shape, generator=generator, dtype=flat.dtype, device="cpu")
         noise = noise.to(flat.device)

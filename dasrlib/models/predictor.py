@@ -89,6 +89,19 @@ class WeightingModule(nn.Module):
         return torch.sigmoid(a) if self.sigmoid else a
 
     @torch.no_grad()
+    def add_zero_sum_weights(self, generator: torch.Generator) -> None:
+        """Add to the last layer's weight a random matrix whose column sums over the experts are
+        zero: drawn as PyTorch's default Linear init, U(-1/sqrt(hidden), 1/sqrt(hidden)), minus
+        its mean over the experts. sum_i a_i is unchanged for every v (exactly for the linear
+        weighting, to first order with the sigmoid), while a now differs from expert to expert
+        and from image to image."""
+        last = self.MappingNet[-1]
+        bound = 1.0 / math.sqrt(last.in_features)
+        noise = (2 * torch.rand(last.weight.shape, generator=generator) - 1) * bound
+        noise -= noise.mean(dim=0, keepdim=True)
+        last.weight += noise.to(last.weight)
+
+    @torch.no_grad()
     def set_uniform_output(self) -> None:
         """Make A output a = 1/N for every v (zero last weight, bias 1/N): with identical experts
         the mixed network then equals the shared initial expert exactly (sum a = 1)."""

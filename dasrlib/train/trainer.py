@@ -122,6 +122,8 @@ class Trainer:
         self.generator = self._layout(self.generator)
         self.generator.train()
         self.ema = EMA(self.generator, config.optimiser.ema_decay)
+        self.iteration = 0
+        self._break_expert_symmetry()
         optim = config.optimiser
         betas = tuple(optim.betas)
         # The fused kernel on the CPU: one pass over all parameters instead of a loop of small
@@ -157,7 +159,6 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
 
-        self.iteration = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.data: DataStream | None = None
@@ -180,6 +181,25 @@ class Trainer:
             )
             return
         self.generator.load_state_dict(state)  # raises naming the mismatched keys
+
+    def _break_expert_symmetry(self) -> None:
+        """DASR experts that are copies of one network never diverge by themselves
+        (`DASR.break_expert_symmetry`): perturb A of the generator and of its EMA alike, seeded
+        by the run's seed and iteration. Output-preserving; a no-op once the experts differ."""
+        if not isinstance(self.generator, DASR):
+            return
+        seed = derive_seed(self.config.seed, "expert_symmetry", self.iteration)
+        broken = [
+            model.break_expert_symmetry(seeded_generator(seed))
+            for model in (self.generator, self.ema.model)
+        ]
+        if any(broken):
+            logger.info(
+                "iteration %d: the %d experts are copies of one network; A's last layer gets "
+                "zero-sum random weights so that they can diverge (sum of a unchanged)",
+                self.iteration,
+                self.generator.num_experts,
+            )
 
     def prepare_data(self) -> None:
         """Open the HR images, hold out the validation images, start the data stream."""
@@ -409,6 +429,7 @@ class Trainer:
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
         self.nonfinite_total = state["nonfinite_total"]
         logger.info("resumed %s at iteration %d", self.run_dir, self.iteration)
+        self._break_expert_symmetry()
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint pair of this iteration (main process only)."""

@@ -172,6 +172,42 @@ def test_init_experts_from_starts_as_the_pretrained_expert(generator, lr, mixing
             assert (bank[0, bias] - bank[1, bias]).abs().max() < 0.1 * weight_std
 
 
+def _adam_steps(model: DASR, lr: Tensor, v: Tensor, target: Tensor, steps: int = 3) -> None:
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = (model(lr, v).sr - target).abs().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def test_copied_experts_diverge_only_once_the_symmetry_is_broken(generator, lr):
+    pretrained = SRResNet(num_feat=8, num_block=2, generator=generator).eval()
+    stuck = DASR(**TINY, num_experts=3, generator=generator)
+    stuck.init_experts_from(pretrained.state_dict())
+    broken = DASR(**TINY, num_experts=3, generator=generator)
+    broken.load_state_dict(stuck.state_dict())
+    v = torch.rand(3, 33, generator=generator)  # every image its own v, so its own a
+    target = torch.rand(3, 3, 48, 48, generator=generator)
+    assert stuck.experts_are_copies() and broken.experts_are_copies()
+
+    with torch.no_grad():
+        before = broken.eval()(lr, v)
+        assert broken.break_expert_symmetry(torch.Generator().manual_seed(0))
+        after = broken(lr, v)
+    # sum_i a_i and hence the network are unchanged; a itself now differs between experts
+    torch.testing.assert_close(after.a.sum(1), before.a.sum(1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(after.sr, before.sr, rtol=0, atol=1e-6)
+    assert (after.a - after.a[:, :1]).abs().max() > 1e-2
+
+    _adam_steps(stuck, lr, v, target)
+    _adam_steps(broken, lr, v, target)
+    assert stuck.experts_are_copies()  # uniform A: the same gradient for every expert, for ever
+    assert not broken.experts_are_copies()
+    assert not broken.break_expert_symmetry(torch.Generator().manual_seed(0))  # now a no-op
+
+
 def test_mixing_is_one_matmul_over_the_flat_bank(generator):
     model = _tiny_dasr(generator, num_experts=3)
     a = torch.randn(2, 3, generator=generator)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from dasrlib import losses
 from dasrlib.config import ConfigError, config_hash, load_config, to_dict
@@ -180,6 +180,27 @@ def test_stage_both_runs_pretrain_then_dasr_from_it() -> None:
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_a_dasr_start_from_one_pretrained_network_lets_its_experts_diverge(tmp_path) -> None:
+    pretrained = make_trainer(tiny_config(tmp_path, stage="pretrain")).generator
+    weights = tmp_path / "pretrained.safetensors"
+    save_file({k: v.contiguous() for k, v in pretrained.state_dict().items()}, weights)
+    trainer = make_trainer(
+        tiny_config(tmp_path, stage="dasr", init_from=str(weights), perceptual_weight=0.0)
+    )
+    model, ema = trainer.generator, trainer.ema.model
+    assert model.experts_are_copies()  # the same pretrained network in every expert ...
+    last = model.weighting.MappingNet[-1].weight.detach()
+    assert (last[0] - last[1]).abs().max() > 0  # ... but A weights them differently
+    assert torch.equal(last, ema.weighting.MappingNet[-1].weight)
+    batch = tiny_batch()
+    with torch.no_grad():  # the mixed network is still the pretrained one
+        torch.testing.assert_close(model(batch.lr).sr, pretrained(batch.lr), rtol=0, atol=1e-5)
+    terms, _ = trainer.generator_losses(batch)
+    terms["total"].backward()
+    trainer.opt_g.step()
+    assert not model.experts_are_copies()
 
 
 def test_resume_is_exact(tmp_path) -> None:
