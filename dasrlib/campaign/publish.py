@@ -31,6 +31,7 @@ import pandas as pd
 from dasrlib.campaign.figures import FIGURE_FILES
 from dasrlib.campaign.tables import TABLE2_FILES
 from dasrlib.io import atomic_write, atomic_write_text
+from dasrlib.models.checkpoints import load_model
 from dasrlib.results import project_path, write_results
 from dasrlib.tables import markdown_table
 
@@ -151,6 +152,13 @@ def _gap_note(gaps: pd.DataFrame, previous: pd.DataFrame | None) -> list[str]:
     return lines
 
 
+def _spread_text(spread: float) -> str:
+    return (
+        f"DASR's experts: relative spread {spread:.1e} (max over experts of |e_i - mean| / "
+        "|mean|; 0 would make DASR one SRResNet)"
+    )
+
+
 def _budget_note(record: dict[str, Any], gap_lines: list[str]) -> str:
     lines = [f"### Budget {record['budget']} ({record['time_utc']})", ""]
     lines.append(
@@ -172,6 +180,8 @@ def _budget_note(record: dict[str, Any], gap_lines: list[str]) -> str:
             + (f", {rate:.2f} it/s" if rate else "")
             + f", {run['wall_s']:.0f} s"
         )
+    if "expert_spread" in record:
+        lines.append(f"- {_spread_text(record['expert_spread'])}")
     for text in record.get("notes", []):
         lines.append(f"- {text}")
     lines += ["", *gap_lines]
@@ -183,6 +193,7 @@ def _model_card(history: dict[str, Any], means: pd.DataFrame, gaps: pd.DataFrame
     state = history["state"]
     plan = budgets[-1]["plan"]
     wall = sum(float(b["wall_s"]) for b in budgets)
+    spread = budgets[-1].get("expert_spread")
     iters = {role: state.get(role, {}).get("iterations", 0) for role in state}
     per_budget = ", ".join(
         f"{b['budget']}: "
@@ -214,6 +225,7 @@ def _model_card(history: dict[str, Any], means: pd.DataFrame, gaps: pd.DataFrame
         f"{plan['lr']} (DASR, baseline), constant; EMA 0.999 (the published weights) |",
         f"| networks | SRResNet {plan['num_feat']} channels, {plan['num_block']} blocks; DASR "
         f"N = {plan['num_experts']} such experts, predictor and linear weighting |",
+        f"| experts | {_spread_text(spread) if spread is not None else 'not recorded'} |",
         f"| hardware, precision | {budgets[-1]['device']}; {budgets[-1]['precision']} |",
         f"| wall time | {wall / 3600:.2f} h over {len(budgets)} budget(s) |",
         f"| commit | {budgets[-1].get('commit') or '?'} |",
@@ -275,6 +287,10 @@ def publish_budget(record: dict[str, Any], rows: pd.DataFrame, models_dir: Path)
     record["budget"] = len(history["budgets"]) + 1
     for name, path in record["weights"].items():
         _copy(project_path(path), models_dir / name / "model.safetensors")
+    if "dasr" in record["weights"]:
+        record["expert_spread"] = load_model(
+            models_dir / "dasr" / "model.safetensors"
+        ).expert_spread()
     drawn = {**record.get("figures", {}), **record.get("tables", {})}
     for name in (*FIGURE_FILES, *TABLE2_FILES):  # of these weights, or removed (never older)
         if name in drawn:

@@ -355,6 +355,15 @@ class DASR(nn.Module):
         bank = self.experts.bank.detach().float()
         return bool((bank - bank[0]).abs().max() <= 1e-6 * bank[0].abs().max())
 
+    def expert_spread(self) -> float:
+        """max_i |e_i - mean| / |mean| over the experts' flat parameters (L2): 0 when they are
+        copies of one network (DASR is then one SRResNet); NaN without several experts."""
+        if not isinstance(self.experts, ExpertBank) or self.num_experts < 2:
+            return float("nan")
+        bank = self.experts.bank.detach().float()
+        mean = bank.mean(0)
+        return float(((bank - mean).norm(dim=1) / mean.norm()).max())
+
     @torch.no_grad()
     def break_expert_symmetry(self, generator: torch.Generator) -> bool:
         """Let experts that are copies of one network diverge; True if they were copies.

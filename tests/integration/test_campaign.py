@@ -123,6 +123,7 @@ def test_two_budgets_then_warm_restart(setting: tuple[Path, CampaignPaths]) -> N
     assert (gaps["n_images"] == 2).all() and (gaps["ci95_low"] <= gaps["ci95_high"]).all()
     card = (paths.models / "README.md").read_text()
     assert "Deviations from the paper" in card and "Budget 1" in card
+    assert first["expert_spread"] > 0 and "DASR's experts: relative spread" in card
     assert (paths.models / "curves.png").stat().st_size > 0
     for figure in ("real_images.png", "fig5_sweep.png", "fig5_sweep.csv"):  # drawn with them
         assert (paths.models / figure).stat().st_size > 0, figure

@@ -205,6 +205,7 @@ def test_copied_experts_diverge_only_once_the_symmetry_is_broken(generator, lr):
     _adam_steps(broken, lr, v, target)
     assert stuck.experts_are_copies()  # uniform A: the same gradient for every expert, for ever
     assert not broken.experts_are_copies()
+    assert stuck.expert_spread() < 1e-6 < broken.expert_spread()
     assert not broken.break_expert_symmetry(torch.Generator().manual_seed(0))  # now a no-op
 
 
