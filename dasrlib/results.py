@@ -142,12 +142,29 @@ def _to_jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _portable_command(argv: list[str]) -> str:
-    """The command line as a record can keep it: paths inside the repository relative to its
-    root, temporary files as ``$TMPDIR/...`` (no machine's absolute paths)."""
+def _portable_text(text: str) -> str:
+    """`text` as a record can keep it: paths inside the repository, or beside it (the optional
+    shared data folder ``../shared``), relative to its root; temporary files as ``$TMPDIR/...``
+    (no machine's absolute paths)."""
     temporary = f"{Path(tempfile.gettempdir()).resolve()}{os.sep}"
     repository = f"{_REPO_ROOT}{os.sep}"
-    return " ".join(arg.replace(repository, "").replace(temporary, "$TMPDIR/") for arg in argv)
+    return text.replace(repository, "").replace(temporary, "$TMPDIR/")
+
+
+def _portable(value: Any) -> Any:
+    """Every string inside a JSON-able `value` made portable by `_portable_text`."""
+    if isinstance(value, str):
+        return _portable_text(value)
+    if isinstance(value, dict):
+        return {key: _portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_portable(item) for item in value]
+    return value
+
+
+def _portable_command(argv: list[str]) -> str:
+    """The command line as a record can keep it (`_portable_text` of each argument)."""
+    return " ".join(_portable_text(arg) for arg in argv)
 
 
 def run_metadata(
@@ -189,7 +206,9 @@ def write_results(
 ) -> Path:
     """Write `rows` as a long-format CSV and `metadata` as its `<stem>.json` sidecar, atomically.
 
-    `rows` must hold every column of `RESULT_COLUMNS` (extra columns follow them in their order).
+    Paths in the sidecar are kept portable (`_portable`: repository-relative, ``$TMPDIR/``), so
+    a committed record names no machine's folders. `rows` must hold every column of
+    `RESULT_COLUMNS` (extra columns follow them in their order).
     Returns the CSV path. Raises ValueError naming the missing columns.
     """
     missing = [c for c in RESULT_COLUMNS if c not in rows.columns]
@@ -204,7 +223,7 @@ def write_results(
     ordered.to_csv(buffer, index=False, lineterminator="\n")
     csv_path = Path(csv_path)
     sidecar = {
-        **_to_jsonable(dict(metadata)),
+        **_portable(_to_jsonable(dict(metadata))),
         "csv": csv_path.name,
         "n_rows": int(len(ordered)),
         "columns": [str(c) for c in ordered.columns],

@@ -56,6 +56,19 @@ def test_the_recorded_command_names_no_machine_paths(monkeypatch: pytest.MonkeyP
     assert run_metadata()["command"] == "dasrlib/campaign/__main__.py -f $TMPDIR/k.json --x=1"
 
 
+def test_the_sidecar_names_no_machine_paths(tmp_path) -> None:
+    repo = Path(results_module.__file__).resolve().parent.parent
+    temporary = Path(tempfile.gettempdir()).resolve()
+    meta = {
+        "testsets": {"dir": f"{repo}/data/testsets/set5", "hr_root": f"{repo}/../beside/x"},
+        "weights": [f"{temporary}/w.safetensors", 3],
+    }
+    write_results(_rows(), tmp_path / "t.csv", metadata=meta)
+    _, side = read_results(tmp_path / "t.csv")
+    assert side["testsets"] == {"dir": "data/testsets/set5", "hr_root": "../beside/x"}
+    assert side["weights"] == ["$TMPDIR/w.safetensors", 3]
+
+
 def test_write_results_round_trip(tmp_path) -> None:
     csv = tmp_path / "sub" / "table.csv"
     meta = run_metadata(seed=1, device="cpu")
