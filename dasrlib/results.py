@@ -162,11 +162,6 @@ def _portable(value: Any) -> Any:
     return value
 
 
-def _portable_command(argv: list[str]) -> str:
-    """The command line as a record can keep it (`_portable_text` of each argument)."""
-    return " ".join(_portable_text(arg) for arg in argv)
-
-
 def run_metadata(
     *,
     config: Any = None,
@@ -187,7 +182,7 @@ def run_metadata(
         "device": _device_description(device),
         "seed": seed,
         "config": _to_jsonable(config),
-        "command": _portable_command(sys.argv),
+        "command": _portable_text(" ".join(sys.argv)),
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
     }
