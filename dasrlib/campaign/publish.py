@@ -109,7 +109,7 @@ def _curves_png(curves: Path, out_png: Path) -> None:
     ax_loss.set_xlabel("iteration of the stage")
     ax_loss.set_ylabel("L1 pixel loss (mean over the log interval)")
     ax_val.set_xlabel("iteration of the stage")
-    ax_val.set_ylabel("held-out PSNR-Y gain over bicubic (dB), mean of levels")
+    ax_val.set_ylabel("held-out PSNR-Y gain over bicubic\n(dB, mean of the levels)")
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
