@@ -252,6 +252,9 @@ def test_fig5_sweep_measures_the_direction_of_a_known_response(
     assert blur.attrs["rank_correlation"] == pytest.approx(sign)
     assert noise.attrs["rank_correlation"] == pytest.approx(-sign)
     assert (blur["hf_energy"].diff().dropna() * sign > 0).all()
+    energy = blur["hf_energy"]
+    assert blur.attrs["change"] == pytest.approx(energy.iloc[-1] / energy.iloc[0] - 1.0)
+    assert blur.attrs["change"] * sign > 0 and noise.attrs["change"] * sign < 0
     sharpened = high_frequency_energy(upscale(image, model, v=torch.full((33,), 0.5)))
     assert blur["relative"].iloc[0] == pytest.approx(blur["hf_energy"].iloc[0] / sharpened)
 

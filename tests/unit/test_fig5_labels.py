@@ -21,7 +21,7 @@ def test_fig5_sweep_title_has_no_absolute_path(
 ) -> None:
     def fake_sweep(model, image, *, setting, steps, level, precision) -> pd.DataFrame:
         table = pd.DataFrame({"relative": [1.0, 1.0]})
-        table.attrs["rank_correlation"] = 1.0
+        table.attrs["rank_correlation"], table.attrs["change"] = 1.0, 0.0
         return table
 
     titles: list[str] = []
